@@ -1,0 +1,43 @@
+"""Run git as a subprocess: the one place that knows how Ferry calls git."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+# Commits made by Ferry carry this identity unless the environment sets another.
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Ferry",
+    "GIT_AUTHOR_EMAIL": "ferry@localhost",
+    "GIT_COMMITTER_NAME": "Ferry",
+    "GIT_COMMITTER_EMAIL": "ferry@localhost",
+}
+
+
+class GitError(RuntimeError):
+    """A git command failed; the message carries git's own stderr."""
+
+    def __init__(self, args: list[str], returncode: int, stderr: str) -> None:
+        self.args_ = args
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        super().__init__(f"git {' '.join(args)} failed ({returncode}): {self.stderr}")
+
+
+def git(*args: str, cwd: str | Path | None = None, check: bool = True, input: str | None = None) -> str:
+    """Run `git ARGS` in CWD and return its stdout (stripped of the final newline)."""
+    env = {**_IDENTITY, **os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    for key in _IDENTITY:
+        env.setdefault(key, _IDENTITY[key])
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=str(cwd) if cwd is not None else None,
+        capture_output=True,
+        text=True,
+        env=env,
+        input=input,
+    )
+    if check and proc.returncode != 0:
+        raise GitError(list(args), proc.returncode, proc.stderr)
+    return proc.stdout.rstrip("\n")
