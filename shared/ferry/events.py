@@ -1,0 +1,318 @@
+"""Ferry's event contracts: the one definition of every message on every stream (DESIGN.md §5).
+
+Wire format: one Redis stream entry per event, with one field per attribute. Strings go as they
+are; lists and mappings as JSON; absent values are left out. A person reads an entry with
+`redis-cli XRANGE`, and a producer in any language publishes with a plain
+`XADD ferry:ci * kind ci service api digest sha256:... status success`. A producer may instead
+send the whole event as one JSON object in a single field named `json`.
+Unknown fields are ignored, so a newer producer never breaks an older worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ferry.errors import Rejected
+from ferry.names import check_digest, check_label
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def promotion_id(service: str, digest: str, target_env: str) -> str:
+    """The idempotency key of a promotion: the same digest to the same place is one promotion."""
+    return "p-" + hashlib.sha256(f"{service}|{digest}|{target_env}".encode()).hexdigest()[:16]
+
+
+class InvalidEvent(Rejected):
+    """An entry that can never be processed: the message says what to fix."""
+
+
+class Event(BaseModel):
+    """Fields every event carries."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    on_stream: ClassVar[str] = ""
+    # Fields carried as JSON text on the wire (lists and mappings).
+    json_fields: ClassVar[frozenset[str]] = frozenset()
+
+    kind: str
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=200)
+    occurred_at: datetime = Field(default_factory=now_utc)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_wire(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if value == "":
+                continue  # an empty field is an absent one
+            if key in cls.json_fields and isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"field {key!r} must be JSON ({e.msg} at char {e.pos})") from e
+            out[key] = value
+        return out
+
+    @field_validator("occurred_at", mode="after")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def to_fields(self) -> dict[str, str]:
+        """The flat string fields of this event as they go on a stream."""
+        fields: dict[str, str] = {}
+        for key, value in self.model_dump(mode="json", exclude_none=True).items():
+            if key in self.json_fields:
+                fields[key] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+            elif isinstance(value, bool):
+                fields[key] = "true" if value else "false"
+            else:
+                fields[key] = str(value)
+        return fields
+
+
+def _as_label(value: str, info: ValidationInfo) -> str:
+    return check_label(value, info.field_name or "name")
+
+
+def _as_digest(value: str, info: ValidationInfo) -> str:
+    return check_digest(value, info.field_name or "digest")
+
+
+# A service or environment name: it reaches paths and branch names, so only DNS labels pass.
+Label = Annotated[str, AfterValidator(_as_label)]
+# An immutable image digest: build once, promote the digest.
+Digest = Annotated[str, AfterValidator(_as_digest)]
+
+
+class _Subject(Event):
+    """Events about one service (and usually one digest)."""
+
+    service: Label
+
+
+class CiResult(_Subject):
+    """A CI system's result: a build (no env) or a check run against a digest live in env."""
+
+    on_stream: ClassVar[str] = "ci"
+    kind: Literal["ci"] = "ci"
+    image: str | None = None
+    digest: Digest
+    commit: str | None = None
+    author: str | None = None
+    env: Label | None = None
+    check: str | None = None
+    status: Literal["success", "failure"] = "success"
+    built_at: datetime | None = None
+    url: str | None = None
+
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is not None and ("@" in value or ":" in value.rsplit("/", 1)[-1]):
+            raise ValueError(
+                f"image must be a repository without tag or digest "
+                f"(e.g. registry.example.com/shop/api), got {value!r}"
+            )
+        return value
+
+
+class Signal(_Subject):
+    """A person's or a job's word about a digest in an environment."""
+
+    on_stream: ClassVar[str] = "signals"
+    kind: Literal["approval", "rejection", "check"]
+    digest: Digest
+    env: Label
+    actor: str | None = None
+    check: str | None = None
+    status: Literal["success", "failure"] | None = None
+    reason: str | None = None
+
+
+
+class PromotionCommand(_Subject):
+    """gate-evaluator's instruction to pr-writer."""
+
+    on_stream: ClassVar[str] = "promotions"
+    json_fields: ClassVar[frozenset[str]] = frozenset({"evidence"})
+    kind: Literal["open", "merge", "close", "rollback"]
+    promotion_id: str
+    digest: Digest
+    source_env: str
+    target_env: Label
+    strategy: str = "direct"
+    auto_merge: bool = False
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None
+
+
+
+class Change(_Subject):
+    """What happened in the GitOps repository or on the forge."""
+
+    on_stream: ClassVar[str] = "changes"
+    kind: Literal["pr_opened", "pr_merged", "pr_closed", "promotion_failed", "verified"]
+    promotion_id: str
+    digest: Digest
+    env: Label
+    source_env: str | None = None
+    pr: int | None = None
+    merge_commit: str | None = None
+    reason: str | None = None
+
+
+
+class CanaryMeasurement(_Subject):
+    on_stream: ClassVar[str] = "canary"
+    kind: Literal["measurement"] = "measurement"
+    digest: Digest
+    env: Label
+    metric: str
+    phase: Literal["successful", "failed", "inconclusive", "error"]
+    value: str | None = None
+
+
+
+class PreviewEvent(Event):
+    on_stream: ClassVar[str] = "previews"
+    json_fields: ClassVar[frozenset[str]] = frozenset({"labels"})
+    kind: Literal["opened", "updated", "labeled", "unlabeled", "closed", "extend"]
+    repo: str
+    pr: int
+    team: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    until: datetime | None = None
+
+
+class AuditRecord(Event):
+    """One decision of one worker, in words."""
+
+    on_stream: ClassVar[str] = "audit"
+    kind: Literal["decision"] = "decision"
+    worker: str
+    action: str
+    subject: str
+    outcome: str
+    reason: str
+    caused_by: str | None = None
+
+
+class DeadLetter(Event):
+    """An entry a worker could not process, with the sentence that says why."""
+
+    on_stream: ClassVar[str] = "dlq"
+    json_fields: ClassVar[frozenset[str]] = frozenset({"payload"})
+    kind: Literal["dead_letter"] = "dead_letter"
+    stream: str
+    entry_id: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    error: str
+    deliveries: int
+    worker: str
+
+
+MODELS: dict[str, type[Event]] = {
+    m.on_stream: m
+    for m in (
+        CiResult,
+        Signal,
+        PromotionCommand,
+        Change,
+        CanaryMeasurement,
+        PreviewEvent,
+        AuditRecord,
+        DeadLetter,
+    )
+}
+
+
+def describe(error: ValidationError) -> str:
+    """One sentence a person can act on, from a pydantic ValidationError."""
+    parts = []
+    for err in error.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "entry"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            parts.append(f"field {field!r} is required")
+        elif err["type"] == "literal_error":
+            parts.append(f"field {field!r}: {msg}, got {err.get('input')!r}")
+        elif msg.startswith(field):
+            parts.append(msg)
+        else:
+            parts.append(f"field {field!r}: {msg}")
+    return "; ".join(parts)
+
+
+def decode_fields(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """Stream entry fields as str -> str (redis-py hands out bytes)."""
+    out = {}
+    for key, value in raw.items():
+        k = key.decode() if isinstance(key, bytes) else str(key)
+        v = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        out[k] = v
+    return out
+
+
+def parse(stream: str, fields: Mapping[str, str], *, entry_id: str | None = None) -> Event:
+    """Validate the fields of one entry of STREAM (short name, e.g. "ci") into its event model.
+
+    Raises InvalidEvent with a sentence that names the field and the value.
+    """
+    model = MODELS.get(stream)
+    if model is None:
+        raise InvalidEvent(f"no event belongs on stream {stream!r}")
+    data: dict[str, Any] = dict(fields)
+    if set(data) == {"json"} or ("json" in data and "kind" not in data):
+        try:
+            loaded = json.loads(data["json"])
+        except json.JSONDecodeError as e:
+            raise InvalidEvent(
+                f"field 'json' is not valid JSON ({e.msg} at char {e.pos}): "
+                "send one JSON object, or one field per attribute"
+            ) from e
+        if not isinstance(loaded, dict):
+            raise InvalidEvent("field 'json' must hold a JSON object")
+        data = loaded
+    if "kind" not in data:
+        raise InvalidEvent(f"field 'kind' is required (on {stream!r}: {_kinds(model)})")
+    if "event_id" not in data and entry_id:
+        # No producer key: the entry id is the next best stable identity for redeliveries.
+        data["event_id"] = f"{stream}:{entry_id}"
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise InvalidEvent(describe(e)) from e
+
+
+def _kinds(model: type[Event]) -> str:
+    ann = model.model_fields["kind"].annotation
+    args = getattr(ann, "__args__", ())
+    return "kind is one of " + ", ".join(repr(a) for a in args)

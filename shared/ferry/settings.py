@@ -1,0 +1,53 @@
+"""Ferry's configuration: environment variables FERRY_*, read once by pydantic-settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_consumer() -> str:
+    # Unique per replica: two processes never share a consumer name, so each has its own PEL.
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Everything a worker or the CLI needs to know about where things are and how to behave."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_", extra="ignore")
+
+    redis_url: str | None = None
+    home: Path = Field(default_factory=lambda: Path.home() / ".ferry")
+    gitops_repo: str | None = None
+    forge: Literal["local", "github", "gitlab", "gitea"] = "local"
+    forge_url: str | None = None
+    forge_token: SecretStr | None = None
+    stream_prefix: str = "ferry:"
+    consumer: str = Field(default_factory=_default_consumer)
+    max_deliveries: int = Field(default=5, ge=1)
+    claim_idle_ms: int = Field(default=30_000, ge=100)
+    poll_ms: int = Field(default=100, ge=1)
+    lock_ttl_ms: int = Field(default=30_000, ge=100)
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    def stream(self, name: str) -> str:
+        """The Redis key of stream NAME ("ci" -> "ferry:ci")."""
+        return f"{self.stream_prefix}{name}"
+
+    def key(self, *parts: str) -> str:
+        """A Redis key for Ferry's own state, under the same prefix as the streams."""
+        return self.stream_prefix + ":".join(parts)
+
+    @property
+    def redis_url_file(self) -> Path:
+        return self.home / "redis.url"
+
+    def workdir(self, worker: str) -> Path:
+        """A private directory for this replica (its clone of the GitOps repo)."""
+        return self.home / "work" / f"{worker}-{self.consumer}"
