@@ -183,6 +183,9 @@ class WorkerSpec:
     handlers: dict[str, Handler]
     setup: Callable[[WorkerContext], None] | None = None
     description: str = ""
+    # Streams whose group this worker joins without reading them yet, so that a later version
+    # finds the backlog there instead of skipping it.
+    joins: tuple[str, ...] = ()
 
 
 class Dispatcher:
@@ -274,6 +277,8 @@ async def serve(
 
         return consume
 
+    for short in spec.joins:
+        bus.ensure_group(short, spec.name)
     for short in spec.handlers:
         bus.ensure_group(short, spec.name)
         for reclaim in (False, True):
@@ -291,8 +296,10 @@ async def serve(
             sub(consumer_for(short, reclaim), )
             subscribers.append((short, sub))
 
-    await broker.start()
+    if subscribers:
+        await broker.start()
     log.info("worker started", streams=[settings.stream(s) for s in spec.handlers],
+             joined=[settings.stream(s) for s in spec.joins],
              group=spec.name, redis=scrub_text(url))
     if ready:
         ready()
@@ -303,7 +310,8 @@ async def serve(
                 await asyncio.wait_for(stop.wait(), timeout=2.0)
             await _heal(bus, spec, subscribers, log)
     finally:
-        await broker.stop()
+        if subscribers:
+            await broker.stop()
         log.info("worker stopped")
 
 

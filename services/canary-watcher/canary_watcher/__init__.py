@@ -1,0 +1,1 @@
+"""canary-watcher: judges canary analysis and rolls back."""

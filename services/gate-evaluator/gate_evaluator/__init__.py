@@ -1,0 +1,1 @@
+"""gate-evaluator: decides when a digest may move to the next environment."""

@@ -1,0 +1,130 @@
+"""gate-evaluator's handlers: CI results and merged changes in, promotion commands out."""
+
+from __future__ import annotations
+
+from ferry import resources
+from ferry.bus import WorkerContext, WorkerSpec
+from ferry.errors import Rejected
+from ferry.events import Change, CiResult, Event, PromotionCommand, promotion_id
+from ferry.state import EvidenceStore
+from gate_evaluator.gates import evaluate
+
+
+def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
+    """A build (no env) is a candidate for the environments promoted from `build`; a CI result in
+    an environment is evidence for the environments promoted from there."""
+    assert isinstance(event, CiResult)
+    repo = resources.gitops(ctx)
+    policy = repo.policy()
+    source = event.env or "build"
+    if event.env is not None:
+        _known_env(policy, event.env)
+    targets = policy.targets_from(source)
+    subject = f"{event.service}@{event.digest}"
+    checked_env = event.env or (targets[0] if targets else None)
+    if checked_env is not None:
+        _check_image(repo, policy, event, checked_env)
+    if event.env is not None:
+        EvidenceStore(ctx.bus).record_check(
+            event.service, event.digest, event.env, event.check, event.status, event.url
+        )
+    if event.status != "success":
+        where = f"in {event.env}" if event.env else "(build)"
+        ctx.audit("promote", subject, "refused", f"CI failed {where}: nothing moves", event)
+        return
+    if not targets:
+        ctx.audit("promote", subject, "nothing", f"no environment is promoted from {source}", event)
+    for target in targets:
+        _consider(ctx, event, event.service, event.digest, source, target)
+
+
+def handle_change(event: Event, ctx: WorkerContext) -> None:
+    """A merge makes a digest live in an environment: the environments after it may follow."""
+    assert isinstance(event, Change)
+    if event.kind != "pr_merged":
+        return
+    policy = resources.gitops(ctx).policy()
+    for target in policy.targets_from(event.env):
+        _consider(ctx, event, event.service, event.digest, event.env, target)
+
+
+def _consider(
+    ctx: WorkerContext, cause: Event, service: str, digest: str, source: str, target: str
+) -> None:
+    repo = resources.gitops(ctx)
+    policy = repo.policy()
+    subject = f"{service}@{digest} -> {target}"
+    # One decision at a time per (service, environment), whichever replica holds the event.
+    with ctx.bus.lock(f"decide:{service}:{target}"):
+        decision = evaluate(
+            env_policy=policy.environment(target, service),
+            digest=digest,
+            source_env=source,
+            target_env=target,
+            pinned_in_target=repo.pinned(service, target),
+            live_in_source=source == "build" or repo.pinned(service, source) == digest,
+            evidence=EvidenceStore(ctx.bus).get(service, digest, source),
+        )
+        if decision.action != "promote":
+            ctx.audit("promote", subject, decision.action, decision.sentence, cause)
+            return
+        pid = promotion_id(service, digest, target)
+        command = PromotionCommand(
+            kind="open",
+            event_id=f"{pid}:open",
+            promotion_id=pid,
+            service=service,
+            digest=digest,
+            source_env=source,
+            target_env=target,
+            strategy=policy.environment(target, service).strategy,
+            auto_merge=decision.auto_merge,
+            evidence=_evidence(cause, decision.reasons),
+            reason=decision.sentence,
+        )
+        published = ctx.bus.publish_once(f"promotion:{pid}:open", command)
+    outcome = "requested" if published else "already requested"
+    ctx.audit("promote", subject, outcome, decision.sentence, cause)
+
+
+def _evidence(cause: Event, reasons: list[str]) -> dict[str, object]:
+    evidence: dict[str, object] = {"reasons": reasons, "caused_by": cause.event_id}
+    if isinstance(cause, CiResult):
+        for name in ("commit", "author", "check", "url", "image"):
+            value = getattr(cause, name)
+            if value:
+                evidence[name] = value
+        if cause.built_at:
+            evidence["built_at"] = cause.built_at.isoformat()
+    return evidence
+
+
+def _known_env(policy, env: str) -> None:  # noqa: ANN001
+    if env not in policy.env_names():
+        raise Rejected(
+            f"unknown environment {env!r}: ferry.yaml defines {', '.join(policy.env_names())}"
+        )
+
+
+def _check_image(repo, policy, event: CiResult, env: str) -> None:  # noqa: ANN001
+    """A digest means nothing without its repository: refuse one built for another image."""
+    path = policy.values_path(env, event.service)
+    if not repo.values_exists(event.service, env):
+        raise Rejected(
+            f"service {event.service!r} has no values file {path} on main: "
+            "add it to the GitOps repository first"
+        )
+    expected = repo.repository(event.service, env)
+    if event.image is not None and expected and event.image != expected:
+        raise Rejected(
+            f"image {event.image!r} is not the repository of {event.service!r} "
+            f"({expected!r} in {path}): a digest means nothing without its repository"
+        )
+
+
+WORKER = WorkerSpec(
+    name="gate-evaluator",
+    handlers={"ci": handle_ci_result, "changes": handle_change},
+    joins=("signals",),
+    description="decides when a digest may move to the next environment",
+)

@@ -1,0 +1,145 @@
+"""pr-writer's handlers: promotion commands in; branches, pull requests, merges and changes out.
+
+Every step is idempotent under redelivery: the forge finds a PR by its promotion id, a merged PR
+stays merged, and each change is published once (keyed by promotion id and kind)."""
+
+from __future__ import annotations
+
+from ferry import failpoints, resources
+from ferry.bus import WorkerContext, WorkerSpec
+from ferry.errors import Rejected
+from ferry.events import Change, Event, PromotionCommand
+from pr_writer.body import body, title
+
+
+def setup(ctx: WorkerContext) -> None:
+    ctx.resources["forge"] = resources.forge(ctx.settings)
+    resources.gitops(ctx)
+
+
+def handle_promotion(event: Event, ctx: WorkerContext) -> None:
+    assert isinstance(event, PromotionCommand)
+    with ctx.bus.lock(f"promotion:{event.promotion_id}", wait_s=60):
+        try:
+            if event.kind == "open":
+                _open(event, ctx)
+            elif event.kind == "merge":
+                _merge(event, ctx)
+            elif event.kind == "close":
+                _close(event, ctx)
+            else:
+                raise Rejected(f"promotion kind {event.kind!r} is not handled by this version")
+        except Rejected as e:
+            _failed(event, ctx, str(e))
+            raise
+
+
+def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
+    from ferry.forge import ForgeError, PermanentForgeError
+    from ferry.gitops import PromotionError
+    from ferry.values import ValuesError
+
+    forge = ctx.resources["forge"]
+    repo = resources.gitops(ctx)
+    subject = f"{cmd.service}@{cmd.digest} -> {cmd.target_env}"
+    pr = forge.find_pr(cmd.promotion_id)
+    if pr is None:
+        policy = repo.policy()
+        branch = f"ferry/{cmd.target_env}/{cmd.service}/{cmd.digest[7:19]}"
+        try:
+            head = repo.prepare_promotion(
+                branch=branch,
+                service=cmd.service,
+                env=cmd.target_env,
+                digest=cmd.digest,
+                message=f"{title(cmd)}\n\nPromotion {cmd.promotion_id}.",
+            )
+        except (ValuesError, PromotionError) as e:
+            raise Rejected(f"cannot promote {subject}: {e}") from e
+        if head is None:
+            ctx.audit("open_pr", subject, "skipped", f"{cmd.target_env} already pins it", cmd)
+            return
+        failpoints.hit("pr-writer.after-push")
+        try:
+            pr = forge.open_pr(
+                head=branch,
+                title=title(cmd),
+                body=body(cmd, policy.values_path(cmd.target_env, cmd.service), policy.digest_key),
+                labels=["ferry", f"env/{cmd.target_env}"],
+                key=cmd.promotion_id,
+            )
+        except PermanentForgeError as e:
+            raise Rejected(f"forge refused the pull request for {subject}: {e}") from e
+        except ForgeError:
+            raise
+        ctx.audit("open_pr", subject, "opened", f"PR #{pr.number}", cmd)
+    failpoints.hit("pr-writer.after-open")
+    _publish(ctx, cmd, "pr_opened", pr.number)
+    if cmd.auto_merge and pr.state == "open":
+        pr = _do_merge(ctx, cmd, pr.number)
+    failpoints.hit("pr-writer.after-merge")
+    if pr.state == "merged":
+        _publish(ctx, cmd, "pr_merged", pr.number, merge_commit=pr.merge_commit)
+
+
+def _merge(cmd: PromotionCommand, ctx: WorkerContext) -> None:
+    pr = ctx.resources["forge"].find_pr(cmd.promotion_id)
+    if pr is None:
+        raise Rejected(f"no pull request for promotion {cmd.promotion_id}: open it first")
+    if pr.state == "open":
+        pr = _do_merge(ctx, cmd, pr.number)
+    if pr.state == "merged":
+        _publish(ctx, cmd, "pr_merged", pr.number, merge_commit=pr.merge_commit)
+
+
+def _close(cmd: PromotionCommand, ctx: WorkerContext) -> None:
+    forge = ctx.resources["forge"]
+    pr = forge.find_pr(cmd.promotion_id)
+    if pr is None:
+        return
+    if pr.state == "open":
+        pr = forge.close_pr(pr.number, comment=cmd.reason or "closed by ferry")
+    if pr.state == "closed":
+        _publish(ctx, cmd, "pr_closed", pr.number, reason=cmd.reason)
+
+
+def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: ANN202
+    from ferry.forge import MergeConflict, PermanentForgeError
+
+    try:
+        pr = ctx.resources["forge"].merge_pr(number)
+    except (MergeConflict, PermanentForgeError) as e:
+        raise Rejected(f"cannot merge PR #{number}: {e}") from e
+    ctx.audit("merge_pr", f"{cmd.service}@{cmd.digest} -> {cmd.target_env}", "merged",
+              f"PR #{number} merged as {pr.merge_commit[:12]}", cmd)
+    return pr
+
+
+def _publish(
+    ctx: WorkerContext, cmd: PromotionCommand, kind: str, pr: int | None, **extra: object
+) -> None:
+    change = Change(
+        kind=kind,  # type: ignore[arg-type]
+        event_id=f"{cmd.promotion_id}:{kind}",
+        promotion_id=cmd.promotion_id,
+        service=cmd.service,
+        digest=cmd.digest,
+        env=cmd.target_env,
+        source_env=cmd.source_env,
+        pr=pr,
+        **extra,  # type: ignore[arg-type]
+    )
+    ctx.bus.publish_once(f"change:{cmd.promotion_id}:{kind}", change)
+
+
+def _failed(cmd: PromotionCommand, ctx: WorkerContext, reason: str) -> None:
+    ctx.audit("promote", f"{cmd.service}@{cmd.digest} -> {cmd.target_env}", "failed", reason, cmd)
+    _publish(ctx, cmd, "promotion_failed", None, reason=reason)
+
+
+WORKER = WorkerSpec(
+    name="pr-writer",
+    handlers={"promotions": handle_promotion},
+    setup=setup,
+    description="opens and merges the one-line promotion pull requests",
+)

@@ -1,0 +1,1 @@
+"""preview-reaper: reaps preview environments past their TTL or quota."""

@@ -1,0 +1,361 @@
+"""The `ferry` command: the interface people and scripts rely on (DESIGN.md §8)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import typer
+
+from ferry.settings import Settings
+
+app = typer.Typer(
+    help="Ferry promotes container image digests dev -> staging -> prod by pull request.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+publish_app = typer.Typer(help="Publish an event to Ferry's streams.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Inspect dead letters: entries a worker could not process.",
+                      no_args_is_help=True)
+pr_app = typer.Typer(help="Pull requests on the local forge.", no_args_is_help=True)
+app.add_typer(publish_app, name="publish")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(pr_app, name="pr")
+
+
+class CliError(Exception):
+    """A mistake the user can fix: printed as one line, exit code 2."""
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _bus(settings: Settings):  # noqa: ANN202
+    from ferry.bus import Bus
+    from ferry.embedded import resolve_url
+
+    return Bus(settings, resolve_url(settings))
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+# --- init -------------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    path: Path = typer.Argument(..., help="Where to create the GitOps repository."),
+    services: str = typer.Option("api,web", help="Comma-separated service names."),
+) -> None:
+    """Scaffold a GitOps repository (ferry.yaml, envs/, an Argo CD ApplicationSet)."""
+    from ferry.scaffold import scaffold
+
+    names = [s.strip() for s in services.split(",") if s.strip()]
+    if not names:
+        fail("--services needs at least one name, e.g. --services api,web")
+    scaffold(path, names)
+    typer.echo(f"GitOps repository ready at {path} (services: {', '.join(names)})")
+    typer.echo(f"use it with: export FERRY_GITOPS_REPO={path.resolve()}")
+
+
+# --- publish ----------------------------------------------------------------------------------
+
+
+@publish_app.command("ci")
+def publish_ci(
+    service: str = typer.Option(..., help="Service name (a DNS label)."),
+    digest: str = typer.Option(..., help="Image digest: sha256:<64 hex>."),
+    image: str | None = typer.Option(None, help="Image repository, without tag or digest."),
+    commit: str | None = typer.Option(None, help="Source commit the image was built from."),
+    author: str | None = typer.Option(None, help="Who triggered the build."),
+    env: str | None = typer.Option(None, help="Environment the checks ran in (absent: the build)."),
+    check: str | None = typer.Option(None, help="Name of the check (e.g. integration)."),
+    status: str = typer.Option("success", help="success or failure."),
+    built_at: str | None = typer.Option(None, help="When the image was built (ISO 8601)."),
+    url: str | None = typer.Option(None, help="Link to the CI run."),
+    event_id: str | None = typer.Option(None, help="Idempotency key (default: random)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the published entry as JSON."),
+) -> None:
+    """Publish a CI result: a build (no --env) or checks run against a digest in --env."""
+    from ferry.events import CiResult, InvalidEvent, parse
+
+    fields = {
+        "kind": "ci", "service": service, "digest": digest, "image": image, "commit": commit,
+        "author": author, "env": env, "check": check, "status": status, "built_at": built_at,
+        "url": url, "event_id": event_id,
+    }
+    try:
+        event = parse("ci", {k: v for k, v in fields.items() if v is not None})
+    except InvalidEvent as e:
+        fail(str(e))
+    assert isinstance(event, CiResult)
+    entry = _bus(_settings()).publish(event)
+    if as_json:
+        _echo_json({"entry_id": entry, "event": event.to_fields()})
+    else:
+        typer.echo(f"published {event.event_id} as {entry}")
+
+
+# --- workers ----------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(name: str = typer.Argument(..., help="gate-evaluator, pr-writer, canary-watcher "
+                                                 "or preview-reaper")) -> None:
+    """Run one replica of a worker (run more processes to scale it)."""
+    from ferry.runner import load_worker, run_worker
+
+    try:
+        load_worker(name)
+    except ValueError as e:
+        fail(str(e))
+    run_worker(name, _settings())
+
+
+@app.command()
+def up() -> None:
+    """Run all four workers, each its own process (embedded server if FERRY_REDIS_URL is unset)."""
+    from ferry.resources import gitops_remote
+    from ferry.runner import run_up
+
+    settings = _settings()
+    gitops_remote(settings)
+    run_up(settings)
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def _repo(settings: Settings):  # noqa: ANN202
+    from ferry.gitops import GitOpsRepo
+    from ferry.resources import gitops_remote
+
+    return GitOpsRepo(remote=gitops_remote(settings), workdir=settings.home / "work" / "cli")
+
+
+def status_table(settings: Settings) -> dict[str, dict[str, str | None]]:
+    repo = _repo(settings)
+    policy = repo.policy()
+    return {
+        service: {env: repo.pinned(service, env) for env in policy.env_names()}
+        for service in repo.services()
+    }
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Service x environment: the digest pinned on the GitOps repository's main."""
+    settings = _settings()
+    table = status_table(settings)
+    if as_json:
+        _echo_json({"services": table})
+        return
+    envs = list(next(iter(table.values())).keys()) if table else []
+    rows = [["SERVICE", *[e.upper() for e in envs]]]
+    for service, pins in table.items():
+        rows.append([service, *[_short(pins[e]) for e in envs]])
+    _print_rows(rows)
+
+
+def _short(digest: str | None) -> str:
+    return digest[:19] if digest else "-"
+
+
+def _print_rows(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+# --- dlq --------------------------------------------------------------------------------------
+
+
+def _dead_letters(settings: Settings) -> list[tuple[str, Any]]:
+    from ferry.events import decode_fields, parse
+
+    bus = _bus(settings)
+    out = []
+    for entry_id, raw in bus.redis.xrange(settings.stream("dlq")):
+        out.append((entry_id.decode(), parse("dlq", decode_fields(raw))))
+    return out
+
+
+@dlq_app.command("ls")
+def dlq_ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List dead letters, oldest first."""
+    letters = _dead_letters(_settings())
+    if as_json:
+        _echo_json([{"id": i, **json.loads(e.model_dump_json())} for i, e in letters])
+        return
+    if not letters:
+        typer.echo("no dead letters")
+        return
+    rows = [["ID", "STREAM", "WORKER", "DELIVERIES", "ERROR"]]
+    for i, e in letters:
+        rows.append([i, e.stream, e.worker, str(e.deliveries), e.error])
+    _print_rows(rows)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    entry_id: str = typer.Argument(..., help="The dead letter's id (from `ferry dlq ls`)."),
+) -> None:
+    """Show one dead letter whole: the reason and the original entry."""
+    for i, e in _dead_letters(_settings()):
+        if i == entry_id:
+            _echo_json({"id": i, **json.loads(e.model_dump_json())})
+            return
+    fail(f"no dead letter {entry_id!r}: `ferry dlq ls` lists them")
+
+
+# --- pr ---------------------------------------------------------------------------------------
+
+
+def _forge():  # noqa: ANN202
+    from ferry.resources import forge
+
+    return forge(_settings())
+
+
+def _pr_dict(pr: Any) -> dict[str, Any]:
+    return json.loads(pr.model_dump_json())
+
+
+@pr_app.command("ls")
+def pr_ls(
+    state: str | None = typer.Option(None, help="open, merged or closed (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List pull requests, newest first."""
+    if state not in (None, "open", "merged", "closed"):
+        fail(f"--state must be open, merged or closed, got {state!r}")
+    prs = _forge().list_prs(state=state)
+    if as_json:
+        _echo_json([_pr_dict(p) for p in prs])
+        return
+    if not prs:
+        typer.echo("no pull requests")
+        return
+    rows = [["#", "STATE", "TITLE", "BRANCH"]]
+    rows += [[str(p.number), p.state, p.title, p.head] for p in prs]
+    _print_rows(rows)
+
+
+def _get_pr(number: int) -> Any:
+    from ferry.forge import PullRequestNotFound
+
+    try:
+        return _forge().get_pr(number)
+    except PullRequestNotFound:
+        fail(f"no pull request #{number}: `ferry pr ls` lists them")
+
+
+@pr_app.command("show")
+def pr_show(number: int = typer.Argument(..., help="Pull request number."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show one pull request: title, state, labels, body and comments."""
+    pr = _get_pr(number)
+    if as_json:
+        _echo_json(_pr_dict(pr))
+        return
+    typer.echo(f"#{pr.number} {pr.title}\nstate: {pr.state}   branch: {pr.head} -> {pr.base}")
+    typer.echo(f"labels: {', '.join(pr.labels) or '-'}")
+    if pr.merge_commit:
+        typer.echo(f"merge commit: {pr.merge_commit}")
+    typer.echo("\n" + pr.body)
+    for c in pr.comments:
+        typer.echo(f"--- {c.author} at {c.at:%Y-%m-%d %H:%M}Z\n{c.body}")
+
+
+@pr_app.command("merge")
+def pr_merge(number: int = typer.Argument(..., help="Pull request number.")) -> None:
+    """Merge a pull request into main (a real git merge)."""
+    pr = _get_pr(number)
+    if pr.state == "closed":
+        fail(f"pull request #{number} is closed: it cannot be merged")
+    pr = _forge().merge_pr(number)
+    typer.echo(f"#{pr.number} merged as {pr.merge_commit}")
+
+
+@pr_app.command("close")
+def pr_close(number: int = typer.Argument(..., help="Pull request number."),
+             comment: str | None = typer.Option(None, help="Say why.")) -> None:
+    """Close a pull request without merging it."""
+    pr = _get_pr(number)
+    if pr.state == "merged":
+        fail(f"pull request #{number} is already merged: revert it with a new promotion")
+    pr = _forge().close_pr(number, comment=comment)
+    typer.echo(f"#{pr.number} closed")
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    keep: bool = typer.Option(False, help="Keep the scratch directory and print where it is."),
+) -> None:
+    """Run the whole flow on embedded parts: build, CI, a refused tag, dev and staging merges."""
+    from ferry.demo import run_demo
+
+    sys.exit(run_demo(keep=keep))
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from ferry.embedded import NoRedis
+    from ferry.errors import Rejected
+    from ferry.forge import ForgeError
+    from ferry.git import GitError
+    from ferry.policy import PolicyError
+    from ferry.resources import ConfigError
+    from ferry.scaffold import ScaffoldError
+
+    return (CliError, NoRedis, Rejected, ForgeError, GitError, PolicyError, ConfigError,
+            ScaffoldError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every mistake ends as one line on stderr and exit code 2."""
+    import redis
+
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="ferry", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.UsageError as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        typer.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except redis.ConnectionError as e:
+        typer.echo(f"error: cannot reach Redis ({e}): is `ferry up` running, or "
+                   "FERRY_REDIS_URL right?", err=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001
+        if isinstance(e, _known_errors()):
+            from ferry.logging import scrub_text
+
+            typer.echo(f"error: {scrub_text(str(e))}", err=True)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

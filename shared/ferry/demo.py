@@ -1,0 +1,159 @@
+"""`ferry demo`: the whole flow on embedded parts, told as a short story, then a summary."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from ferry import embedded
+from ferry.bus import Bus
+from ferry.events import CiResult, InvalidEvent, parse
+from ferry.settings import Settings
+
+WORKERS = ("gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper")
+
+
+def fake_digest(text: str) -> str:
+    """A stand-in for the digest a registry would report for an image built from TEXT."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def say(text: str) -> None:
+    typer.echo(text)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def run_demo(*, keep: bool = False) -> int:
+    t0 = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix="ferry-demo-"))
+    home, repo_path, logs = scratch / "home", scratch / "gitops", scratch / "logs"
+    logs.mkdir(parents=True)
+    from ferry.cli import status_table
+    from ferry.forge import LocalForge
+    from ferry.scaffold import scaffold
+
+    say("== Ferry demo: build once, promote the digest, one pull request per step ==")
+    server = embedded.start_server(scratch / "valkey")
+    url = server.connection_url
+    say(f"embedded Valkey at {url}")
+    scaffold(repo_path, ["api", "web"])
+    say(f"GitOps repository scaffolded by `ferry init` at {repo_path}")
+    env = {
+        **os.environ,
+        "FERRY_REDIS_URL": url,
+        "FERRY_GITOPS_REPO": str(repo_path),
+        "FERRY_HOME": str(home),
+    }
+    settings = Settings(redis_url=url, gitops_repo=str(repo_path), home=home)
+    bus = Bus(settings, url)
+    procs = []
+    for name in WORKERS:
+        with open(logs / f"{name}.log", "wb") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", "ferry", "worker", name],
+                                          env=env, stdout=log, stderr=subprocess.STDOUT))
+    say(f"workers started as separate processes: {', '.join(WORKERS)} (logs in {logs})")
+    code = 1
+    try:
+        for name in WORKERS:
+            wait_for(f"{name} to join its groups", lambda n=name: _joined(bus, n), 20)
+        code = _story(bus, settings, repo_path, status_table, LocalForge(repo_path))
+    except TimeoutError as e:
+        say(f"demo failed: {e}; see the worker logs in {logs}")
+        keep = True
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        server.stop()
+        if keep:
+            say(f"scratch directory kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    say(f"demo finished in {time.monotonic() - t0:.1f}s")
+    return code
+
+
+def _joined(bus: Bus, worker: str) -> bool:
+    stream = {"gate-evaluator": "ci", "pr-writer": "promotions", "canary-watcher": "canary",
+              "preview-reaper": "previews"}[worker]
+    try:
+        groups = bus.redis.xinfo_groups(bus.stream(stream))
+    except Exception:  # noqa: BLE001 - the stream does not exist until the worker creates it
+        return False
+    return any(g["name"].decode() == worker for g in groups)
+
+
+def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -> int:  # noqa: ANN001
+    from ferry.gitops import GitOpsRepo
+
+    repo = GitOpsRepo(remote=str(repo_path), workdir=settings.home / "work" / "demo")
+    api, web, web_bad = fake_digest("api@1"), fake_digest("web@1"), fake_digest("web@2")
+    registry = "registry.example.com/shop"
+
+    say("\n1. CI builds api and web and publishes the digests")
+    for service, digest in (("api", api), ("web", web)):
+        bus.publish(CiResult(service=service, digest=digest, image=f"{registry}/{service}",
+                             commit="4f1c2ab", author="alice"))
+        say(f"   published build: {service} {digest[:19]}")
+    bus.publish(CiResult(service="web", digest=web_bad, status="failure", commit="9e8d7c6"))
+    say(f"   published build: web {web_bad[:19]} FAILED (it must not move)")
+
+    say("\n2. A pipeline sends a tag where a digest belongs")
+    try:
+        parse("ci", {"kind": "ci", "service": "api", "digest": "api:latest"})
+    except InvalidEvent as e:
+        say(f"   `ferry publish` refuses it at once: {e}")
+    bus.redis.xadd(bus.stream("ci"), {"kind": "ci", "service": "api", "digest": "api:latest",
+                                       "status": "success"})
+    say("   the same entry sent with a plain XADD goes to the dead-letter stream:")
+    waited = wait_for("the dead letter", lambda: bus.redis.xlen(bus.stream("dlq")) >= 1)
+    letter = bus.redis.xrange(bus.stream("dlq"))[-1][1]
+    say(f"   ferry:dlq ({waited:.2f}s): {letter[b'error'].decode()}")
+
+    for service, digest in (("api", api), ("web", web)):
+        waited = wait_for(f"{service} in dev", lambda s=service, d=digest: repo.pinned(s, "dev") == d)
+        say(f"   {service} reached dev by merged pull request in {waited:.2f}s")
+
+    say("\n3. CI runs integration tests against dev: green for api, red for web")
+    bus.publish(CiResult(service="api", digest=api, env="dev", check="integration",
+                         url="https://ci.example.com/runs/101"))
+    bus.publish(CiResult(service="web", digest=web, env="dev", check="integration",
+                         status="failure", url="https://ci.example.com/runs/102"))
+    waited = wait_for("api in staging", lambda: repo.pinned("api", "staging") == api)
+    say(f"   api reached staging by merged pull request in {waited:.2f}s; web stays in dev")
+
+    time.sleep(0.5)  # let the audit of web's refusal land before the summary
+    say("\nSummary: digest pinned on main per service and environment")
+    table = status_table(settings)
+    envs = ["dev", "staging", "prod"]
+    say("   " + "SERVICE".ljust(9) + "".join(e.upper().ljust(22) for e in envs))
+    for service, pins in table.items():
+        say("   " + service.ljust(9) + "".join((pins[e] or "-")[:19].ljust(22) for e in envs))
+    say("\nPull requests on the local forge (`ferry pr ls`)")
+    for pr in forge.list_prs():
+        say(f"   #{pr.number} {pr.state:7} {pr.title}")
+    ok = (table["api"]["staging"] == api and table["web"]["dev"] == web
+          and table["web"]["staging"] is None and bus.redis.xlen(bus.stream("dlq")) == 1)
+    say("\nall expectations met" if ok else "\nUNEXPECTED outcome: see above")
+    return 0 if ok else 1

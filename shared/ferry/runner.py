@@ -1,0 +1,106 @@
+"""Run workers: one replica in this process (`ferry worker NAME`), or all four as processes
+(`ferry up`), with the embedded server when no FERRY_REDIS_URL is given."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.metadata import entry_points
+from typing import Any
+
+from ferry import embedded
+from ferry.bus import WorkerSpec, serve
+from ferry.logging import configure, get_logger
+from ferry.settings import Settings
+
+
+def worker_names() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group="ferry.workers"))
+
+
+def load_worker(name: str) -> WorkerSpec:
+    for ep in entry_points(group="ferry.workers"):
+        if ep.name == name:
+            spec = ep.load()
+            assert isinstance(spec, WorkerSpec)
+            return spec
+    raise ValueError(f"unknown worker {name!r}: choose one of {', '.join(worker_names())}")
+
+
+def ensure_server(settings: Settings, *, persist: bool) -> tuple[str, Any]:
+    """The Redis URL to use, starting (and recording) the embedded server if there is none."""
+    url = settings.redis_url or embedded.recorded_url(settings)
+    if url:
+        return url, None
+    server = embedded.start_server(settings.home / "valkey" if persist else None, persist=persist)
+    url = server.connection_url
+    embedded.record_url(settings, url)
+    get_logger().info("embedded server started", redis=url, recorded_in=str(settings.redis_url_file),
+                      data_dir=str(server.data_dir))
+    return url, server
+
+
+def run_worker(name: str, settings: Settings) -> None:
+    spec = load_worker(name)
+    configure(settings.log_level, settings.log_format)
+    url, server = ensure_server(settings, persist=True)
+    try:
+        asyncio.run(_serve_until_signal(spec, settings, url))
+    finally:
+        if server is not None:
+            embedded.forget_url(settings, url)
+            server.stop()
+
+
+async def _serve_until_signal(spec: WorkerSpec, settings: Settings, url: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(spec, settings, url, stop=stop)
+
+
+def spawn_worker(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start one replica of worker NAME as its own process."""
+    return subprocess.Popen([sys.executable, "-m", "ferry", "worker", name], env=env)
+
+
+def run_up(settings: Settings) -> None:
+    """All four workers, each its own process, until Ctrl-C or SIGTERM."""
+    configure(settings.log_level, settings.log_format)
+    log = get_logger()
+    url, server = ensure_server(settings, persist=True)
+    env = {**os.environ, "FERRY_REDIS_URL": url}
+    procs = {name: spawn_worker(name, env) for name in worker_names()}
+    log.info("ferry up", redis=url, workers={n: p.pid for n, p in procs.items()})
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping:
+            for name, proc in list(procs.items()):
+                if proc.poll() is not None:
+                    log.warning("worker exited; restarting", worker=name, code=proc.returncode)
+                    procs[name] = spawn_worker(name, env)
+            time.sleep(0.5)
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if server is not None:
+            embedded.forget_url(settings, url)
+            server.stop()
+        log.info("ferry stopped")
