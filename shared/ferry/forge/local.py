@@ -1,0 +1,551 @@
+"""The local forge: pull requests kept inside a git repository on disk.
+
+Layout, all inside the repository's git dir (`git rev-parse --absolute-git-dir`), plain files that
+any tool can read without this class:
+
+    <gitdir>/ferry/pulls/<number>.json   one PullRequest record (JSON), replaced atomically
+    <gitdir>/ferry/keys/<sha256(key)>    {"key": ..., "number": ...}: the idempotency-key index
+    <gitdir>/ferry/next-number           the next PR number
+    <gitdir>/ferry/forge.lock            a FileLock that serialises every mutation
+    <gitdir>/ferry/waiting/              one marker per process/thread waiting for that lock
+    <gitdir>/ferry/merge-work/           a scratch clone where merges are made
+
+The repository may be bare or not; a non-bare one made by `ferry init` has
+`receive.denyCurrentBranch=updateInstead`, so a merge pushed into it updates its working tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from ferry.forge.base import (
+    PR_STATES,
+    STATUS_STATES,
+    Comment,
+    ForgeError,
+    MergeConflict,
+    PermanentForgeError,
+    PullRequest,
+    PullRequestNotFound,
+    TransientForgeError,
+    utcnow,
+)
+from ferry.git import GitError, git
+from filelock import FileLock, Timeout
+
+# stderr fragments of a push that lost a race against another update of the branch
+_LOST_RACE = (
+    "stale info",
+    "non-fast-forward",
+    "fetch first",
+    "cannot lock ref",
+    "failed to update ref",
+    "incorrect old value",
+)
+
+
+def _not_a_repo(repo: str | Path) -> ForgeError:
+    return ForgeError(
+        f"FERRY_GITOPS_REPO '{repo}' is not a git repository: run `ferry init {repo}` first"
+    )
+
+
+def resolve_repo(repo: str | Path) -> tuple[Path, Path]:
+    """Return (repository path, absolute git dir) of REPO, or raise ForgeError.
+
+    REPO must be the repository itself (a bare repository, or the top of a working tree), not some
+    directory that merely lies inside one.
+    """
+    path = Path(repo).expanduser()
+    if not path.is_dir():
+        raise _not_a_repo(repo)
+    path = path.resolve()
+    try:
+        git_dir = Path(git("rev-parse", "--absolute-git-dir", cwd=path)).resolve()
+    except GitError:
+        raise _not_a_repo(repo) from None
+    if git_dir == path:
+        return path, git_dir
+    top = git("rev-parse", "--show-toplevel", cwd=path, check=False)
+    if top and Path(top).resolve() == path:
+        return path, git_dir
+    raise _not_a_repo(repo)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write TEXT to PATH so that readers see the old file or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def _key_file_name(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def read_pulls(git_dir: Path, state: str | None = None) -> list[PullRequest]:
+    """The PR records under GIT_DIR (optionally only those in STATE), newest first. No lock needed:
+    records are replaced atomically."""
+    if state not in (None, "all", *PR_STATES):
+        raise ValueError(f"state must be one of {', '.join(PR_STATES)} or None, got {state!r}")
+    pulls = Path(git_dir) / "ferry" / "pulls"
+    out: list[PullRequest] = []
+    try:
+        entries = list(pulls.iterdir())
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        if entry.suffix != ".json" or not entry.stem.isdigit():
+            continue
+        try:
+            pr = PullRequest.model_validate_json(entry.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        if state in (None, "all") or pr.state == state:
+            out.append(pr)
+    out.sort(key=lambda p: p.number, reverse=True)
+    return out
+
+
+class LocalForge:
+    """A forge over a git repository on disk (see the module docstring for what it keeps where)."""
+
+    MERGE_ATTEMPTS = 5
+    POLL_INTERVAL = 0.005
+
+    def __init__(self, repo: str | Path, *, lock_timeout: float = 120.0) -> None:
+        self.repo, self.git_dir = resolve_repo(repo)
+        self.state_dir = self.git_dir / "ferry"
+        self.pulls_dir = self.state_dir / "pulls"
+        self.keys_dir = self.state_dir / "keys"
+        self.work_dir = self.state_dir / "merge-work"
+        self.waiting_dir = self.state_dir / "waiting"
+        self.pulls_dir.mkdir(parents=True, exist_ok=True)
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        self.waiting_dir.mkdir(parents=True, exist_ok=True)
+        self.lock_timeout = lock_timeout
+        self._lock = FileLock(
+            str(self.state_dir / "forge.lock"), timeout=lock_timeout, thread_local=True
+        )
+
+    def __repr__(self) -> str:
+        return f"LocalForge({str(self.repo)!r})"
+
+    # ---------------------------------------------------------------- reading
+
+    def get_pr(self, number: int) -> PullRequest:
+        pr = self._read(number)
+        if pr is None:
+            raise PullRequestNotFound(f"pull request #{number} does not exist in {self.repo}")
+        return pr
+
+    def find_pr(self, key: str) -> PullRequest | None:
+        number = self._key_number(key)
+        if number is None:
+            return None
+        pr = self._read(number)
+        if pr is None or pr.key != key:
+            return None
+        return pr
+
+    def list_prs(self, state: str | None = None) -> list[PullRequest]:
+        return read_pulls(self.git_dir, state)
+
+    # ---------------------------------------------------------------- opening
+
+    def open_pr(
+        self,
+        *,
+        head: str,
+        title: str,
+        body: str,
+        base: str = "main",
+        labels: Sequence[str] = (),
+        key: str | None = None,
+    ) -> PullRequest:
+        if key is not None:
+            existing = self.find_pr(key)
+            if existing is not None:
+                return existing
+        if not head:
+            raise PermanentForgeError("the head branch of a pull request must not be empty")
+        if head == base:
+            raise PermanentForgeError(f"head and base are the same branch '{head}'")
+        with self._locked():
+            number: int | None = None
+            if key is not None:
+                number = self._key_number(key)
+                if number is not None:
+                    existing = self._read(number)
+                    if existing is not None:
+                        return existing
+                    # the index names a number whose record was never written (a crash): reuse it
+            head_sha = self._branch_sha(head)
+            if head_sha is None:
+                raise PermanentForgeError(
+                    f"branch '{head}' does not exist in {self.repo}: push it first"
+                )
+            if self._branch_sha(base) is None:
+                raise PermanentForgeError(f"base branch '{base}' does not exist in {self.repo}")
+            for other in read_pulls(self.git_dir, "open"):
+                if other.head == head and other.base == base:
+                    raise PermanentForgeError(
+                        f"pull request #{other.number} from '{head}' into '{base}' is already open"
+                    )
+            if number is None:
+                number = self._allocate_number()
+                if key is not None:
+                    _atomic_write(
+                        self.keys_dir / _key_file_name(key),
+                        json.dumps({"key": key, "number": number}) + "\n",
+                    )
+            now = utcnow()
+            pr = PullRequest(
+                number=number,
+                title=title,
+                body=body,
+                head=head,
+                base=base,
+                state="open",
+                labels=list(dict.fromkeys(labels)),
+                key=key,
+                head_sha=head_sha,
+                created_at=now,
+                updated_at=now,
+                url=self._url(number),
+            )
+            self._write(pr)
+            return pr
+
+    # ---------------------------------------------------------------- merging and closing
+
+    def merge_pr(self, number: int, *, message: str | None = None) -> PullRequest:
+        with self._locked():
+            pr = self.get_pr(number)
+            if pr.state == "merged":
+                return pr
+            if pr.state == "closed":
+                raise PermanentForgeError(f"pull request #{number} is closed: it cannot be merged")
+            if self._branch_sha(pr.head) is None:
+                raise PermanentForgeError(
+                    f"pull request #{number}: branch '{pr.head}' no longer exists in {self.repo}"
+                )
+            if self._branch_sha(pr.base) is None:
+                raise PermanentForgeError(
+                    f"pull request #{number}: base branch '{pr.base}' does not exist in {self.repo}"
+                )
+            msg = message or f"Merge pull request #{number} from {pr.head}"
+            merge_commit, head_sha = self._merge(pr, msg)
+            now = utcnow()
+            pr.state = "merged"
+            pr.merge_commit = merge_commit
+            pr.head_sha = head_sha
+            pr.merged_at = now
+            pr.closed_at = now
+            pr.updated_at = now
+            self._write(pr)
+            return pr
+
+    def close_pr(self, number: int, *, comment: str | None = None) -> PullRequest:
+        def close(pr: PullRequest) -> bool:
+            if pr.state == "closed":
+                return False  # closing again (a redelivery) adds no second comment
+            if pr.state == "merged":
+                raise PermanentForgeError(f"pull request #{number} is merged: it cannot be closed")
+            now = utcnow()
+            if comment:
+                pr.comments.append(Comment(author="ferry", body=comment, at=now))
+            pr.state = "closed"
+            pr.closed_at = now
+            return True
+
+        return self._mutate(number, close)
+
+    # ---------------------------------------------------------------- comments, labels, statuses
+
+    def comment(self, number: int, body: str, *, author: str = "ferry") -> PullRequest:
+        def add(pr: PullRequest) -> bool:
+            pr.comments.append(Comment(author=author, body=body, at=utcnow()))
+            return True
+
+        return self._mutate(number, add)
+
+    def add_labels(self, number: int, labels: Iterable[str]) -> PullRequest:
+        wanted = list(labels)
+
+        def add(pr: PullRequest) -> bool:
+            new = [label for label in dict.fromkeys(wanted) if label not in pr.labels]
+            pr.labels.extend(new)
+            return bool(new)
+
+        return self._mutate(number, add)
+
+    def remove_label(self, number: int, label: str) -> PullRequest:
+        def remove(pr: PullRequest) -> bool:
+            if label not in pr.labels:
+                return False
+            pr.labels = [x for x in pr.labels if x != label]
+            return True
+
+        return self._mutate(number, remove)
+
+    def set_status(
+        self, number: int, context: str, state: str, description: str = ""
+    ) -> PullRequest:
+        if state not in STATUS_STATES:
+            raise ValueError(f"status must be one of {', '.join(STATUS_STATES)}, got {state!r}")
+
+        def put(pr: PullRequest) -> bool:
+            if pr.statuses.get(context) == state and (
+                pr.status_descriptions.get(context, "") == description
+            ):
+                return False
+            pr.statuses[context] = state  # type: ignore[assignment]
+            pr.status_descriptions[context] = description
+            return True
+
+        return self._mutate(number, put)
+
+    # ---------------------------------------------------------------- internals: records
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the forge lock. A process that releases it while others wait steps back briefly,
+        so a busy writer cannot starve the others (FileLock waiters poll, they do not queue)."""
+        if self._lock.is_locked:  # re-entered by the same thread
+            yield
+            return
+        try:
+            self._lock.acquire(blocking=False)
+        except Timeout:
+            marker = self.waiting_dir / f"{os.getpid()}-{threading.get_ident()}"
+            marker.touch()
+            try:
+                self._lock.acquire(timeout=self.lock_timeout, poll_interval=self.POLL_INTERVAL)
+            except Timeout:
+                raise TransientForgeError(
+                    f"the local forge in {self.repo} stayed locked for {self.lock_timeout}s",
+                    retry_after=1.0,
+                ) from None
+            finally:
+                marker.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            self._lock.release()
+            if self._others_waiting():
+                time.sleep(3 * self.POLL_INTERVAL)
+
+    def _others_waiting(self) -> bool:
+        try:
+            entries = list(os.scandir(self.waiting_dir))
+        except FileNotFoundError:
+            return False
+        stale = time.time() - self.lock_timeout - 60
+        for entry in entries:
+            try:
+                if entry.stat().st_mtime >= stale:
+                    return True
+                os.unlink(entry.path)  # left by a process that died while waiting
+            except FileNotFoundError:
+                continue
+        return False
+
+    def _url(self, number: int) -> str:
+        return f"file://{self.repo}#pr-{number}"
+
+    def _record(self, number: int) -> Path:
+        return self.pulls_dir / f"{int(number)}.json"
+
+    def _read(self, number: int) -> PullRequest | None:
+        try:
+            text = self._record(number).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return PullRequest.model_validate_json(text)
+
+    def _write(self, pr: PullRequest) -> None:
+        _atomic_write(self._record(pr.number), pr.model_dump_json(indent=2) + "\n")
+
+    def _key_number(self, key: str) -> int | None:
+        try:
+            data = json.loads((self.keys_dir / _key_file_name(key)).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        if data.get("key") != key:
+            return None
+        return int(data["number"])
+
+    def _allocate_number(self) -> int:
+        """The next free number; call with the lock held. The counter is advanced before anything
+        uses the number, so a crash leaves a gap, never a reused number."""
+        counter = self.state_dir / "next-number"
+        try:
+            number = int(counter.read_text().strip() or "1")
+        except (FileNotFoundError, ValueError):
+            number = 1
+        highest = max(
+            (int(p.stem) for p in self.pulls_dir.glob("*.json") if p.stem.isdigit()), default=0
+        )
+        number = max(number, highest + 1)
+        _atomic_write(counter, f"{number + 1}\n")
+        return number
+
+    def _mutate(self, number: int, change: Callable[[PullRequest], bool]) -> PullRequest:
+        with self._locked():
+            pr = self.get_pr(number)
+            if change(pr):
+                pr.updated_at = utcnow()
+                self._write(pr)
+            return pr
+
+    def _branch_sha(self, branch: str) -> str | None:
+        out = git(
+            "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}",
+            cwd=self.repo, check=False,
+        )
+        return out or None
+
+    # ---------------------------------------------------------------- internals: merging
+
+    def _work_tree(self) -> Path:
+        """The scratch clone merges are made in (created once, reused; call with the lock held)."""
+        work = self.work_dir
+        if (work / ".git").is_dir():
+            git("merge", "--abort", cwd=work, check=False)  # leftovers of an interrupted merge
+            return work
+        if work.exists():
+            shutil.rmtree(work)
+        tmp = self.state_dir / f"merge-work.{os.getpid()}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        git("init", "-q", "-b", "ferry-merge", str(tmp))
+        git("remote", "add", "origin", str(self.repo), cwd=tmp)
+        git("config", "gc.auto", "0", cwd=tmp)
+        git("config", "core.autocrlf", "false", cwd=tmp)
+        os.replace(tmp, work)
+        return work
+
+    def _merge(self, pr: PullRequest, message: str) -> tuple[str, str]:
+        """Merge PR's head into its base with a merge commit and push it; return
+        (merge commit, merged head sha). Retried when the base moves under us."""
+        work = self._work_tree()
+        last_error = ""
+        for _attempt in range(self.MERGE_ATTEMPTS):
+            try:
+                git(
+                    "fetch", "-q", "--no-tags", "origin",
+                    f"+refs/heads/{pr.base}:refs/ferry/base",
+                    f"+refs/heads/{pr.head}:refs/ferry/head",
+                    cwd=work,
+                )
+            except GitError as exc:
+                if "couldn't find remote ref" in exc.stderr:
+                    raise PermanentForgeError(
+                        f"pull request #{pr.number}: branch '{pr.head}' or '{pr.base}' "
+                        f"no longer exists in {self.repo}"
+                    ) from None
+                raise ForgeError(f"fetching for the merge of #{pr.number} failed: {exc}") from exc
+            base_sha = git("rev-parse", "refs/ferry/base", cwd=work)
+            head_sha = git("rev-parse", "refs/ferry/head", cwd=work)
+            if self._is_ancestor(work, head_sha, base_sha):
+                # already in the base: a merge pushed just before a crash, or by hand
+                return self._find_merge(work, pr, head_sha, base_sha), head_sha
+            git("checkout", "-q", "-f", "--detach", base_sha, cwd=work)
+            git("clean", "-q", "-f", "-d", "-x", cwd=work)
+            try:
+                git(
+                    "-c", "commit.gpgsign=false", "merge", "-q", "--no-ff", "--no-verify",
+                    "-m", message, head_sha,
+                    cwd=work,
+                )
+            except GitError as exc:
+                conflicts = git("diff", "--name-only", "--diff-filter=U", cwd=work, check=False)
+                git("merge", "--abort", cwd=work, check=False)
+                git("reset", "-q", "--hard", base_sha, cwd=work, check=False)
+                if conflicts:
+                    files = ", ".join(conflicts.splitlines())
+                    raise MergeConflict(
+                        f"pull request #{pr.number}: branch '{pr.head}' does not merge cleanly "
+                        f"into '{pr.base}' (conflicts in {files})"
+                    ) from None
+                raise ForgeError(f"merging pull request #{pr.number} failed: {exc}") from exc
+            merge_sha = git("rev-parse", "HEAD", cwd=work)
+            try:
+                self._push_base(work, pr.base, base_sha, merge_sha)
+            except GitError as exc:
+                if any(fragment in exc.stderr for fragment in _LOST_RACE):
+                    last_error = exc.stderr
+                    continue  # the base moved since we fetched it: fetch and merge again
+                raise ForgeError(
+                    f"pushing the merge of pull request #{pr.number} into '{pr.base}' of "
+                    f"{self.repo} failed: {exc.stderr}"
+                ) from exc
+            return merge_sha, head_sha
+        raise TransientForgeError(
+            f"pull request #{pr.number}: '{pr.base}' moved during each of "
+            f"{self.MERGE_ATTEMPTS} merge attempts ({last_error}); try again",
+            retry_after=1.0,
+        )
+
+    def _push_base(self, work: Path, base: str, base_sha: str, merge_sha: str) -> None:
+        """Compare-and-swap BASE from BASE_SHA to MERGE_SHA; raises GitError if BASE moved."""
+        git(
+            "push", "-q", "--no-verify", f"--force-with-lease=refs/heads/{base}:{base_sha}",
+            "origin", f"{merge_sha}:refs/heads/{base}",
+            cwd=work,
+        )
+
+    @staticmethod
+    def _is_ancestor(work: Path, ancestor: str, descendant: str) -> bool:
+        try:
+            git("merge-base", "--is-ancestor", ancestor, descendant, cwd=work)
+        except GitError as exc:
+            if exc.returncode == 1:
+                return False
+            raise
+        return True
+
+    def _find_merge(self, work: Path, pr: PullRequest, head_sha: str, base_sha: str) -> str:
+        """The commit on the base that merged HEAD_SHA (HEAD_SHA is already in the base)."""
+        out = git(
+            "rev-list", "--parents", "--reverse", "--ancestry-path", f"{head_sha}..{base_sha}",
+            cwd=work,
+        )
+        for line in out.splitlines():
+            sha, *parents = line.split()
+            if head_sha in parents[1:]:
+                return sha
+        raise PermanentForgeError(
+            f"pull request #{pr.number}: branch '{pr.head}' has nothing to merge: it is already "
+            f"contained in '{pr.base}'"
+        )

@@ -1,0 +1,439 @@
+"""The local forge against real git repositories (bare and non-bare) in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from ferry.forge import (
+    Forge,
+    ForgeError,
+    LocalForge,
+    MergeConflict,
+    PermanentForgeError,
+    PullRequestNotFound,
+    read_pulls,
+)
+from ferry.git import git
+
+# ------------------------------------------------------------------ helpers
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def make_repo(tmp_path: Path, *, bare: bool = False) -> Path:
+    """A GitOps repository with one commit on main, like `ferry init` makes (or a bare one)."""
+    seed = tmp_path / ("seed" if bare else "gitops")
+    git("init", "-q", "-b", "main", str(seed))
+    _write(seed, {
+        "README.md": "gitops\n",
+        "envs/staging/api/values.yaml": "image:\n  digest: sha256:aaa\n",
+    })
+    git("add", "-A", cwd=seed)
+    git("commit", "-q", "-m", "initial", cwd=seed)
+    if not bare:
+        git("config", "receive.denyCurrentBranch", "updateInstead", cwd=seed)
+        return seed
+    repo = tmp_path / "gitops.git"
+    git("clone", "-q", "--bare", str(seed), str(repo))
+    return repo
+
+
+def clone(repo: Path, dest: Path) -> Path:
+    git("clone", "-q", str(repo), str(dest))
+    return dest
+
+
+def push_branch(client: Path, branch: str, files: dict[str, str], *, start: str = "origin/main",
+                push: bool = True) -> str:
+    """Cut BRANCH from START in the client, commit FILES, push it; return the tip sha."""
+    git("fetch", "-q", "origin", cwd=client)
+    git("checkout", "-q", "-B", branch, start, cwd=client)
+    _write(client, files)
+    git("add", "-A", cwd=client)
+    git("commit", "-q", "-m", f"change on {branch}", cwd=client)
+    if push:
+        git("push", "-q", "origin", f"{branch}:refs/heads/{branch}", cwd=client)
+    return git("rev-parse", "HEAD", cwd=client)
+
+
+def main_sha(repo: Path) -> str:
+    return git("rev-parse", "refs/heads/main", cwd=repo)
+
+
+def show(repo: Path, rev: str, path: str) -> str:
+    return git("show", f"{rev}:{path}", cwd=repo)
+
+
+@pytest.fixture(params=["non-bare", "bare"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    return make_repo(tmp_path, bare=request.param == "bare")
+
+
+@pytest.fixture
+def client(repo: Path, tmp_path: Path) -> Path:
+    return clone(repo, tmp_path / "client")
+
+
+# ------------------------------------------------------------------ opening and reading
+
+
+def test_open_get_list_find(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    assert isinstance(forge, Forge)
+    tip = push_branch(client, "promote/api-staging", {"envs/staging/api/values.yaml": "x: 1\n"})
+    pr = forge.open_pr(head="promote/api-staging", title="Promote api", body="why",
+                       labels=["promotion", "promotion"], key="prom-1")
+    assert pr.number == 1
+    assert pr.state == "open" and pr.base == "main" and pr.head_sha == tip
+    assert pr.labels == ["promotion"]
+    assert pr.url == f"file://{repo.resolve()}#pr-1"
+    assert pr.merge_commit is None and pr.merged_at is None
+
+    push_branch(client, "other", {"other.txt": "o\n"})
+    pr2 = forge.open_pr(head="other", title="Other", body="")
+    assert pr2.number == 2 and pr2.key is None
+
+    assert forge.get_pr(1) == pr
+    assert forge.find_pr("prom-1") == pr
+    assert forge.find_pr("nope") is None
+    assert [p.number for p in forge.list_prs()] == [2, 1]
+    assert [p.number for p in forge.list_prs("open")] == [2, 1]
+    assert forge.list_prs("merged") == []
+    with pytest.raises(PullRequestNotFound):
+        forge.get_pr(99)
+    with pytest.raises(ValueError):
+        forge.list_prs("bogus")
+
+    # another instance (another process would do the same) reads the same records
+    assert LocalForge(repo).get_pr(1) == pr
+    # records are plain JSON readable without the class
+    gitdir = Path(git("rev-parse", "--absolute-git-dir", cwd=repo))
+    raw = json.loads((gitdir / "ferry" / "pulls" / "1.json").read_text())
+    assert raw["key"] == "prom-1" and raw["head"] == "promote/api-staging"
+    assert [p.number for p in read_pulls(gitdir)] == [2, 1]
+
+
+def test_open_twice_with_same_key_returns_same_pr(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    push_branch(client, "b1", {"a.txt": "a\n"})
+    first = forge.open_pr(head="b1", title="T", body="B", key="k")
+    again = forge.open_pr(head="b1", title="Another title", body="other", labels=["x"], key="k")
+    assert again == first
+    assert len(forge.list_prs()) == 1
+    # still returned unchanged once merged, even after the branch is gone
+    forge.merge_pr(first.number)
+    git("push", "-q", "origin", ":b1", cwd=client)
+    merged = forge.open_pr(head="b1", title="T", body="B", key="k")
+    assert merged.number == first.number and merged.state == "merged"
+    assert len(forge.list_prs()) == 1
+
+
+def test_open_refuses_missing_branch_and_duplicate_head(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    with pytest.raises(PermanentForgeError, match="branch 'ghost' does not exist in .*push it"):
+        forge.open_pr(head="ghost", title="T", body="")
+    assert forge.list_prs() == []
+    push_branch(client, "b", {"a.txt": "a\n"})
+    forge.open_pr(head="b", title="T", body="")
+    with pytest.raises(PermanentForgeError, match="already open"):
+        forge.open_pr(head="b", title="T", body="", key="different")
+
+
+def test_missing_or_plain_directory_is_not_a_repo(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ForgeError) as info:
+        LocalForge(missing)
+    assert str(info.value) == (
+        f"FERRY_GITOPS_REPO '{missing}' is not a git repository: run `ferry init {missing}` first"
+    )
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(ForgeError, match="is not a git repository"):
+        LocalForge(plain)
+    # a directory inside a repository is not the repository
+    repo = make_repo(tmp_path)
+    with pytest.raises(ForgeError, match="is not a git repository"):
+        LocalForge(repo / "envs")
+
+
+# ------------------------------------------------------------------ merging
+
+
+def test_merge_makes_a_real_merge_commit(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    before = main_sha(repo)
+    tip = push_branch(client, "promote/api", {
+        "envs/staging/api/values.yaml": "image:\n  digest: sha256:bbb\n",
+        "envs/staging/api/new.yaml": "n: 1\n",
+    })
+    branch_diff = git("diff", before, tip, cwd=client)
+    pr = forge.open_pr(head="promote/api", title="Promote", body="", key="p")
+
+    merged = forge.merge_pr(pr.number)
+    assert merged.state == "merged" and merged.merged_at is not None
+    mc = merged.merge_commit
+    assert mc is not None and main_sha(repo) == mc
+    parents = git("rev-list", "--parents", "-n", "1", mc, cwd=repo).split()[1:]
+    assert parents == [before, tip]
+    assert git("log", "-1", "--format=%s", mc, cwd=repo) == "Merge pull request #1 from promote/api"
+    assert git("diff", f"{mc}^1", mc, cwd=repo) == branch_diff
+    assert show(repo, "main", "envs/staging/api/values.yaml") == "image:\n  digest: sha256:bbb"
+    if (repo / ".git").is_dir():  # non-bare: the working tree follows main
+        values = (repo / "envs/staging/api/values.yaml").read_text()
+        assert values == "image:\n  digest: sha256:bbb\n"
+        assert (repo / "envs/staging/api/new.yaml").read_text() == "n: 1\n"
+        assert git("status", "--porcelain", cwd=repo) == ""
+    # the head branch is left alone
+    assert git("rev-parse", "refs/heads/promote/api", cwd=repo) == tip
+
+    again = forge.merge_pr(pr.number)
+    assert again == merged
+    assert main_sha(repo) == mc
+    assert forge.get_pr(pr.number).merge_commit == mc
+
+
+def test_merge_with_a_custom_message(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    push_branch(client, "b", {"a.txt": "a\n"})
+    pr = forge.open_pr(head="b", title="T", body="")
+    merged = forge.merge_pr(pr.number, message="Promote api to staging")
+    assert git("log", "-1", "--format=%s", merged.merge_commit or "", cwd=repo) == (
+        "Promote api to staging"
+    )
+
+
+def test_merge_when_main_moved_since_the_branch_was_cut(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    tip = push_branch(client, "late", {"envs/staging/api/values.yaml": "late\n"})
+    branch_diff = git("diff", "origin/main", tip, cwd=client)
+    # main moves: someone pushes another change straight to main
+    moved = push_branch(client, "main", {"README.md": "changed on main\n"}, push=False)
+    git("push", "-q", "origin", "main", cwd=client)
+    assert main_sha(repo) == moved
+
+    pr = forge.open_pr(head="late", title="Late", body="")
+    mc = forge.merge_pr(pr.number).merge_commit
+    assert mc is not None and main_sha(repo) == mc
+    assert git("rev-parse", f"{mc}^1", cwd=repo) == moved
+    assert git("diff", f"{mc}^1", mc, cwd=repo) == branch_diff
+    assert show(repo, "main", "README.md") == "changed on main"
+    assert show(repo, "main", "envs/staging/api/values.yaml") == "late"
+
+
+def test_merge_is_retried_when_main_moves_during_the_merge(
+    repo: Path, client: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forge = LocalForge(repo)
+    push_branch(client, "b", {"b.txt": "b\n"})
+    pr = forge.open_pr(head="b", title="T", body="")
+    other = clone(repo, tmp_path / "other")
+    original = LocalForge._push_base
+    calls: list[str] = []
+
+    def racing_push(self: LocalForge, work: Path, base: str, base_sha: str, merge_sha: str) -> None:
+        calls.append(base_sha)
+        if len(calls) == 1:  # another writer updates main between our fetch and our push
+            push_branch(other, "main", {"racer.txt": "r\n"}, push=False)
+            git("push", "-q", "origin", "main", cwd=other)
+        original(self, work, base, base_sha, merge_sha)
+
+    monkeypatch.setattr(LocalForge, "_push_base", racing_push)
+    merged = forge.merge_pr(pr.number)
+    assert len(calls) == 2 and calls[0] != calls[1]
+    assert main_sha(repo) == merged.merge_commit
+    assert show(repo, "main", "racer.txt") == "r"
+    assert show(repo, "main", "b.txt") == "b"
+
+
+def test_conflicting_branch_raises_and_leaves_main_unchanged(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    push_branch(client, "one", {"README.md": "one\n"})
+    push_branch(client, "two", {"README.md": "two\n"})
+    first = forge.open_pr(head="one", title="1", body="")
+    second = forge.open_pr(head="two", title="2", body="")
+    forge.merge_pr(first.number)
+    before = main_sha(repo)
+
+    with pytest.raises(MergeConflict, match="README.md"):
+        forge.merge_pr(second.number)
+    assert main_sha(repo) == before
+    assert forge.get_pr(second.number).state == "open"
+    if (repo / ".git").is_dir():
+        assert (repo / "README.md").read_text() == "one\n"
+        assert git("status", "--porcelain", cwd=repo) == ""
+
+    # the forge's scratch clone recovers: a clean PR still merges
+    push_branch(client, "three", {"three.txt": "3\n"})
+    third = forge.open_pr(head="three", title="3", body="")
+    assert forge.merge_pr(third.number).merge_commit == main_sha(repo)
+
+
+def test_closed_and_merged_states(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    push_branch(client, "a", {"a.txt": "a\n"})
+    push_branch(client, "b", {"b.txt": "b\n"})
+    a = forge.open_pr(head="a", title="A", body="")
+    b = forge.open_pr(head="b", title="B", body="")
+
+    closed = forge.close_pr(a.number, comment="superseded by #2")
+    assert closed.state == "closed" and closed.closed_at is not None
+    assert [c.body for c in closed.comments] == ["superseded by #2"]
+    assert forge.close_pr(a.number, comment="superseded by #2") == closed  # no second comment
+    with pytest.raises(ForgeError, match="closed"):
+        forge.merge_pr(a.number)
+
+    forge.merge_pr(b.number)
+    with pytest.raises(ForgeError, match="merged"):
+        forge.close_pr(b.number)
+    with pytest.raises(PullRequestNotFound):
+        forge.close_pr(42)
+    assert [p.number for p in forge.list_prs("closed")] == [a.number]
+    assert [p.number for p in forge.list_prs("merged")] == [b.number]
+
+
+def test_comments_labels_statuses_round_trip(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    push_branch(client, "b", {"b.txt": "b\n"})
+    pr = forge.open_pr(head="b", title="T", body="", labels=["promotion"])
+
+    forge.comment(pr.number, "gates pending: approval")
+    forge.comment(pr.number, "lgtm", author="alice")
+    forge.add_labels(pr.number, ["gated", "promotion", "env/staging"])
+    forge.remove_label(pr.number, "gated")
+    forge.remove_label(pr.number, "absent")
+    forge.set_status(pr.number, "ferry/gates", "pending", "approval missing")
+    forge.set_status(pr.number, "ci", "success")
+    last = forge.set_status(pr.number, "ferry/gates", "success", "all gates pass")
+    with pytest.raises(ValueError):
+        forge.set_status(pr.number, "ci", "maybe")
+
+    got = LocalForge(repo).get_pr(pr.number)
+    assert got == last
+    assert [(c.author, c.body) for c in got.comments] == [
+        ("ferry", "gates pending: approval"), ("alice", "lgtm"),
+    ]
+    assert got.labels == ["promotion", "env/staging"]
+    assert got.statuses == {"ferry/gates": "success", "ci": "success"}
+    assert got.status_descriptions["ferry/gates"] == "all gates pass"
+    assert got.updated_at >= got.created_at
+
+
+# ------------------------------------------------------------------ several processes at once
+
+_WORKER = r"""
+import json, sys, time
+from pathlib import Path
+from ferry.forge import LocalForge
+
+repo, mode, prefix, count, go = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+forge = LocalForge(repo)
+while not Path(go).exists():
+    time.sleep(0.002)
+out = []
+for i in range(count):
+    pr = forge.open_pr(head=f"{prefix}-{i}", title=f"{prefix} {i}", body="", key=f"{prefix}-{i}")
+    if mode == "merge":
+        pr = forge.merge_pr(pr.number)
+    out.append([pr.number, pr.merge_commit])
+print(json.dumps(out))
+"""
+
+
+def _run_workers(repo: Path, tmp_path: Path, jobs: list[tuple[str, str, int]]) -> list[list]:
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(repo), mode, prefix, str(count), str(go)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for mode, prefix, count in jobs
+    ]
+    time.sleep(0.5)  # let both import ferry, then start them together
+    go.touch()
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=110)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+def _push_many(client: Path, branches: dict[str, dict[str, str]]) -> None:
+    for branch, files in branches.items():
+        push_branch(client, branch, files, push=False)
+    git("push", "-q", "origin", *[f"{b}:refs/heads/{b}" for b in branches], cwd=client)
+
+
+@pytest.mark.slow
+def test_two_processes_open_and_merge_25_prs_each(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    client = clone(repo, tmp_path / "client")
+    branches = {
+        f"{who}-{i}": {f"changes/{who}/{i}.txt": f"{who} {i}\n"}
+        for who in ("p", "q") for i in range(25)
+    }
+    _push_many(client, branches)
+    start = main_sha(repo)
+
+    results = _run_workers(repo, tmp_path, [("merge", "p", 25), ("merge", "q", 25)])
+
+    numbers = [n for result in results for n, _ in result]
+    merges = [m for result in results for _, m in result]
+    assert sorted(numbers) == list(range(1, 51))
+    # the two processes really took turns (neither starved until the other had finished)
+    assert {n for n, _ in results[0]} not in ({*range(1, 26)}, {*range(26, 51)})
+    assert len(set(merges)) == 50 and all(merges)
+    forge = LocalForge(repo)
+    assert len(forge.list_prs("merged")) == 50
+    # no lost update: every change is on main, through exactly 50 merge commits
+    tree = git("ls-tree", "-r", "--name-only", "main", "changes", cwd=repo).splitlines()
+    assert sorted(tree) == sorted(f"changes/{who}/{i}.txt" for who in "pq" for i in range(25))
+    merge_commits = git("rev-list", "--merges", f"{start}..main", cwd=repo).splitlines()
+    assert sorted(merge_commits) == sorted(merges)
+    assert git("status", "--porcelain", cwd=repo) == ""
+
+
+@pytest.mark.slow
+def test_two_processes_racing_on_the_same_keys_open_one_pr_per_key(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, bare=True)
+    client = clone(repo, tmp_path / "client")
+    _push_many(client, {f"k-{i}": {f"k/{i}.txt": f"{i}\n"} for i in range(20)})
+
+    first, second = _run_workers(repo, tmp_path, [("open", "k", 20), ("open", "k", 20)])
+
+    assert first == second  # both processes got the same PR for each key
+    forge = LocalForge(repo)
+    prs = forge.list_prs()
+    assert len(prs) == 20
+    assert sorted(p.key or "" for p in prs) == sorted(f"k-{i}" for i in range(20))
+    assert sorted(p.number for p in prs) == list(range(1, 21))
+
+
+def test_threads_sharing_one_forge(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    client = clone(repo, tmp_path / "client")
+    _push_many(client, {f"t-{i}": {f"t/{i}.txt": f"{i}\n"} for i in range(12)})
+    forge = LocalForge(repo)
+
+    def work(i: int) -> tuple[int, str | None]:
+        pr = forge.open_pr(head=f"t-{i}", title="t", body="", key=f"t-{i % 6}-{i}")
+        return pr.number, forge.merge_pr(pr.number).merge_commit
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(12)))
+    assert sorted(n for n, _ in results) == list(range(1, 13))
+    assert len({m for _, m in results}) == 12
+    assert len(git("ls-tree", "-r", "--name-only", "main", "t", cwd=repo).splitlines()) == 12
