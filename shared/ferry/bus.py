@@ -289,11 +289,12 @@ async def serve(
                     consumer=settings.consumer,
                     polling_interval=settings.poll_ms if not reclaim else max(settings.poll_ms, 500),
                     min_idle_time=settings.claim_idle_ms if reclaim else None,
+                    max_records=None if reclaim else settings.read_count,
                 ),
                 ack_policy=AckPolicy.MANUAL,
                 no_reply=True,
             )
-            sub(consumer_for(short, reclaim), )
+            sub(consumer_for(short, reclaim))
             subscribers.append((short, sub))
 
     if subscribers:

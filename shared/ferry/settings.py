@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=5, ge=1)
     claim_idle_ms: int = Field(default=30_000, ge=100)
     poll_ms: int = Field(default=100, ge=1)
+    # Entries read per XREADGROUP: 1 spreads work evenly over replicas and leaves at most one
+    # entry pending behind a replica that dies.
+    read_count: int = Field(default=1, ge=1)
     lock_ttl_ms: int = Field(default=30_000, ge=100)
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"

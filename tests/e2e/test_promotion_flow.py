@@ -1,0 +1,77 @@
+"""A green build reaches dev, then staging, each by a merged one-line pull request."""
+
+from __future__ import annotations
+
+from ferry.events import CiResult
+from ferry.git import git
+from tests.helpers import Cluster, digest_of, wait_until
+
+
+def merged_numstat(repo_path, merge_commit: str) -> list[str]:  # noqa: ANN001
+    return git("diff", "--numstat", f"{merge_commit}^1", merge_commit, cwd=repo_path).splitlines()
+
+
+def test_green_build_reaches_dev_then_green_dev_ci_reaches_staging(cluster: Cluster) -> None:
+    cluster.init_repo(["api", "web"])
+    cluster.start("gate-evaluator")
+    cluster.start("pr-writer")
+    d = digest_of("api-1")
+
+    cluster.build("api", d, commit="abc123", author="alice")
+    cluster.wait_pinned("api", "dev", d, timeout=20)
+    merged = wait_until(lambda: cluster.changes("pr_merged"), 10, "pr_merged change")
+    assert merged[0]["env"] == "dev" and merged[0]["digest"] == d
+    assert merged_numstat(cluster.repo_path, merged[0]["merge_commit"]) == [
+        "1\t1\tenvs/dev/api/values.yaml"
+    ]
+    [pr] = cluster.forge.list_prs()
+    assert pr.state == "merged" and pr.merge_commit == merged[0]["merge_commit"]
+    for needle in ("api", d, "build", "dev", "abc123"):
+        assert needle in pr.body
+    assert cluster.repo.pinned("api", "staging") in (None, "")
+
+    cluster.build("api", d, env="dev", check="integration")
+    cluster.wait_pinned("api", "staging", d, timeout=20)
+    prs = cluster.forge.list_prs()
+    assert [p.state for p in prs] == ["merged", "merged"]
+    staging = next(p for p in prs if "staging" in p.title)
+    assert merged_numstat(cluster.repo_path, staging.merge_commit) == [
+        "1\t1\tenvs/staging/api/values.yaml"
+    ]
+    # Only the values file moved; web and prod untouched.
+    assert cluster.repo.pinned("web", "dev") in (None, "")
+    assert cluster.repo.pinned("api", "prod") in (None, "")
+
+
+def test_failed_build_or_failed_ci_promotes_nothing(cluster: Cluster) -> None:
+    cluster.init_repo(["api"])
+    cluster.start("gate-evaluator")
+    cluster.start("pr-writer")
+    good, bad = digest_of("good"), digest_of("bad")
+    cluster.build("api", bad, status="failure")
+    cluster.build("api", good)
+    cluster.wait_pinned("api", "dev", good)
+    cluster.build("api", good, env="dev", status="failure", check="integration")
+    marker = cluster.build("web-unknown-marker", digest_of("x"))  # a later event, to know when done
+    wait_until(lambda: any(d["entry_id"] == marker for d in cluster.dead_letters()), 15,
+               "the marker to be processed")
+    audits = cluster.entries("audit")
+    assert any(a["outcome"] == "refused" and "CI failed (build)" in a["reason"] for a in audits)
+    assert any(a["outcome"] == "refused" and "CI failed in dev" in a["reason"] for a in audits)
+    assert [p.title for p in cluster.forge.list_prs()] == [f"Promote api to dev: {good[:19]}"]
+    assert cluster.repo.pinned("api", "staging") in (None, "")
+
+
+def test_event_for_another_image_is_refused(cluster: Cluster) -> None:
+    cluster.init_repo(["api"])
+    cluster.start("gate-evaluator")
+    d = digest_of("other")
+    entry = cluster.build("api", d, image="registry.example.com/other/thing")
+    [letter] = wait_until(cluster.dead_letters, 15, "a dead letter")
+    assert letter["entry_id"] == entry
+    assert "registry.example.com/other/thing" in letter["error"]
+    assert "a digest means nothing without its repository" in letter["error"]
+    # Without image, the repository comes from the values file and the build goes through.
+    cluster.start("pr-writer")
+    cluster.bus.publish(CiResult(service="api", digest=d))
+    cluster.wait_pinned("api", "dev", d)

@@ -1,0 +1,161 @@
+"""A small Ferry installation for tests: a scaffolded GitOps repo, worker processes, and handles
+on the bus, the repo and the forge. Everything real: Redis, git, separate OS processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ferry.bus import Bus
+from ferry.events import CiResult, decode_fields
+from ferry.settings import Settings
+
+REGISTRY = "registry.example.com/shop"
+
+
+def digest_of(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Cluster:
+    def __init__(self, *, redis_url: str, prefix: str, root: Path) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.root = root
+        self.repo_path = root / "gitops"
+        self.home = root / "home"
+        self.logs = root / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.claim_idle_ms = 1000
+        self.settings = Settings(
+            redis_url=redis_url, stream_prefix=prefix, gitops_repo=str(self.repo_path),
+            home=self.home, consumer="test",
+        )
+        self.bus = Bus(self.settings, redis_url)
+        self._repo: Any = None
+        self._n = 0
+
+    # --- the GitOps repository ----------------------------------------------------------------
+
+    def init_repo(self, services: list[str] | None = None) -> Cluster:
+        from ferry.scaffold import scaffold
+
+        scaffold(self.repo_path, services or ["api", "web"])
+        return self
+
+    @property
+    def repo(self) -> Any:
+        from ferry.gitops import GitOpsRepo
+
+        if self._repo is None:
+            self._repo = GitOpsRepo(remote=str(self.repo_path), workdir=self.root / "test-clone")
+        return self._repo
+
+    @property
+    def forge(self) -> Any:
+        from ferry.forge import LocalForge
+
+        return LocalForge(self.repo_path)
+
+    # --- worker processes ---------------------------------------------------------------------
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FERRY_REDIS_URL": self.redis_url,
+            "FERRY_STREAM_PREFIX": self.prefix,
+            "FERRY_GITOPS_REPO": str(self.repo_path),
+            "FERRY_HOME": str(self.home),
+            "FERRY_CLAIM_IDLE_MS": str(self.claim_idle_ms),
+            **extra,
+        }
+
+    def start(self, name: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        self._n += 1
+        log = open(self.logs / f"{name}-{self._n}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ferry", "worker", name],
+            env=self.env(FERRY_CONSUMER=f"{name}-{self._n}", **extra_env),
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        proc.log_path = self.logs / f"{name}-{self._n}.log"  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        wait_until(lambda: self._joined(name, f"{name}-{self._n}") or proc.poll() is not None,
+                   30, f"{name} to start")
+        assert proc.poll() is None, self.log_of(proc)
+        return proc
+
+    def _joined(self, group: str, consumer: str) -> bool:
+        from ferry.runner import load_worker
+
+        spec = load_worker(group)
+        streams = list(spec.handlers) or list(spec.joins)
+        try:
+            groups = self.bus.redis.xinfo_groups(self.bus.stream(streams[0]))
+        except Exception:  # noqa: BLE001
+            return False
+        if not any(g["name"].decode() == group for g in groups):
+            return False
+        if not spec.handlers:
+            return True
+        consumers = self.bus.redis.xinfo_consumers(self.bus.stream(streams[0]), group)
+        return any(c["name"].decode() == consumer for c in consumers)
+
+    def start_all(self) -> None:
+        for name in ("gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper"):
+            self.start(name)
+
+    @staticmethod
+    def log_of(proc: subprocess.Popen[bytes]) -> str:
+        return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+    def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        proc.send_signal(sig)
+        proc.wait(timeout=15)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    # --- events -------------------------------------------------------------------------------
+
+    def build(self, service: str, digest: str, **kw: Any) -> str:
+        kw.setdefault("image", f"{REGISTRY}/{service}")
+        return self.bus.publish(CiResult(service=service, digest=digest, **kw))
+
+    def entries(self, short: str) -> list[dict[str, str]]:
+        return [decode_fields(f) for _, f in self.bus.redis.xrange(self.bus.stream(short))]
+
+    def changes(self, kind: str | None = None) -> list[dict[str, str]]:
+        return [c for c in self.entries("changes") if kind is None or c["kind"] == kind]
+
+    def dead_letters(self) -> list[dict[str, str]]:
+        return self.entries("dlq")
+
+    def wait_pinned(self, service: str, env: str, digest: str, timeout: float = 30) -> None:
+        wait_until(lambda: self.repo.pinned(service, env) == digest, timeout,
+                   f"{service} {env} pinned to {digest[:19]}")
