@@ -1,0 +1,61 @@
+"""Gate evaluation is a pure function of policy, facts and evidence."""
+
+from __future__ import annotations
+
+from ferry.policy import load_policy
+from ferry.state import Evidence
+from gate_evaluator.gates import evaluate
+
+POLICY = load_policy("""
+environments:
+  dev: {promote_from: build, auto_merge: true}
+  staging: {promote_from: dev, gates: {ci: {}}, auto_merge: true}
+  qa: {promote_from: dev, gates: {ci: {checks: [integration, e2e]}}}
+  prod: {promote_from: staging, gates: {approval: {min_approvals: 1}}}
+""")
+D = "sha256:" + "cd" * 32
+
+
+def decide(target: str, source: str, evidence: Evidence | None = None, live: bool = True,
+           pinned: str | None = None):  # noqa: ANN201
+    return evaluate(env_policy=POLICY.environment(target), digest=D, source_env=source,
+                    target_env=target, pinned_in_target=pinned, live_in_source=live,
+                    evidence=evidence or Evidence())
+
+
+def test_build_promotes_to_dev_with_auto_merge() -> None:
+    d = decide("dev", "build")
+    assert d.action == "promote" and d.auto_merge
+
+
+def test_already_pinned_is_skipped() -> None:
+    assert decide("dev", "build", pinned=D).action == "skip"
+
+
+def test_staging_waits_for_green_ci_and_says_so() -> None:
+    d = decide("staging", "dev")
+    assert d.action == "wait" and "no green CI for this digest in dev" in d.sentence
+    red = decide("staging", "dev", Evidence(checks={"integration": "failure"}))
+    assert red.action == "wait" and "failed: integration" in red.sentence
+
+
+def test_any_green_ci_opens_staging_when_no_checks_are_named() -> None:
+    d = decide("staging", "dev", Evidence(checks={"*": "success"}))
+    assert d.action == "promote" and d.auto_merge
+
+
+def test_named_checks_must_all_be_green() -> None:
+    half = decide("qa", "dev", Evidence(checks={"integration": "success"}))
+    assert half.action == "wait" and "e2e" in half.sentence
+    full = decide("qa", "dev", Evidence(checks={"integration": "success", "e2e": "success"}))
+    assert full.action == "promote" and not full.auto_merge
+
+
+def test_not_live_in_source_waits() -> None:
+    d = decide("staging", "dev", Evidence(checks={"*": "success"}), live=False)
+    assert d.action == "wait" and "not live in dev" in d.sentence
+
+
+def test_gates_this_version_does_not_evaluate_hold_the_promotion() -> None:
+    d = decide("prod", "staging")
+    assert d.action == "wait" and "approval" in d.sentence
