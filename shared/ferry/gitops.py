@@ -1,0 +1,288 @@
+"""The GitOps repository: read what `main` pins, and push promotion branches.
+
+Ferry never edits the remote's working tree. Reads come straight from the remote's object
+database when it is a local directory, or from a private clone (WORKDIR) fetched from it
+otherwise. Writes always happen in the private clone and are pushed as a branch of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+from .git import GitError, git
+from .names import check_digest, check_label
+from .policy import Policy, PolicyError, load_policy
+from .values import read_value, set_digest
+
+POLICY_FILE = "ferry.yaml"
+MAIN = "main"
+
+
+class PromotionError(ValueError):
+    """A promotion cannot be prepared for a reason that retrying will not fix."""
+
+
+def _git_bytes(*args: str, cwd: str | Path | None = None, input: bytes | None = None) -> bytes:
+    """Like ferry.git.git, but byte-exact: file contents keep their CRLFs and final newlines."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    proc = subprocess.run(
+        ["git", *args], cwd=str(cwd) if cwd is not None else None,
+        capture_output=True, env=env, input=input,
+    )
+    if proc.returncode != 0:
+        raise GitError(list(args), proc.returncode, proc.stderr.decode("utf-8", "replace"))
+    return proc.stdout
+
+
+def _looks_remote(remote: str) -> bool:
+    """True for URLs (https://, ssh://, file://) and scp-like user@host:path."""
+    return "://" in remote or bool(re.match(r"^[^/\\]+@[^/\\]+:", remote))
+
+
+class GitOpsRepo:
+    """One GitOps repository, seen through one private working clone (thread-safe)."""
+
+    def __init__(self, remote: str | Path, workdir: Path) -> None:
+        remote = str(remote)
+        if not _looks_remote(remote) and Path(remote).is_dir():
+            remote = str(Path(remote).resolve())
+        self.remote = remote
+        self.workdir = Path(workdir)
+        self._lock = threading.RLock()
+        self._gitdir: str | None = None
+        self._gitdir_known = False
+        self._cloned = False
+        self._policy_cache: tuple[str, Policy] | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _local_gitdir(self) -> str | None:
+        """The remote's git dir when it is a repository on this machine, else None."""
+        with self._lock:
+            if not self._gitdir_known:
+                self._gitdir = None
+                if not _looks_remote(self.remote) and Path(self.remote).is_dir():
+                    try:
+                        gitdir = git("-C", self.remote, "rev-parse", "--absolute-git-dir")
+                    except GitError:
+                        gitdir = ""
+                    root = Path(self.remote).resolve()
+                    # Only the repository AT remote, not one that happens to contain it.
+                    if gitdir and Path(gitdir).resolve() in (root, root / ".git"):
+                        self._gitdir = gitdir
+                self._gitdir_known = True
+            return self._gitdir
+
+    def _ensure_clone(self) -> None:
+        with self._lock:
+            if self._cloned:
+                return
+            if (self.workdir / ".git").is_dir():
+                url = git("-C", str(self.workdir), "remote", "get-url", "origin", check=False)
+                if url != self.remote:
+                    git("-C", str(self.workdir), "remote", "set-url", "origin", self.remote)
+            else:
+                if self.workdir.exists() and any(self.workdir.iterdir()):
+                    raise PromotionError(
+                        f"workdir {self.workdir} exists and is not a clone: remove it"
+                    )
+                self.workdir.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.workdir.parent / f".{self.workdir.name}.clone-{uuid.uuid4().hex[:8]}"
+                try:
+                    git("clone", "-q", "--no-tags", "-c", "core.autocrlf=false",
+                        "-c", "commit.gpgsign=false", self.remote, str(tmp))
+                    if self.workdir.exists():
+                        self.workdir.rmdir()
+                    os.replace(tmp, self.workdir)
+                finally:
+                    if tmp.exists():
+                        shutil.rmtree(tmp, ignore_errors=True)
+            self._cloned = True
+
+    def _wgit(self, *args: str) -> str:
+        return git(*args, cwd=self.workdir)
+
+    def _fetch(self) -> str:
+        """Fetch origin into the workdir; return origin/main's commit."""
+        with self._lock:
+            self._ensure_clone()
+            self._wgit("fetch", "-q", "--prune", "--no-tags", "origin")
+            return self._wgit("rev-parse", "--verify", f"refs/remotes/origin/{MAIN}^{{commit}}")
+
+    def _object_git_args(self) -> list[str]:
+        gitdir = self._local_gitdir()
+        if gitdir is not None:
+            return [f"--git-dir={gitdir}"]
+        return ["-C", str(self.workdir)]
+
+    def _read_at(self, commit: str, relpath: str) -> str | None:
+        """The content of RELPATH at COMMIT (byte-exact), or None if there is no such file."""
+        if not relpath or "\n" in relpath or relpath.startswith("/"):
+            raise ValueError(f"bad path {relpath!r}")
+        out = _git_bytes(*self._object_git_args(), "cat-file", "--batch",
+                         input=f"{commit}:{relpath}\n".encode())
+        header, _, rest = out.partition(b"\n")
+        fields = header.split()
+        if len(fields) != 3 or fields[1] != b"blob":
+            return None  # "<name> missing", or a directory
+        size = int(fields[2])
+        try:
+            return rest[:size].decode("utf-8")
+        except UnicodeDecodeError:
+            raise PromotionError(f"{relpath} on {MAIN} is not UTF-8 text") from None
+
+    def _policy_at(self, commit: str) -> Policy:
+        with self._lock:
+            if self._policy_cache is not None and self._policy_cache[0] == commit:
+                return self._policy_cache[1]
+        text = self._read_at(commit, POLICY_FILE)
+        if text is None:
+            raise PolicyError(
+                f"{POLICY_FILE} not found on {MAIN} of {self.remote}: run `ferry init` or add it"
+            )
+        policy = load_policy(text, POLICY_FILE)
+        with self._lock:
+            self._policy_cache = (commit, policy)
+        return policy
+
+    # ------------------------------------------------------------------ reading main
+
+    def main_commit(self) -> str:
+        """The commit `main` points to on the remote."""
+        gitdir = self._local_gitdir()
+        if gitdir is not None:
+            return git(f"--git-dir={gitdir}", "rev-parse", "--verify",
+                       f"refs/heads/{MAIN}^{{commit}}")
+        return self._fetch()
+
+    def read_main(self, relpath: str) -> str | None:
+        """RELPATH's content on main, or None when main has no such file."""
+        return self._read_at(self.main_commit(), relpath)
+
+    def policy(self) -> Policy:
+        """ferry.yaml on main (re-read only when main moves)."""
+        return self._policy_at(self.main_commit())
+
+    def _values_at(self, service: str, env: str) -> tuple[Policy, str, str | None]:
+        commit = self.main_commit()
+        policy = self._policy_at(commit)
+        path = policy.values_path(env, service)
+        policy.environment(env)  # unknown environment: PolicyError
+        return policy, path, self._read_at(commit, path)
+
+    def values_exists(self, service: str, env: str) -> bool:
+        return self._values_at(service, env)[2] is not None
+
+    def pinned(self, service: str, env: str) -> str | None:
+        """The digest SERVICE runs in ENV according to main; None if absent or empty."""
+        policy, path, text = self._values_at(service, env)
+        if text is None:
+            return None
+        return read_value(text, policy.digest_key, source=path) or None
+
+    def repository(self, service: str, env: str) -> str | None:
+        """The image repository of SERVICE in ENV according to main."""
+        policy, path, text = self._values_at(service, env)
+        if text is None:
+            return None
+        return read_value(text, policy.repository_key, source=path) or None
+
+    def services(self) -> list[str]:
+        """Services that have a values file on main for at least one environment."""
+        commit = self.main_commit()
+        policy = self._policy_at(commit)
+        pattern = _template_regex(policy.layout.values_path)
+        listing = git(*self._object_git_args(), "ls-tree", "-r", "-z", "--name-only", commit)
+        envs = set(policy.env_names())
+        found = set()
+        for name in listing.split("\0"):
+            match = pattern.match(name)
+            if match and match["env"] in envs:
+                found.add(match["service"])
+        return sorted(found)
+
+    # ------------------------------------------------------------------ writing
+
+    def prepare_promotion(
+        self, *, branch: str, service: str, env: str, digest: str, message: str
+    ) -> str | None:
+        """Push BRANCH = origin/main + the one-line pin of DIGEST; return its commit.
+
+        None when main already pins DIGEST. The branch is force-pushed: it belongs to this
+        promotion alone, and a redelivery redoes it (an identical change is not pushed again).
+        """
+        try:
+            check_digest(digest, "digest")
+            check_label(service, "service")
+            check_label(env, "environment")
+        except ValueError as exc:
+            raise PromotionError(str(exc)) from None
+        if not message.strip():
+            raise PromotionError("a promotion commit needs a message")
+        if branch in (MAIN, "HEAD") or branch.startswith("-") or git(
+            "check-ref-format", "--branch", branch, check=False
+        ) != branch:
+            raise PromotionError(f"bad promotion branch name {branch!r}")
+
+        with self._lock:
+            base = self._fetch()
+            policy = self._policy_at(base)
+            policy.environment(env)
+            path = policy.values_path(env, service)
+            self._wgit("checkout", "-q", "-f", "-B", branch, base)
+            self._wgit("clean", "-q", "-ffdx")
+            file = self.workdir / path
+            if not file.is_file():
+                raise PromotionError(
+                    f"{path} does not exist on {MAIN}: add the service with `ferry init` or by hand"
+                )
+            text = file.read_bytes().decode("utf-8")
+            if read_value(text, policy.digest_key, source=path) == digest:
+                return None
+            file.write_bytes(set_digest(text, policy.digest_key, digest, source=path).encode())
+            self._wgit("add", "--", path)
+            self._wgit("-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message)
+            head = self._wgit("rev-parse", "HEAD")
+            existing = self._same_change_on_remote(branch, base)
+            if existing is not None:
+                self._wgit("reset", "-q", "--hard", existing)
+                return existing
+            self._wgit("push", "-q", "--force", "origin", f"HEAD:refs/heads/{branch}")
+            return head
+
+    def _same_change_on_remote(self, branch: str, base: str) -> str | None:
+        """origin/BRANCH if it already holds exactly this change on this base, else None."""
+        ref = f"refs/remotes/origin/{branch}"
+        sha = git("-C", str(self.workdir), "rev-parse", "--verify", "--quiet", ref, check=False)
+        if not sha:
+            return None
+        parents = self._wgit("rev-list", "--parents", "-n", "1", sha).split()[1:]
+        same = (
+            parents == [base]
+            and self._wgit("rev-parse", f"{sha}^{{tree}}") == self._wgit("rev-parse", "HEAD^{tree}")
+            and self._wgit("log", "-1", "--format=%B", sha).strip()
+            == self._wgit("log", "-1", "--format=%B", "HEAD").strip()
+        )
+        return sha if same else None
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    """'envs/{env}/{service}/values.yaml' -> a regex with named groups env and service."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for part in re.split(r"(\{env\}|\{service\})", template):
+        name = part[1:-1] if part in ("{env}", "{service}") else None
+        if name is None:
+            out.append(re.escape(part))
+        elif name in seen:
+            out.append(f"(?P={name})")
+        else:
+            seen.add(name)
+            out.append(f"(?P<{name}>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)")
+    return re.compile("^" + "".join(out) + "$")

@@ -1,0 +1,447 @@
+"""The promotion policy: `ferry.yaml` on the GitOps repository's `main`, as pydantic models.
+
+The keys are a contract (DESIGN.md section 2). Unknown keys are accepted and ignored so that a
+newer ferry.yaml does not break an older ferry. Everything that can be checked without the
+outside world is checked at load time, and every problem is reported as one readable line.
+
+Schema (defaults in brackets)::
+
+    layout:
+      values_path: str ["envs/{env}/{service}/values.yaml"]  # must use {env} and {service}
+      digest_key: str ["image.digest"]                        # dotted key in the values file
+    environments:                       # in promotion order; names are DNS labels
+      <env>:
+        promote_from: "build" | <env>   # required; no cycles
+        auto_merge: bool [false]
+        strategy: "direct" | "canary" ["direct"]
+        gates:
+          ci: {checks: [str]}           # present = CI gate; no checks = any green CI result
+          approval: {min_approvals: int [1], approvers: [user | "team:<name>"],
+                     author_can_approve: bool [false]}
+          soak: {min_duration: duration [0s], checks: [str]}
+          windows: [{allow | deny: cron (5 fields), duration: duration, timezone: str [UTC]}]
+        canary: {count: 5, failure_limit: 0, inconclusive_limit: 0,
+                 consecutive_error_limit: 4, progress_deadline: 30m}
+    approvers: {teams: {<team>: [user]}}
+    previews: {label: preview, ttl: 48h, ttl_from: last_activity | created, max_ttl: 7d,
+               quota_per_team: 5, warn_before: 2h}
+    services:                           # optional per-service overrides, deep-merged
+      <service>: {environments: {<env>: <any subset of an environment>}}
+
+Durations are strings such as 90s, 30m, 2h, 14d or 1h30m.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import string
+from datetime import timedelta
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.functional_validators import PlainValidator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from .names import check_label
+
+BUILD = "build"
+DEFAULT_VALUES_PATH = "envs/{env}/{service}/values.yaml"
+DEFAULT_DIGEST_KEY = "image.digest"
+
+
+class PolicyError(ValueError):
+    """ferry.yaml is invalid, or a question about it has no answer (unknown environment)."""
+
+
+# --------------------------------------------------------------------------- durations
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse '90s', '30m', '2h', '14d', '1h30m' (units d, h, m, s in that order)."""
+    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if not match or not any(match.groups()):
+        raise ValueError(f"duration must look like 90s, 30m, 2h, 14d or 1h30m, got {text!r}")
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The inverse of parse_duration: timedelta(hours=1, minutes=30) -> '1h30m'."""
+    total = int(value.total_seconds())
+    if total == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, total = divmod(total, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def _to_duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value if isinstance(value, str) else repr(value))
+
+
+Duration = Annotated[
+    timedelta,
+    PlainValidator(_to_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class CiGate(_Model):
+    """CI must be green for the digest in the source environment."""
+
+    checks: list[str] = Field(default_factory=list)  # empty: any green CI result counts
+
+
+class ApprovalGate(_Model):
+    min_approvals: int = Field(default=1, ge=0)
+    approvers: list[str] = Field(default_factory=list)  # user names or "team:<name>"
+    author_can_approve: bool = False
+
+
+class SoakGate(_Model):
+    min_duration: Duration = timedelta(0)
+    checks: list[str] = Field(default_factory=list)
+
+
+class Window(_Model):
+    """A sync window: `allow` or `deny` is a 5-field cron expression opening it."""
+
+    allow: str | None = None
+    deny: str | None = None
+    duration: Duration
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Window:
+        if (self.allow is None) == (self.deny is None):
+            raise ValueError("a window needs exactly one of 'allow' or 'deny'")
+        cron = self.cron
+        if len(cron.split()) != 5:
+            raise ValueError(f"{self.kind}: cron expression must have 5 fields, got {cron!r}")
+        return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}") from None
+        return value
+
+    @property
+    def kind(self) -> Literal["allow", "deny"]:
+        return "allow" if self.allow is not None else "deny"
+
+    @property
+    def cron(self) -> str:
+        return self.allow if self.allow is not None else (self.deny or "")
+
+
+class Gates(_Model):
+    ci: CiGate | None = None
+    approval: ApprovalGate | None = None
+    soak: SoakGate | None = None
+    windows: list[Window] = Field(default_factory=list)
+
+
+class Canary(_Model):
+    count: int = Field(default=5, ge=1)
+    failure_limit: int = Field(default=0, ge=0)
+    inconclusive_limit: int = Field(default=0, ge=0)
+    consecutive_error_limit: int = Field(default=4, ge=0)
+    progress_deadline: Duration = timedelta(minutes=30)
+
+
+class EnvironmentPolicy(_Model):
+    promote_from: str
+    auto_merge: bool = False
+    strategy: Literal["direct", "canary"] = "direct"
+    gates: Gates = Field(default_factory=Gates)
+    canary: Canary = Field(default_factory=Canary)
+
+
+class Layout(_Model):
+    values_path: str = DEFAULT_VALUES_PATH
+    digest_key: str = DEFAULT_DIGEST_KEY
+
+    @field_validator("values_path")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        fields = set()
+        try:
+            for _, name, spec, conv in string.Formatter().parse(value):
+                if name is not None:
+                    if name not in ("env", "service") or spec or conv:
+                        raise ValueError(
+                            f"only {{env}} and {{service}} may be used, got {{{name}}}"
+                        )
+                    fields.add(name)
+        except ValueError as exc:
+            raise ValueError(f"bad template {value!r}: {exc}") from None
+        if fields != {"env", "service"}:
+            raise ValueError(f"must contain both {{env}} and {{service}}, got {value!r}")
+        _check_relative(value.format(env="env", service="service"), "values_path")
+        return value
+
+    @field_validator("digest_key")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if not value or any(not part.strip() for part in value.split(".")):
+            raise ValueError(f"must be a dotted key such as 'image.digest', got {value!r}")
+        return value
+
+
+class Approvers(_Model):
+    teams: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class Previews(_Model):
+    label: str = "preview"
+    ttl: Duration = timedelta(hours=48)
+    ttl_from: Literal["last_activity", "created"] = "last_activity"
+    max_ttl: Duration = timedelta(days=7)
+    quota_per_team: int = Field(default=5, ge=0)
+    warn_before: Duration = timedelta(hours=2)
+
+
+class ServiceOverrides(_Model):
+    environments: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def _check_relative(path: str, what: str) -> str:
+    pure = PurePosixPath(path)
+    if not path or pure.is_absolute() or ".." in pure.parts or "\\" in path or "\n" in path:
+        raise ValueError(f"{what} must be a relative path without '..', got {path!r}")
+    return path
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+class Policy(_Model):
+    layout: Layout = Field(default_factory=Layout)
+    environments: dict[str, EnvironmentPolicy]
+    approvers: Approvers = Field(default_factory=Approvers)
+    previews: Previews = Field(default_factory=Previews)
+    services: dict[str, ServiceOverrides] = Field(default_factory=dict)
+
+    # The environments as written, so that service overrides merge over the source, not over
+    # defaults that pydantic filled in.
+    _raw_envs: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+    _merged: dict[tuple[str, str], EnvironmentPolicy] = PrivateAttr(default_factory=dict)
+
+    @field_validator("environments")
+    @classmethod
+    def _env_names(cls, value: dict[str, EnvironmentPolicy]) -> dict[str, EnvironmentPolicy]:
+        if not value:
+            raise ValueError("at least one environment is required")
+        for name in value:
+            check_label(name, "environment name")
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: dict[str, ServiceOverrides]) -> dict[str, ServiceOverrides]:
+        for name in value:
+            check_label(name, "service name")
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _attach_raw(cls, data: Any, handler: Any) -> Policy:
+        if isinstance(data, Policy):
+            return data
+        raw = None
+        if isinstance(data, dict) and isinstance(data.get("environments"), dict):
+            raw = {
+                k: copy.deepcopy(v) if isinstance(v, dict) else {}
+                for k, v in data["environments"].items()
+            }
+        policy = handler(data)
+        if raw is None:
+            raw = {
+                name: env.model_dump(exclude_unset=True)
+                for name, env in policy.environments.items()
+            }
+        policy._raw_envs = raw
+        policy._merged = {}
+        policy._check_references()
+        return policy
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_references(self) -> None:
+        for name, env in self.environments.items():
+            self._check_env(f"environments.{name}", name, env)
+        for service, overrides in self.services.items():
+            for env_name in overrides.environments:
+                where = f"services.{service}.environments.{env_name}"
+                if env_name not in self.environments:
+                    raise ValueError(
+                        f"{where}: unknown environment {env_name!r} (defined: {self._defined()})"
+                    )
+                try:
+                    merged = self._merge(env_name, service)
+                except ValidationError as exc:
+                    raise ValueError(f"{where}.{_first_error(exc)}") from None
+                self._check_env(where, env_name, merged)
+        self._check_cycles(None)
+        for service in self.services:
+            self._check_cycles(service)
+
+    def _check_env(self, where: str, name: str, env: EnvironmentPolicy) -> None:
+        if env.promote_from != BUILD and env.promote_from not in self.environments:
+            raise ValueError(
+                f"{where}.promote_from: unknown environment {env.promote_from!r} "
+                f"(defined: {self._defined()}; or 'build')"
+            )
+        if env.gates.approval is not None:
+            for approver in env.gates.approval.approvers:
+                if approver.startswith("team:"):
+                    team = approver[len("team:"):]
+                    if team not in self.approvers.teams:
+                        known = ", ".join(self.approvers.teams) or "none"
+                        raise ValueError(
+                            f"{where}.gates.approval.approvers: unknown team {team!r} "
+                            f"(approvers.teams defines: {known})"
+                        )
+
+    def _check_cycles(self, service: str | None) -> None:
+        for start in self.environments:
+            seen = [start]
+            current = start
+            while True:
+                source = self.environment(current, service).promote_from
+                if source == BUILD:
+                    break
+                if source in seen:
+                    chain = " -> ".join([*seen[seen.index(source):], source])
+                    prefix = f"services.{service}." if service else ""
+                    raise ValueError(
+                        f"{prefix}environments.{start}.promote_from: promotion cycle {chain}"
+                    )
+                seen.append(source)
+                current = source
+
+    def _defined(self) -> str:
+        return ", ".join(self.environments)
+
+    def _merge(self, env: str, service: str) -> EnvironmentPolicy:
+        overrides = self.services.get(service)
+        override = overrides.environments.get(env) if overrides else None
+        if not override:
+            return self.environments[env]
+        return EnvironmentPolicy.model_validate(_deep_merge(self._raw_envs[env], override))
+
+    # ------------------------------------------------------------------ API
+
+    def env_names(self) -> list[str]:
+        """Environment names in the order ferry.yaml lists them."""
+        return list(self.environments)
+
+    def environment(self, env: str, service: str | None = None) -> EnvironmentPolicy:
+        """ENV's policy, with SERVICE's overrides deep-merged over it when given."""
+        if env not in self.environments:
+            raise PolicyError(f"unknown environment {env!r}: ferry.yaml defines {self._defined()}")
+        if service is None:
+            return self.environments[env]
+        try:
+            check_label(service, "service name")
+        except ValueError as exc:
+            raise PolicyError(str(exc)) from None
+        key = (env, service)
+        if key not in self._merged:
+            self._merged[key] = self._merge(env, service)
+        return self._merged[key]
+
+    def targets_from(self, source: str, service: str | None = None) -> list[str]:
+        """Environments promoted from SOURCE ('build' for a fresh build), in file order."""
+        return [
+            name
+            for name in self.environments
+            if self.environment(name, service).promote_from == source
+        ]
+
+    def values_path(self, env: str, service: str) -> str:
+        """The values file of SERVICE in ENV, relative to the repository root."""
+        try:
+            check_label(env, "environment name")
+            check_label(service, "service name")
+            path = self.layout.values_path.format(env=env, service=service)
+            return _check_relative(path, "values path")
+        except ValueError as exc:
+            raise PolicyError(str(exc)) from None
+
+    @property
+    def digest_key(self) -> str:
+        return self.layout.digest_key
+
+    @property
+    def repository_key(self) -> str:
+        """The digest key's sibling 'repository' (image.digest -> image.repository)."""
+        parts = self.layout.digest_key.split(".")
+        return ".".join([*parts[:-1], "repository"])
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(part) for part in err["loc"])
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if err["type"] == "missing":
+        msg = "required key is missing"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def load_policy(text: str, source: str = "ferry.yaml") -> Policy:
+    """Parse and validate ferry.yaml; raise PolicyError with one readable line."""
+    try:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise PolicyError(f"{source}: not valid YAML: {detail}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: must be a mapping with an 'environments' key")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"{source}: {_first_error(exc)}") from None
+    except ValueError as exc:
+        raise PolicyError(f"{source}: {exc}") from None

@@ -1,0 +1,264 @@
+"""GitOpsRepo against real git repositories in tmp_path (bare and non-bare remotes)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from ferry.git import git
+from ferry.gitops import GitOpsRepo, PromotionError
+from ferry.policy import PolicyError
+from ferry.values import ValuesError
+
+OLD = "sha256:" + "1" * 64
+NEW = "sha256:" + "2" * 64
+NEWER = "sha256:" + "3" * 64
+
+POLICY = """\
+# the policy
+environments:
+  dev: {promote_from: build, auto_merge: true}
+  staging: {promote_from: dev, gates: {ci: {}}, auto_merge: true}
+  prod: {promote_from: staging}
+"""
+
+VALUES = """\
+# api in {env}
+image:
+  repository: registry.example.com/shop/api   # same everywhere
+  digest: "{digest}"   # the only line ferry writes
+replicas: 2   # ferry never touches this
+"""
+
+
+def commit_files(repo: Path, files: dict[str, str], message: str = "change") -> str:
+    for relpath, content in files.items():
+        target = repo / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode())
+    git("add", "-A", cwd=repo)
+    git("-c", "commit.gpgsign=false", "commit", "-q", "-m", message, cwd=repo)
+    return git("rev-parse", "HEAD", cwd=repo)
+
+
+def make_source(path: Path) -> Path:
+    git("init", "-q", "-b", "main", str(path))
+    commit_files(path, {
+        "ferry.yaml": POLICY,
+        "envs/dev/api/values.yaml": VALUES.format(env="dev", digest=OLD),
+        "envs/staging/api/values.yaml": VALUES.format(env="staging", digest=""),
+        "envs/prod/web/values.yaml": VALUES.format(env="prod", digest=OLD).replace("/api", "/web"),
+        "envs/qa/ghost/values.yaml": "image: {digest: x}\n",  # qa is not in the policy
+        "README.md": "hi\n",
+    }, "initial")
+    return path
+
+
+@pytest.fixture(params=["bare", "non-bare"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    source = make_source(tmp_path / "source")
+    if request.param == "non-bare":
+        git("config", "receive.denyCurrentBranch", "updateInstead", cwd=source)
+        return source
+    bare = tmp_path / "remote.git"
+    git("clone", "-q", "--bare", str(source), str(bare))
+    return bare
+
+
+@pytest.fixture
+def editor(remote: Path, tmp_path: Path) -> Path:
+    """A person's clone of the remote, to change main the way people do."""
+    clone = tmp_path / "person"
+    git("clone", "-q", str(remote), str(clone))
+    return clone
+
+
+def push_main(editor: Path, files: dict[str, str]) -> str:
+    git("pull", "-q", "--ff-only", cwd=editor)
+    sha = commit_files(editor, files)
+    git("push", "-q", "origin", "HEAD:main", cwd=editor)
+    return sha
+
+
+def test_reads_main(remote: Path, tmp_path: Path) -> None:
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    assert repo.main_commit() == git("--git-dir", str(remote if remote.suffix == ".git"
+                                                      else remote / ".git"),
+                                     "rev-parse", "main")
+    assert repo.read_main("README.md") == "hi\n"
+    assert repo.read_main("nope.txt") is None
+    assert repo.read_main("envs") is None  # a directory is not a file
+    assert repo.pinned("api", "dev") == OLD
+    assert repo.pinned("api", "staging") is None  # "" means nothing promoted yet
+    assert repo.pinned("api", "prod") is None  # no values file
+    assert repo.repository("api", "dev") == "registry.example.com/shop/api"
+    assert repo.values_exists("api", "dev") and not repo.values_exists("api", "prod")
+    assert repo.services() == ["api", "web"]
+    assert repo.policy().env_names() == ["dev", "staging", "prod"]
+    with pytest.raises(PolicyError, match="unknown environment 'qa'"):
+        repo.pinned("api", "qa")
+    with pytest.raises(PolicyError, match="DNS label"):
+        repo.pinned("../x", "dev")
+
+
+def test_local_reads_need_no_clone(remote: Path, tmp_path: Path) -> None:
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    repo.pinned("api", "dev")
+    repo.services()
+    assert not (tmp_path / "work").exists()
+
+
+def test_read_main_is_byte_exact(remote: Path, editor: Path, tmp_path: Path) -> None:
+    content = "a: 1\r\nb: 2\r\n\n\n"
+    push_main(editor, {"crlf.yaml": content})
+    assert GitOpsRepo(str(remote), tmp_path / "work").read_main("crlf.yaml") == content
+
+
+def test_prepare_promotion_changes_exactly_one_line(remote: Path, tmp_path: Path) -> None:
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    main_before = repo.main_commit()
+    sha = repo.prepare_promotion(
+        branch="ferry/api/staging", service="api", env="staging", digest=NEW,
+        message="Promote api to staging",
+    )
+    assert sha is not None
+    gitdir = str(remote) if remote.suffix == ".git" else str(remote / ".git")
+    assert git("--git-dir", gitdir, "rev-parse", "refs/heads/ferry/api/staging") == sha
+    assert git("--git-dir", gitdir, "rev-parse", f"{sha}^") == main_before
+    assert repo.main_commit() == main_before  # main itself is untouched
+    diff = git("--git-dir", gitdir, "diff", "-U0", "main", sha)
+    changed = [line for line in diff.splitlines()
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed == [
+        '-  digest: ""   # the only line ferry writes',
+        f'+  digest: "{NEW}"   # the only line ferry writes',
+    ]
+    assert git("--git-dir", gitdir, "diff", "--name-only", "main", sha) == (
+        "envs/staging/api/values.yaml"
+    )
+    assert git("--git-dir", gitdir, "log", "-1", "--format=%s", sha) == "Promote api to staging"
+    if remote.suffix != ".git":  # a non-bare remote's checkout is never touched
+        assert git("status", "--porcelain", cwd=remote) == ""
+        assert git("branch", "--show-current", cwd=remote) == "main"
+
+
+def test_redelivery_is_idempotent_and_follows_main(
+    remote: Path, editor: Path, tmp_path: Path
+) -> None:
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    kwargs = dict(branch="ferry/api/staging", service="api", env="staging", digest=NEW,
+                  message="Promote api")
+    first = repo.prepare_promotion(**kwargs)  # type: ignore[arg-type]
+    assert repo.prepare_promotion(**kwargs) == first  # type: ignore[arg-type]
+    # A fresh process (new workdir) redoing the same promotion lands on the same commit too.
+    other = GitOpsRepo(str(remote), tmp_path / "work2")
+    assert other.prepare_promotion(**kwargs) == first  # type: ignore[arg-type]
+    # When main moves, the branch is rebuilt on the new main.
+    new_main = push_main(editor, {"README.md": "changed\n"})
+    rebuilt = repo.prepare_promotion(**kwargs)  # type: ignore[arg-type]
+    assert rebuilt != first
+    assert git("-C", str(tmp_path / "work"), "rev-parse", f"{rebuilt}^") == new_main
+
+
+def test_already_pinned_returns_none(remote: Path, tmp_path: Path) -> None:
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    assert repo.prepare_promotion(
+        branch="ferry/api/dev", service="api", env="dev", digest=OLD, message="m"
+    ) is None
+    gitdir = str(remote) if remote.suffix == ".git" else str(remote / ".git")
+    assert git("--git-dir", gitdir, "branch", "--list", "ferry/*") == ""
+
+
+def test_missing_values_file(remote: Path, tmp_path: Path) -> None:
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    with pytest.raises(PromotionError) as info:
+        repo.prepare_promotion(branch="ferry/api/prod", service="api", env="prod",
+                               digest=NEW, message="m")
+    assert str(info.value) == (
+        "envs/prod/api/values.yaml does not exist on main: "
+        "add the service with `ferry init` or by hand"
+    )
+
+
+def test_values_error_is_raised_unchanged(remote: Path, editor: Path, tmp_path: Path) -> None:
+    push_main(editor, {"envs/dev/api/values.yaml": "image:\n  repository: r\n"})
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    with pytest.raises(ValuesError, match="image.digest not found"):
+        repo.prepare_promotion(branch="ferry/api/dev", service="api", env="dev",
+                               digest=NEW, message="m")
+    # and the workdir recovers for the next promotion
+    assert repo.prepare_promotion(branch="ferry/api/staging", service="api", env="staging",
+                                  digest=NEW, message="m")
+
+
+def test_refuses_bad_input(remote: Path, tmp_path: Path) -> None:
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    base = dict(branch="ferry/x", service="api", env="staging", digest=NEW, message="m")
+    for change in [{"digest": "latest"}, {"branch": "main"}, {"branch": "bad..name"},
+                   {"service": "../etc"}, {"message": " "}]:
+        with pytest.raises(PromotionError):
+            repo.prepare_promotion(**{**base, **change})  # type: ignore[arg-type]
+    with pytest.raises(PolicyError, match="unknown environment"):
+        repo.prepare_promotion(**{**base, "env": "qa"})  # type: ignore[arg-type]
+
+
+def test_policy_cache_refreshes_when_main_changes(
+    remote: Path, editor: Path, tmp_path: Path
+) -> None:
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    first = repo.policy()
+    assert repo.policy() is first  # cached: main did not move
+    push_main(editor, {"ferry.yaml": POLICY + "  perf: {promote_from: staging}\n"})
+    second = repo.policy()
+    assert second is not first
+    assert second.env_names() == ["dev", "staging", "prod", "perf"]
+    assert repo.policy() is second
+
+
+def test_remote_url_goes_through_the_clone(remote: Path, editor: Path, tmp_path: Path) -> None:
+    repo = GitOpsRepo(f"file://{remote}", tmp_path / "work")
+    assert repo.pinned("api", "dev") == OLD
+    assert (tmp_path / "work" / ".git").is_dir()
+    assert repo.services() == ["api", "web"]
+    push_main(editor, {"envs/dev/api/values.yaml": VALUES.format(env="dev", digest=NEWER)})
+    assert repo.pinned("api", "dev") == NEWER  # fetched again
+    sha = repo.prepare_promotion(branch="ferry/api/staging", service="api", env="staging",
+                                 digest=NEW, message="m")
+    assert sha is not None
+    assert git("ls-remote", str(remote), "refs/heads/ferry/api/staging").split()[0] == sha
+
+
+def test_missing_policy(tmp_path: Path) -> None:
+    remote = tmp_path / "empty"
+    git("init", "-q", "-b", "main", str(remote))
+    commit_files(remote, {"README.md": "x\n"})
+    with pytest.raises(PolicyError, match="ferry.yaml not found on main"):
+        GitOpsRepo(str(remote), tmp_path / "work").policy()
+
+
+def test_threads_share_one_repo(remote: Path, tmp_path: Path) -> None:
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    results: dict[str, str | None] = {}
+    errors: list[BaseException] = []
+
+    def promote(env: str, digest: str) -> None:
+        try:
+            results[env] = repo.prepare_promotion(
+                branch=f"ferry/api/{env}", service="api", env=env, digest=digest, message=env
+            )
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=promote, args=(env, NEW)) for env in ("dev", "staging")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    gitdir = str(remote) if remote.suffix == ".git" else str(remote / ".git")
+    for env in ("dev", "staging"):
+        assert git("--git-dir", gitdir, "rev-parse", f"refs/heads/ferry/api/{env}") == results[env]
+        assert git("--git-dir", gitdir, "diff", "--name-only", "main", results[env] or "") == (
+            f"envs/{env}/api/values.yaml"
+        )
