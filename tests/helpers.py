@@ -47,7 +47,7 @@ class Cluster:
         self.claim_idle_ms = 1000
         self.settings = Settings(
             redis_url=redis_url, stream_prefix=prefix, gitops_repo=str(self.repo_path),
-            home=self.home, consumer="test",
+            home=self.home, consumer="test", claim_idle_ms=1000, lock_ttl_ms=800,
         )
         self.bus = Bus(self.settings, redis_url)
         self._repo: Any = None
@@ -85,6 +85,7 @@ class Cluster:
             "FERRY_GITOPS_REPO": str(self.repo_path),
             "FERRY_HOME": str(self.home),
             "FERRY_CLAIM_IDLE_MS": str(self.claim_idle_ms),
+            "FERRY_LOCK_TTL_MS": str(self.claim_idle_ms * 8 // 10),
             **extra,
         }
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-import click
 import typer
 
 from ferry.settings import Settings
@@ -331,18 +330,27 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every mistake ends as one line on stderr and exit code 2."""
+    import pydantic
     import redis
 
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="ferry", standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
-    except click.UsageError as e:
-        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
-        typer.echo(f"error: {e.format_message()}{hint}", err=True)
+    except typer.exceptions.TyperException as e:
+        # Click's usage errors (typer vendors click): one line instead of a usage block.
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        typer.echo(f"error: {message}{hint}", err=True)
+        sys.exit(2)
+    except pydantic.ValidationError as e:
+        from ferry.events import describe
+
+        typer.echo(f"error: invalid setting: {describe(e)}", err=True)
         sys.exit(2)
     except redis.ConnectionError as e:
         typer.echo(f"error: cannot reach Redis ({e}): is `ferry up` running, or "

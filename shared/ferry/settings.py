@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,9 +35,19 @@ class Settings(BaseSettings):
     # Entries read per XREADGROUP: 1 spreads work evenly over replicas and leaves at most one
     # entry pending behind a replica that dies.
     read_count: int = Field(default=1, ge=1)
-    lock_ttl_ms: int = Field(default=30_000, ge=100)
+    # Below the claim idle time: an entry reclaimed from a dead replica must find its lock free.
+    lock_ttl_ms: int = Field(default=10_000, ge=100)
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _lock_expires_before_reclaim(self) -> Settings:
+        if self.lock_ttl_ms >= self.claim_idle_ms:
+            raise ValueError(
+                f"FERRY_LOCK_TTL_MS ({self.lock_ttl_ms}) must be below FERRY_CLAIM_IDLE_MS "
+                f"({self.claim_idle_ms}): a reclaimed entry must find a dead replica's lock expired"
+            )
+        return self
 
     def stream(self, name: str) -> str:
         """The Redis key of stream NAME ("ci" -> "ferry:ci")."""

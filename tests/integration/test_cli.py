@@ -1,0 +1,144 @@
+"""The CLI: every command answers --help; every mistake is one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ferry.cli import main
+from tests.helpers import Cluster, digest_of
+
+D = digest_of("cli")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def env(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    for key, value in cluster.env().items():
+        if key.startswith("FERRY_"):
+            monkeypatch.setenv(key, value)
+    return cluster
+
+
+def one_line_error(code: int, err: str, needle: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and needle in lines[0], err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["init"], ["publish"], ["publish", "ci"], ["worker"], ["up"], ["status"], ["dlq"],
+     ["dlq", "ls"], ["dlq", "show"], ["pr"], ["pr", "ls"], ["pr", "show"], ["pr", "merge"],
+     ["pr", "close"], ["demo"]],
+)
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, out, _ = run(capsys, *argv, "--help")
+    assert code == 0 and "Usage: ferry" in out
+
+
+def test_tag_instead_of_digest_is_one_line(env: Cluster, capsys) -> None:  # noqa: ANN001
+    code, _, err = run(capsys, "publish", "ci", "--service", "api", "--digest", "api:latest")
+    one_line_error(code, err, "digest must be sha256:<64 lowercase hex>, got 'api:latest'")
+    assert env.bus.redis.xlen(env.bus.stream("ci")) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["publish", "ci", "--digest", D], "Missing option '--service'"),
+        (["publish", "ci", "--service", "../etc", "--digest", D], "service must be a DNS label"),
+        (["publish", "ci", "--service", "api", "--digest", D, "--status", "ok"], "field 'status'"),
+        (["publish", "ci", "--service", "api", "--digest", D, "--built-at", "yesterday"],
+         "field 'built_at'"),
+        (["worker", "nope"], "unknown worker 'nope'"),
+        (["pr", "ls", "--state", "weird"], "--state must be open, merged or closed"),
+        (["pr", "show", "999"], "no pull request #999"),
+        (["pr", "show", "one"], "Invalid value for 'number'"),
+        (["dlq", "show", "1-1"], "no dead letter '1-1'"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+def test_mistakes_exit_2_with_one_line(env: Cluster, capsys, argv, needle) -> None:  # noqa: ANN001
+    env.init_repo(["api"])
+    code, _, err = run(capsys, *argv)
+    one_line_error(code, err, needle)
+
+
+def test_missing_settings_say_which_variable(capsys, monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    monkeypatch.delenv("FERRY_GITOPS_REPO", raising=False)
+    monkeypatch.delenv("FERRY_REDIS_URL", raising=False)
+    monkeypatch.setenv("FERRY_HOME", str(tmp_path / "home"))
+    code, _, err = run(capsys, "status")
+    one_line_error(code, err, "FERRY_GITOPS_REPO is not set")
+    code, _, err = run(capsys, "publish", "ci", "--service", "api", "--digest", D)
+    one_line_error(code, err, "no Redis to talk to: set FERRY_REDIS_URL, or start Ferry with")
+
+
+def test_init_refuses_a_non_empty_directory(capsys, tmp_path) -> None:  # noqa: ANN001
+    code, out, _ = run(capsys, "init", str(tmp_path / "g"), "--services", "api,web")
+    assert code == 0 and "GitOps repository ready" in out
+    code, _, err = run(capsys, "init", str(tmp_path / "g"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "init", str(tmp_path / "h"), "--services", "API")
+    assert code == 2 and "DNS label" in err
+
+
+def test_publish_status_dlq_and_pr_commands(env: Cluster, capsys) -> None:  # noqa: ANN001
+    env.init_repo(["api", "web"])
+    code, out, _ = run(capsys, "status", "--json")
+    assert code == 0
+    assert json.loads(out)["services"] == {
+        "api": {"dev": None, "staging": None, "prod": None},
+        "web": {"dev": None, "staging": None, "prod": None},
+    }
+    code, out, _ = run(capsys, "publish", "ci", "--service", "api", "--digest", D,
+                       "--event-id", "build-1", "--commit", "abc", "--json")
+    assert code == 0 and json.loads(out)["event"]["event_id"] == "build-1"
+    [entry] = env.entries("ci")
+    assert entry["digest"] == D and entry["commit"] == "abc" and entry["kind"] == "ci"
+
+    env.bus.redis.xadd(env.bus.stream("ci"), {"kind": "ci", "service": "api", "digest": "x"})
+    env.start("gate-evaluator")
+    env.start("pr-writer")
+    env.wait_pinned("api", "dev", D)
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "api" in out and D[:19] in out
+    code, out, _ = run(capsys, "dlq", "ls")
+    assert code == 0 and "digest must be sha256" in out
+    letters = json.loads(run(capsys, "dlq", "ls", "--json")[1])
+    code, out, _ = run(capsys, "dlq", "show", letters[0]["id"])
+    assert code == 0 and json.loads(out)["payload"]["digest"] == "x"
+
+    code, out, _ = run(capsys, "pr", "ls")
+    assert code == 0 and "merged" in out and "Promote api to dev" in out
+    code, out, _ = run(capsys, "pr", "show", "1")
+    assert code == 0 and D in out and "merged" in out
+    code, _, err = run(capsys, "pr", "merge", "1")
+    assert code == 0
+    code, _, err = run(capsys, "pr", "close", "1")
+    one_line_error(code, err, "already merged")
+
+
+def test_console_script_exit_code_is_real(tmp_path) -> None:  # noqa: ANN001
+    proc = subprocess.run([sys.executable, "-m", "ferry", "publish", "ci", "--service", "api",
+                           "--digest", "latest"], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "FERRY_HOME": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: digest must be sha256:<64 lowercase hex>, got 'latest' "
+        "(a tag is not a digest: build once, promote the digest)"
+    ]
