@@ -46,8 +46,13 @@ class Cluster:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.claim_idle_ms = 1000
         self.settings = Settings(
-            redis_url=redis_url, stream_prefix=prefix, gitops_repo=str(self.repo_path),
-            home=self.home, consumer="test", claim_idle_ms=1000, lock_ttl_ms=800,
+            redis_url=redis_url,
+            stream_prefix=prefix,
+            gitops_repo=str(self.repo_path),
+            home=self.home,
+            consumer="test",
+            claim_idle_ms=1000,
+            lock_ttl_ms=800,
         )
         self.bus = Bus(self.settings, redis_url)
         self._repo: Any = None
@@ -95,12 +100,16 @@ class Cluster:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ferry", "worker", name],
             env=self.env(FERRY_CONSUMER=f"{name}-{self._n}", **extra_env),
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         proc.log_path = self.logs / f"{name}-{self._n}.log"  # type: ignore[attr-defined]
         self.procs.append(proc)
-        wait_until(lambda: self._joined(name, f"{name}-{self._n}") or proc.poll() is not None,
-                   30, f"{name} to start")
+        wait_until(
+            lambda: self._joined(name, f"{name}-{self._n}") or proc.poll() is not None,
+            30,
+            f"{name} to start",
+        )
         assert proc.poll() is None, self.log_of(proc)
         return proc
 
@@ -158,5 +167,8 @@ class Cluster:
         return self.entries("dlq")
 
     def wait_pinned(self, service: str, env: str, digest: str, timeout: float = 30) -> None:
-        wait_until(lambda: self.repo.pinned(service, env) == digest, timeout,
-                   f"{service} {env} pinned to {digest[:19]}")
+        wait_until(
+            lambda: self.repo.pinned(service, env) == digest,
+            timeout,
+            f"{service} {env} pinned to {digest[:19]}",
+        )

@@ -55,7 +55,8 @@ class Bus:
     def __init__(self, settings: Settings, url: str) -> None:
         self.settings = settings
         self.url = url
-        self.redis = redis.Redis.from_url(url, health_check_interval=30)
+        # Typed as Any: redis-py's stubs do not know the connection hands out bytes.
+        self.redis: Any = redis.Redis.from_url(url, health_check_interval=30)
         self._once = self.redis.register_script(_PUBLISH_ONCE)
         self._unlock = self.redis.register_script(_UNLOCK)
 
@@ -75,7 +76,9 @@ class Bus:
         args: list[Any] = [ONCE_TTL_S, STREAM_MAXLEN, event.event_id]
         for k, v in event.to_fields().items():
             args += [k, v]
-        entry = self._once(keys=[self.settings.key("once", key), self.stream(event.on_stream)], args=args)
+        entry = self._once(
+            keys=[self.settings.key("once", key), self.stream(event.on_stream)], args=args
+        )
         return entry.decode() if entry else None
 
     def ensure_group(self, short: str, group: str) -> None:
@@ -91,7 +94,13 @@ class Bus:
         self.redis.xack(self.stream(short), group, entry_id)
 
     def dead_letter(
-        self, short: str, group: str, entry_id: str, fields: dict[str, str], error: str, deliveries: int
+        self,
+        short: str,
+        group: str,
+        entry_id: str,
+        fields: dict[str, str],
+        error: str,
+        deliveries: int,
     ) -> None:
         """Move an entry to the DLQ and acknowledge it, in one transaction."""
         letter = DeadLetter(
@@ -104,7 +113,9 @@ class Bus:
             worker=group,
         )
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.stream("dlq"), letter.to_fields(), maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.xadd(
+                self.stream("dlq"), letter.to_fields(), maxlen=STREAM_MAXLEN, approximate=True
+            )
             pipe.xack(self.stream(short), group, entry_id)
             pipe.delete(self._error_key(group, short, entry_id))
             pipe.execute()
@@ -199,7 +210,9 @@ class Dispatcher:
         """Handle one entry; returns what happened ("done", "dead", "retry")."""
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
-            worker=self.spec.name, stream=self.ctx.bus.stream(short), entry_id=entry_id,
+            worker=self.spec.name,
+            stream=self.ctx.bus.stream(short),
+            entry_id=entry_id,
             deliveries=deliveries,
         )
         bus, group, log = self.ctx.bus, self.spec.name, self.ctx.log
@@ -234,8 +247,12 @@ class Dispatcher:
             if deliveries >= max_deliveries:
                 log.error("dead letter", error=error)
                 bus.dead_letter(
-                    short, group, entry_id, fields,
-                    f"failed {deliveries} times, last: {error}", deliveries,
+                    short,
+                    group,
+                    entry_id,
+                    fields,
+                    f"failed {deliveries} times, last: {error}",
+                    deliveries,
                 )
                 return "dead"
             log.warning("handler failed; left pending for retry", error=error, exc_info=True)
@@ -264,13 +281,14 @@ async def serve(
     if spec.setup:
         spec.setup(ctx)
     dispatcher = Dispatcher(spec, ctx)
-    broker = RedisBroker(url, logger=None, log_level=logging.DEBUG)
+    # Ferry logs every decision itself; FastStream's own per-message lines would only repeat them.
+    broker = RedisBroker(url, logger=None, log_level=logging.DEBUG)  # type: ignore[arg-type]
     subscribers = []
 
     def consumer_for(short: str, reclaim: bool) -> Callable[..., Any]:
         async def consume(message: RedisStreamMessage) -> None:
-            entry_id = message.raw_message["message_ids"][0]
-            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            raw_id = message.raw_message["message_ids"][0]
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
             fields = decode_fields(message.raw_message["data"])
             deliveries = await message.get_delivery_count() if reclaim else 1
             await asyncio.to_thread(dispatcher.process, short, entry_id, fields, deliveries)
@@ -287,7 +305,9 @@ async def serve(
                     settings.stream(short),
                     group=spec.name,
                     consumer=settings.consumer,
-                    polling_interval=settings.poll_ms if not reclaim else max(settings.poll_ms, 500),
+                    polling_interval=settings.poll_ms
+                    if not reclaim
+                    else max(settings.poll_ms, 500),
                     min_idle_time=settings.claim_idle_ms if reclaim else None,
                     max_records=None if reclaim else settings.read_count,
                 ),
@@ -299,9 +319,13 @@ async def serve(
 
     if subscribers:
         await broker.start()
-    log.info("worker started", streams=[settings.stream(s) for s in spec.handlers],
-             joined=[settings.stream(s) for s in spec.joins],
-             group=spec.name, redis=scrub_text(url))
+    log.info(
+        "worker started",
+        streams=[settings.stream(s) for s in spec.handlers],
+        joined=[settings.stream(s) for s in spec.joins],
+        group=spec.name,
+        redis=scrub_text(url),
+    )
     if ready:
         ready()
     stop = stop or asyncio.Event()
@@ -325,7 +349,9 @@ async def _heal(bus: Bus, spec: WorkerSpec, subscribers: list[tuple[str, Any]], 
         try:
             await asyncio.to_thread(bus.ensure_group, short, spec.name)
             await sub.start()
-            log.warning("consumer group recreated and subscriber restarted", stream=bus.stream(short))
+            log.warning(
+                "consumer group recreated and subscriber restarted", stream=bus.stream(short)
+            )
         except Exception as e:  # noqa: BLE001 - Redis may still be down; try again next tick
             log.warning("could not restart subscriber yet", error=str(e))
 

@@ -19,8 +19,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 publish_app = typer.Typer(help="Publish an event to Ferry's streams.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Inspect dead letters: entries a worker could not process.",
-                      no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Inspect dead letters: entries a worker could not process.", no_args_is_help=True
+)
 pr_app = typer.Typer(help="Pull requests on the local forge.", no_args_is_help=True)
 app.add_typer(publish_app, name="publish")
 app.add_typer(dlq_app, name="dlq")
@@ -91,9 +92,18 @@ def publish_ci(
     from ferry.events import CiResult, InvalidEvent, parse
 
     fields = {
-        "kind": "ci", "service": service, "digest": digest, "image": image, "commit": commit,
-        "author": author, "env": env, "check": check, "status": status, "built_at": built_at,
-        "url": url, "event_id": event_id,
+        "kind": "ci",
+        "service": service,
+        "digest": digest,
+        "image": image,
+        "commit": commit,
+        "author": author,
+        "env": env,
+        "check": check,
+        "status": status,
+        "built_at": built_at,
+        "url": url,
+        "event_id": event_id,
     }
     try:
         event = parse("ci", {k: v for k, v in fields.items() if v is not None})
@@ -111,8 +121,11 @@ def publish_ci(
 
 
 @app.command()
-def worker(name: str = typer.Argument(..., help="gate-evaluator, pr-writer, canary-watcher "
-                                                 "or preview-reaper")) -> None:
+def worker(
+    name: str = typer.Argument(
+        ..., help="gate-evaluator, pr-writer, canary-watcher or preview-reaper"
+    ),
+) -> None:
     """Run one replica of a worker (run more processes to scale it)."""
     from ferry.runner import load_worker, run_worker
 
@@ -262,8 +275,10 @@ def _get_pr(number: int) -> Any:
 
 
 @pr_app.command("show")
-def pr_show(number: int = typer.Argument(..., help="Pull request number."),
-            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def pr_show(
+    number: int = typer.Argument(..., help="Pull request number."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Show one pull request: title, state, labels, body and comments."""
     pr = _get_pr(number)
     if as_json:
@@ -289,8 +304,10 @@ def pr_merge(number: int = typer.Argument(..., help="Pull request number.")) -> 
 
 
 @pr_app.command("close")
-def pr_close(number: int = typer.Argument(..., help="Pull request number."),
-             comment: str | None = typer.Option(None, help="Say why.")) -> None:
+def pr_close(
+    number: int = typer.Argument(..., help="Pull request number."),
+    comment: str | None = typer.Option(None, help="Say why."),
+) -> None:
     """Close a pull request without merging it."""
     pr = _get_pr(number)
     if pr.state == "merged":
@@ -324,8 +341,16 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ferry.resources import ConfigError
     from ferry.scaffold import ScaffoldError
 
-    return (CliError, NoRedis, Rejected, ForgeError, GitError, PolicyError, ConfigError,
-            ScaffoldError)
+    return (
+        CliError,
+        NoRedis,
+        Rejected,
+        ForgeError,
+        GitError,
+        PolicyError,
+        ConfigError,
+        ScaffoldError,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -353,8 +378,10 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: invalid setting: {describe(e)}", err=True)
         sys.exit(2)
     except redis.ConnectionError as e:
-        typer.echo(f"error: cannot reach Redis ({e}): is `ferry up` running, or "
-                   "FERRY_REDIS_URL right?", err=True)
+        typer.echo(
+            f"error: cannot reach Redis ({e}): is `ferry up` running, or FERRY_REDIS_URL right?",
+            err=True,
+        )
         sys.exit(2)
     except Exception as e:  # noqa: BLE001
         if isinstance(e, _known_errors()):

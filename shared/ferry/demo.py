@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -11,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -31,12 +33,16 @@ def say(text: str) -> None:
     typer.echo(text)
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> float:
+def wait_for(
+    what: str, check: Callable[[], bool], timeout: float = 30.0, since: float | None = None
+) -> float:
+    """Wait until CHECK holds; return the seconds since SINCE (default: now)."""
     start = time.monotonic()
+    since = start if since is None else since
     while time.monotonic() - start < timeout:
         if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
+            return time.monotonic() - since
+        time.sleep(0.02)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
@@ -66,13 +72,19 @@ def run_demo(*, keep: bool = False) -> int:
     procs = []
     for name in WORKERS:
         with open(logs / f"{name}.log", "wb") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "ferry", "worker", name],
-                                          env=env, stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "ferry", "worker", name],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     say(f"workers started as separate processes: {', '.join(WORKERS)} (logs in {logs})")
     code = 1
     try:
         for name in WORKERS:
-            wait_for(f"{name} to join its groups", lambda n=name: _joined(bus, n), 20)
+            wait_for(f"{name} to join its groups", functools.partial(_joined, bus, name), 20)
         code = _story(bus, settings, repo_path, status_table, LocalForge(repo_path))
     except TimeoutError as e:
         say(f"demo failed: {e}; see the worker logs in {logs}")
@@ -94,9 +106,17 @@ def run_demo(*, keep: bool = False) -> int:
     return code
 
 
+def _pinned(repo: Any, service: str, env: str, digest: str) -> bool:
+    return bool(repo.pinned(service, env) == digest)
+
+
 def _joined(bus: Bus, worker: str) -> bool:
-    stream = {"gate-evaluator": "ci", "pr-writer": "promotions", "canary-watcher": "canary",
-              "preview-reaper": "previews"}[worker]
+    stream = {
+        "gate-evaluator": "ci",
+        "pr-writer": "promotions",
+        "canary-watcher": "canary",
+        "preview-reaper": "previews",
+    }[worker]
     try:
         groups = bus.redis.xinfo_groups(bus.stream(stream))
     except Exception:  # noqa: BLE001 - the stream does not exist until the worker creates it
@@ -112,9 +132,17 @@ def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -
     registry = "registry.example.com/shop"
 
     say("\n1. CI builds api and web and publishes the digests")
+    built = time.monotonic()
     for service, digest in (("api", api), ("web", web)):
-        bus.publish(CiResult(service=service, digest=digest, image=f"{registry}/{service}",
-                             commit="4f1c2ab", author="alice"))
+        bus.publish(
+            CiResult(
+                service=service,
+                digest=digest,
+                image=f"{registry}/{service}",
+                commit="4f1c2ab",
+                author="alice",
+            )
+        )
         say(f"   published build: {service} {digest[:19]}")
     bus.publish(CiResult(service="web", digest=web_bad, status="failure", commit="9e8d7c6"))
     say(f"   published build: web {web_bad[:19]} FAILED (it must not move)")
@@ -124,24 +152,49 @@ def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -
         parse("ci", {"kind": "ci", "service": "api", "digest": "api:latest"})
     except InvalidEvent as e:
         say(f"   `ferry publish` refuses it at once: {e}")
-    bus.redis.xadd(bus.stream("ci"), {"kind": "ci", "service": "api", "digest": "api:latest",
-                                       "status": "success"})
+    bus.redis.xadd(
+        bus.stream("ci"),
+        {"kind": "ci", "service": "api", "digest": "api:latest", "status": "success"},
+    )
     say("   the same entry sent with a plain XADD goes to the dead-letter stream:")
     waited = wait_for("the dead letter", lambda: bus.redis.xlen(bus.stream("dlq")) >= 1)
     letter = bus.redis.xrange(bus.stream("dlq"))[-1][1]
     say(f"   ferry:dlq ({waited:.2f}s): {letter[b'error'].decode()}")
 
     for service, digest in (("api", api), ("web", web)):
-        waited = wait_for(f"{service} in dev", lambda s=service, d=digest: repo.pinned(s, "dev") == d)
-        say(f"   {service} reached dev by merged pull request in {waited:.2f}s")
+        waited = wait_for(
+            f"{service} in dev",
+            functools.partial(_pinned, repo, service, "dev", digest),
+            since=built,
+        )
+        say(f"   {service} reached dev by merged pull request {waited:.2f}s after its build")
 
     say("\n3. CI runs integration tests against dev: green for api, red for web")
-    bus.publish(CiResult(service="api", digest=api, env="dev", check="integration",
-                         url="https://ci.example.com/runs/101"))
-    bus.publish(CiResult(service="web", digest=web, env="dev", check="integration",
-                         status="failure", url="https://ci.example.com/runs/102"))
-    waited = wait_for("api in staging", lambda: repo.pinned("api", "staging") == api)
-    say(f"   api reached staging by merged pull request in {waited:.2f}s; web stays in dev")
+    tested = time.monotonic()
+    bus.publish(
+        CiResult(
+            service="api",
+            digest=api,
+            env="dev",
+            check="integration",
+            url="https://ci.example.com/runs/101",
+        )
+    )
+    bus.publish(
+        CiResult(
+            service="web",
+            digest=web,
+            env="dev",
+            check="integration",
+            status="failure",
+            url="https://ci.example.com/runs/102",
+        )
+    )
+    waited = wait_for("api in staging", lambda: repo.pinned("api", "staging") == api, since=tested)
+    say(
+        f"   api reached staging by merged pull request {waited:.2f}s after its green CI; "
+        "web stays in dev"
+    )
 
     time.sleep(0.5)  # let the audit of web's refusal land before the summary
     say("\nSummary: digest pinned on main per service and environment")
@@ -153,7 +206,11 @@ def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -
     say("\nPull requests on the local forge (`ferry pr ls`)")
     for pr in forge.list_prs():
         say(f"   #{pr.number} {pr.state:7} {pr.title}")
-    ok = (table["api"]["staging"] == api and table["web"]["dev"] == web
-          and table["web"]["staging"] is None and bus.redis.xlen(bus.stream("dlq")) == 1)
+    ok = (
+        table["api"]["staging"] == api
+        and table["web"]["dev"] == web
+        and table["web"]["staging"] is None
+        and bus.redis.xlen(bus.stream("dlq")) == 1
+    )
     say("\nall expectations met" if ok else "\nUNEXPECTED outcome: see above")
     return 0 if ok else 1

@@ -132,7 +132,6 @@ class CiResult(_Subject):
     built_at: datetime | None = None
     url: str | None = None
 
-
     @field_validator("image")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
@@ -157,7 +156,6 @@ class Signal(_Subject):
     reason: str | None = None
 
 
-
 class PromotionCommand(_Subject):
     """gate-evaluator's instruction to pr-writer."""
 
@@ -174,7 +172,6 @@ class PromotionCommand(_Subject):
     reason: str | None = None
 
 
-
 class Change(_Subject):
     """What happened in the GitOps repository or on the forge."""
 
@@ -189,7 +186,6 @@ class Change(_Subject):
     reason: str | None = None
 
 
-
 class CanaryMeasurement(_Subject):
     on_stream: ClassVar[str] = "canary"
     kind: Literal["measurement"] = "measurement"
@@ -198,7 +194,6 @@ class CanaryMeasurement(_Subject):
     metric: str
     phase: Literal["successful", "failed", "inconclusive", "error"]
     value: str | None = None
-
 
 
 class PreviewEvent(Event):

@@ -25,7 +25,9 @@ class GitError(RuntimeError):
         super().__init__(f"git {' '.join(args)} failed ({returncode}): {self.stderr}")
 
 
-def git(*args: str, cwd: str | Path | None = None, check: bool = True, input: str | None = None) -> str:
+def git(
+    *args: str, cwd: str | Path | None = None, check: bool = True, input: str | None = None
+) -> str:
     """Run `git ARGS` in CWD and return its stdout (stripped of the final newline)."""
     env = {**_IDENTITY, **os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     for key in _IDENTITY:

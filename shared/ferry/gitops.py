@@ -32,8 +32,11 @@ def _git_bytes(*args: str, cwd: str | Path | None = None, input: bytes | None = 
     """Like ferry.git.git, but byte-exact: file contents keep their CRLFs and final newlines."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     proc = subprocess.run(
-        ["git", *args], cwd=str(cwd) if cwd is not None else None,
-        capture_output=True, env=env, input=input,
+        ["git", *args],
+        cwd=str(cwd) if cwd is not None else None,
+        capture_output=True,
+        env=env,
+        input=input,
     )
     if proc.returncode != 0:
         raise GitError(list(args), proc.returncode, proc.stderr.decode("utf-8", "replace"))
@@ -95,8 +98,17 @@ class GitOpsRepo:
                 self.workdir.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self.workdir.parent / f".{self.workdir.name}.clone-{uuid.uuid4().hex[:8]}"
                 try:
-                    git("clone", "-q", "--no-tags", "-c", "core.autocrlf=false",
-                        "-c", "commit.gpgsign=false", self.remote, str(tmp))
+                    git(
+                        "clone",
+                        "-q",
+                        "--no-tags",
+                        "-c",
+                        "core.autocrlf=false",
+                        "-c",
+                        "commit.gpgsign=false",
+                        self.remote,
+                        str(tmp),
+                    )
                     if self.workdir.exists():
                         self.workdir.rmdir()
                     os.replace(tmp, self.workdir)
@@ -125,8 +137,9 @@ class GitOpsRepo:
         """The content of RELPATH at COMMIT (byte-exact), or None if there is no such file."""
         if not relpath or "\n" in relpath or relpath.startswith("/"):
             raise ValueError(f"bad path {relpath!r}")
-        out = _git_bytes(*self._object_git_args(), "cat-file", "--batch",
-                         input=f"{commit}:{relpath}\n".encode())
+        out = _git_bytes(
+            *self._object_git_args(), "cat-file", "--batch", input=f"{commit}:{relpath}\n".encode()
+        )
         header, _, rest = out.partition(b"\n")
         fields = header.split()
         if len(fields) != 3 or fields[1] != b"blob":
@@ -157,8 +170,9 @@ class GitOpsRepo:
         """The commit `main` points to on the remote."""
         gitdir = self._local_gitdir()
         if gitdir is not None:
-            return git(f"--git-dir={gitdir}", "rev-parse", "--verify",
-                       f"refs/heads/{MAIN}^{{commit}}")
+            return git(
+                f"--git-dir={gitdir}", "rev-parse", "--verify", f"refs/heads/{MAIN}^{{commit}}"
+            )
         return self._fetch()
 
     def read_main(self, relpath: str) -> str | None:
@@ -225,9 +239,11 @@ class GitOpsRepo:
             raise PromotionError(str(exc)) from None
         if not message.strip():
             raise PromotionError("a promotion commit needs a message")
-        if branch in (MAIN, "HEAD") or branch.startswith("-") or git(
-            "check-ref-format", "--branch", branch, check=False
-        ) != branch:
+        if (
+            branch in (MAIN, "HEAD")
+            or branch.startswith("-")
+            or git("check-ref-format", "--branch", branch, check=False) != branch
+        ):
             raise PromotionError(f"bad promotion branch name {branch!r}")
 
         with self._lock:

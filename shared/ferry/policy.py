@@ -333,7 +333,7 @@ class Policy(_Model):
         if env.gates.approval is not None:
             for approver in env.gates.approval.approvers:
                 if approver.startswith("team:"):
-                    team = approver[len("team:"):]
+                    team = approver[len("team:") :]
                     if team not in self.approvers.teams:
                         known = ", ".join(self.approvers.teams) or "none"
                         raise ValueError(
@@ -350,7 +350,7 @@ class Policy(_Model):
                 if source == BUILD:
                     break
                 if source in seen:
-                    chain = " -> ".join([*seen[seen.index(source):], source])
+                    chain = " -> ".join([*seen[seen.index(source) :], source])
                     prefix = f"services.{service}." if service else ""
                     raise ValueError(
                         f"{prefix}environments.{start}.promote_from: promotion cycle {chain}"
@@ -424,7 +424,7 @@ def _first_error(exc: ValidationError) -> str:
     msg = err["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+            msg = msg[len(prefix) :]
     if err["type"] == "missing":
         msg = "required key is missing"
     return f"{loc}: {msg}" if loc else msg

@@ -39,8 +39,12 @@ def ensure_server(settings: Settings, *, persist: bool) -> tuple[str, Any]:
     server = embedded.start_server(settings.home / "valkey" if persist else None, persist=persist)
     url = server.connection_url
     embedded.record_url(settings, url)
-    get_logger().info("embedded server started", redis=url, recorded_in=str(settings.redis_url_file),
-                      data_dir=str(server.data_dir))
+    get_logger().info(
+        "embedded server started",
+        redis=url,
+        recorded_in=str(settings.redis_url_file),
+        data_dir=str(server.data_dir),
+    )
     return url, server
 
 

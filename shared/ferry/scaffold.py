@@ -80,15 +80,15 @@ def _elements(key: str, names: Sequence[str]) -> str:
     return "\n".join(f"                - {key}: {name}" for name in names)
 
 
-def render_files(
-    services: Sequence[str], envs: Sequence[str], registry: str
-) -> dict[str, str]:
+def render_files(services: Sequence[str], envs: Sequence[str], registry: str) -> dict[str, str]:
     """Every scaffolded file, path -> content."""
     files = {"ferry.yaml": render_policy(envs)}
     for index, env in enumerate(envs):
         for service in services:
             files[f"envs/{env}/{service}/values.yaml"] = _template("values.yaml.tmpl").substitute(
-                service=service, env=env, registry=registry,
+                service=service,
+                env=env,
+                registry=registry,
                 replicas=_replicas(index, len(envs)),
             )
     files["argocd/applicationset.yaml"] = _template("applicationset.yaml.tmpl").substitute(
@@ -98,7 +98,9 @@ def render_files(
         chart_repo=CHART_REPO_URL,
     )
     files["README.md"] = _template("README.md.tmpl").substitute(
-        services=", ".join(services), envs=", ".join(envs), arrow=" -> ".join(envs),
+        services=", ".join(services),
+        envs=", ".join(envs),
+        arrow=" -> ".join(envs),
     )
     return files
 
@@ -140,8 +142,16 @@ def scaffold(
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content.encode("utf-8"))
         git("add", "--", *files, cwd=path)
-        git("-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", COMMIT_MESSAGE,
-            cwd=path)
+        git(
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-q",
+            "--no-verify",
+            "-m",
+            COMMIT_MESSAGE,
+            cwd=path,
+        )
     except (GitError, OSError) as exc:
         if created:
             shutil.rmtree(path, ignore_errors=True)

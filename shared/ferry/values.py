@@ -50,9 +50,7 @@ def read_value(text: str, dotted_key: str, *, source: str = "values file") -> st
         node = node[part]
     if node is None or isinstance(node, str):
         return node
-    raise ValuesError(
-        f"{source}: {dotted_key} is a {type(node).__name__}, not a string"
-    )
+    raise ValuesError(f"{source}: {dotted_key} is a {type(node).__name__}, not a string")
 
 
 def set_digest(text: str, dotted_key: str, digest: str, *, source: str = "values file") -> str:
@@ -113,16 +111,12 @@ def set_digest(text: str, dotted_key: str, digest: str, *, source: str = "values
             raise ValuesError(f"{where}: cannot locate {dotted_key} precisely; edit it by hand")
         raw = text[start:end]
         if "\n" in raw or "\r" in raw or value_node.start_mark.line != value_node.end_mark.line:
-            raise ValuesError(
-                f"{where}: {dotted_key} spans several lines: write it on one line"
-            )
+            raise ValuesError(f"{where}: {dotted_key} spans several lines: write it on one line")
         quote = value_node.style if value_node.style in ('"', "'") else ""
         if quote:
             if len(raw) < 2 or raw[0] != quote or raw[-1] != quote:
                 raise ValuesError(f"{where}: cannot locate {dotted_key} precisely (tag?)")
-        elif raw != value_node.value or (
-            value_node.tag == _NULL and raw not in _NULL_SPELLINGS
-        ):
+        elif raw != value_node.value or (value_node.tag == _NULL and raw not in _NULL_SPELLINGS):
             raise ValuesError(f"{where}: cannot locate {dotted_key} precisely (tag?)")
         replacement = f"{quote}{digest}{quote}"
 
@@ -144,11 +138,16 @@ def _locate(root: Node | None, parts: list[str], dotted_key: str, source: str) -
             raise _alias_error(source, key_node or node, dotted_key)
         if not isinstance(node, MappingNode):
             raise missing
-        found = [(k, v) for k, v in node.value if isinstance(k, ScalarNode) and k.value == part
-                 and k.tag == _STR]
+        found = [
+            (k, v)
+            for k, v in node.value
+            if isinstance(k, ScalarNode) and k.value == part and k.tag == _STR
+        ]
         if not found:
-            if any(isinstance(k, ScalarNode) and k.tag == "tag:yaml.org,2002:merge"
-                   for k, _ in node.value):
+            if any(
+                isinstance(k, ScalarNode) and k.tag == "tag:yaml.org,2002:merge"
+                for k, _ in node.value
+            ):
                 raise _alias_error(source, node, dotted_key)
             raise missing
         key_node, node = found[-1]
@@ -193,7 +192,12 @@ def _lc_value(parent: Any, key: str) -> tuple[int, int] | None:
 
 
 def _verify(
-    text: str, new_text: str, old_data: Any, parts: list[str], digest: str, dotted_key: str,
+    text: str,
+    new_text: str,
+    old_data: Any,
+    parts: list[str],
+    digest: str,
+    dotted_key: str,
     where: str,
 ) -> None:
     old_lines, new_lines = text.split("\n"), new_text.split("\n")

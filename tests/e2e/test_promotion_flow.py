@@ -53,8 +53,11 @@ def test_failed_build_or_failed_ci_promotes_nothing(cluster: Cluster) -> None:
     cluster.wait_pinned("api", "dev", good)
     cluster.build("api", good, env="dev", status="failure", check="integration")
     marker = cluster.build("web-unknown-marker", digest_of("x"))  # a later event, to know when done
-    wait_until(lambda: any(d["entry_id"] == marker for d in cluster.dead_letters()), 15,
-               "the marker to be processed")
+    wait_until(
+        lambda: any(d["entry_id"] == marker for d in cluster.dead_letters()),
+        15,
+        "the marker to be processed",
+    )
     audits = cluster.entries("audit")
     assert any(a["outcome"] == "refused" and "CI failed (build)" in a["reason"] for a in audits)
     assert any(a["outcome"] == "refused" and "CI failed in dev" in a["reason"] for a in audits)

@@ -21,27 +21,43 @@ def test_malformed_entries_are_dead_lettered_and_valid_ones_around_them_complete
         "tag": x(stream, {"kind": "ci", "service": "api", "digest": "api:latest"}).decode(),
     }
     cluster.build("web", good["web"])
-    bad_ids["path"] = x(stream, {"kind": "ci", "service": "../etc",
-                                 "digest": digest_of("p")}).decode()
-    bad_ids["env"] = x(stream, {"kind": "ci", "service": "api", "digest": good["api"],
-                                "env": "qa"}).decode()
+    bad_ids["path"] = x(
+        stream, {"kind": "ci", "service": "../etc", "digest": digest_of("p")}
+    ).decode()
+    bad_ids["env"] = x(
+        stream, {"kind": "ci", "service": "api", "digest": good["api"], "env": "qa"}
+    ).decode()
     # A plain XADD with flat string fields, as a producer in another language would send it.
-    x(stream, {"kind": "ci", "service": "db", "digest": good["db"], "status": "success",
-               "image": f"{REGISTRY}/db", "commit": "deadbeef"})
+    x(
+        stream,
+        {
+            "kind": "ci",
+            "service": "db",
+            "digest": good["db"],
+            "status": "success",
+            "image": f"{REGISTRY}/db",
+            "commit": "deadbeef",
+        },
+    )
 
     for service, d in good.items():
         cluster.wait_pinned(service, "dev", d)
-    letters = wait_until(lambda: len(cluster.dead_letters()) >= 4 and cluster.dead_letters(),
-                         15, "four dead letters")
+    letters = wait_until(
+        lambda: len(cluster.dead_letters()) >= 4 and cluster.dead_letters(), 15, "four dead letters"
+    )
     by_entry = {letter["entry_id"]: letter for letter in letters}
     assert set(by_entry) == set(bad_ids.values())
     assert "field 'json' is not valid JSON" in by_entry[bad_ids["json"]]["error"]
-    assert "digest must be sha256:<64 lowercase hex>, got 'api:latest'" in (
-        by_entry[bad_ids["tag"]]["error"])
+    assert (
+        "digest must be sha256:<64 lowercase hex>, got 'api:latest'"
+        in (by_entry[bad_ids["tag"]]["error"])
+    )
     assert "service must be a DNS label" in by_entry[bad_ids["path"]]["error"]
     assert "'../etc'" in by_entry[bad_ids["path"]]["error"]
-    assert "unknown environment 'qa': ferry.yaml defines dev, staging, prod" in (
-        by_entry[bad_ids["env"]]["error"])
+    assert (
+        "unknown environment 'qa': ferry.yaml defines dev, staging, prod"
+        in (by_entry[bad_ids["env"]]["error"])
+    )
     for letter in letters:
         assert letter["worker"] == "gate-evaluator" and letter["stream"] == stream
         assert letter["deliveries"] == "1"

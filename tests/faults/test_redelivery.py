@@ -1,4 +1,4 @@
-"""At least once, effects exactly once: duplicates, crashes mid-handling, dead replicas, backlogs."""
+"""At least once, effects exactly once: duplicates, crashes mid-work, dead replicas, backlogs."""
 
 from __future__ import annotations
 
@@ -59,13 +59,17 @@ def test_killed_replica_with_pending_entries_is_finished_by_another(cluster: Clu
     cluster.start("gate-evaluator")
     # This replica reads several entries at a time and dies on the first: all of them are
     # pending on it when it goes.
-    doomed = cluster.start("pr-writer", FERRY_FAILPOINTS="pr-writer.after-open",
-                           FERRY_READ_COUNT="10")
+    doomed = cluster.start(
+        "pr-writer", FERRY_FAILPOINTS="pr-writer.after-open", FERRY_READ_COUNT="10"
+    )
     for service, d in digests.items():
         cluster.build(service, d)
     doomed.wait(timeout=20)
-    wait_until(lambda: cluster.bus.redis.xlen(cluster.bus.stream("promotions")) == 4, 15,
-               "four promotion commands")
+    wait_until(
+        lambda: cluster.bus.redis.xlen(cluster.bus.stream("promotions")) == 4,
+        15,
+        "four promotion commands",
+    )
     cluster.start("pr-writer")
     for service, d in digests.items():
         cluster.wait_pinned(service, "dev", d)

@@ -41,9 +41,24 @@ def one_line_error(code: int, err: str, needle: str) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["init"], ["publish"], ["publish", "ci"], ["worker"], ["up"], ["status"], ["dlq"],
-     ["dlq", "ls"], ["dlq", "show"], ["pr"], ["pr", "ls"], ["pr", "show"], ["pr", "merge"],
-     ["pr", "close"], ["demo"]],
+    [
+        [],
+        ["init"],
+        ["publish"],
+        ["publish", "ci"],
+        ["worker"],
+        ["up"],
+        ["status"],
+        ["dlq"],
+        ["dlq", "ls"],
+        ["dlq", "show"],
+        ["pr"],
+        ["pr", "ls"],
+        ["pr", "show"],
+        ["pr", "merge"],
+        ["pr", "close"],
+        ["demo"],
+    ],
 )
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     code, out, _ = run(capsys, *argv, "--help")
@@ -62,8 +77,10 @@ def test_tag_instead_of_digest_is_one_line(env: Cluster, capsys) -> None:  # noq
         (["publish", "ci", "--digest", D], "Missing option '--service'"),
         (["publish", "ci", "--service", "../etc", "--digest", D], "service must be a DNS label"),
         (["publish", "ci", "--service", "api", "--digest", D, "--status", "ok"], "field 'status'"),
-        (["publish", "ci", "--service", "api", "--digest", D, "--built-at", "yesterday"],
-         "field 'built_at'"),
+        (
+            ["publish", "ci", "--service", "api", "--digest", D, "--built-at", "yesterday"],
+            "field 'built_at'",
+        ),
         (["worker", "nope"], "unknown worker 'nope'"),
         (["pr", "ls", "--state", "weird"], "--state must be open, merged or closed"),
         (["pr", "show", "999"], "no pull request #999"),
@@ -105,8 +122,20 @@ def test_publish_status_dlq_and_pr_commands(env: Cluster, capsys) -> None:  # no
         "api": {"dev": None, "staging": None, "prod": None},
         "web": {"dev": None, "staging": None, "prod": None},
     }
-    code, out, _ = run(capsys, "publish", "ci", "--service", "api", "--digest", D,
-                       "--event-id", "build-1", "--commit", "abc", "--json")
+    code, out, _ = run(
+        capsys,
+        "publish",
+        "ci",
+        "--service",
+        "api",
+        "--digest",
+        D,
+        "--event-id",
+        "build-1",
+        "--commit",
+        "abc",
+        "--json",
+    )
     assert code == 0 and json.loads(out)["event"]["event_id"] == "build-1"
     [entry] = env.entries("ci")
     assert entry["digest"] == D and entry["commit"] == "abc" and entry["kind"] == "ci"
@@ -134,9 +163,12 @@ def test_publish_status_dlq_and_pr_commands(env: Cluster, capsys) -> None:  # no
 
 
 def test_console_script_exit_code_is_real(tmp_path) -> None:  # noqa: ANN001
-    proc = subprocess.run([sys.executable, "-m", "ferry", "publish", "ci", "--service", "api",
-                           "--digest", "latest"], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "FERRY_HOME": str(tmp_path)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferry", "publish", "ci", "--service", "api", "--digest", "latest"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "FERRY_HOME": str(tmp_path)},
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: digest must be sha256:<64 lowercase hex>, got 'latest' "

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from ferry.git import git
 from ferry.gitops import GitOpsRepo, PromotionError
 from ferry.policy import PolicyError
@@ -44,14 +45,20 @@ def commit_files(repo: Path, files: dict[str, str], message: str = "change") -> 
 
 def make_source(path: Path) -> Path:
     git("init", "-q", "-b", "main", str(path))
-    commit_files(path, {
-        "ferry.yaml": POLICY,
-        "envs/dev/api/values.yaml": VALUES.format(env="dev", digest=OLD),
-        "envs/staging/api/values.yaml": VALUES.format(env="staging", digest=""),
-        "envs/prod/web/values.yaml": VALUES.format(env="prod", digest=OLD).replace("/api", "/web"),
-        "envs/qa/ghost/values.yaml": "image: {digest: x}\n",  # qa is not in the policy
-        "README.md": "hi\n",
-    }, "initial")
+    commit_files(
+        path,
+        {
+            "ferry.yaml": POLICY,
+            "envs/dev/api/values.yaml": VALUES.format(env="dev", digest=OLD),
+            "envs/staging/api/values.yaml": VALUES.format(env="staging", digest=""),
+            "envs/prod/web/values.yaml": VALUES.format(env="prod", digest=OLD).replace(
+                "/api", "/web"
+            ),
+            "envs/qa/ghost/values.yaml": "image: {digest: x}\n",  # qa is not in the policy
+            "README.md": "hi\n",
+        },
+        "initial",
+    )
     return path
 
 
@@ -83,9 +90,12 @@ def push_main(editor: Path, files: dict[str, str]) -> str:
 
 def test_reads_main(remote: Path, tmp_path: Path) -> None:
     repo = GitOpsRepo(str(remote), tmp_path / "work")
-    assert repo.main_commit() == git("--git-dir", str(remote if remote.suffix == ".git"
-                                                      else remote / ".git"),
-                                     "rev-parse", "main")
+    assert repo.main_commit() == git(
+        "--git-dir",
+        str(remote if remote.suffix == ".git" else remote / ".git"),
+        "rev-parse",
+        "main",
+    )
     assert repo.read_main("README.md") == "hi\n"
     assert repo.read_main("nope.txt") is None
     assert repo.read_main("envs") is None  # a directory is not a file
@@ -119,7 +129,10 @@ def test_prepare_promotion_changes_exactly_one_line(remote: Path, tmp_path: Path
     repo = GitOpsRepo(str(remote), tmp_path / "work")
     main_before = repo.main_commit()
     sha = repo.prepare_promotion(
-        branch="ferry/api/staging", service="api", env="staging", digest=NEW,
+        branch="ferry/api/staging",
+        service="api",
+        env="staging",
+        digest=NEW,
         message="Promote api to staging",
     )
     assert sha is not None
@@ -128,8 +141,11 @@ def test_prepare_promotion_changes_exactly_one_line(remote: Path, tmp_path: Path
     assert git("--git-dir", gitdir, "rev-parse", f"{sha}^") == main_before
     assert repo.main_commit() == main_before  # main itself is untouched
     diff = git("--git-dir", gitdir, "diff", "-U0", "main", sha)
-    changed = [line for line in diff.splitlines()
-               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    changed = [
+        line
+        for line in diff.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
     assert changed == [
         '-  digest: ""   # the only line ferry writes',
         f'+  digest: "{NEW}"   # the only line ferry writes',
@@ -147,8 +163,9 @@ def test_redelivery_is_idempotent_and_follows_main(
     remote: Path, editor: Path, tmp_path: Path
 ) -> None:
     repo = GitOpsRepo(str(remote), tmp_path / "work")
-    kwargs = dict(branch="ferry/api/staging", service="api", env="staging", digest=NEW,
-                  message="Promote api")
+    kwargs = dict(
+        branch="ferry/api/staging", service="api", env="staging", digest=NEW, message="Promote api"
+    )
     first = repo.prepare_promotion(**kwargs)  # type: ignore[arg-type]
     assert repo.prepare_promotion(**kwargs) == first  # type: ignore[arg-type]
     # A fresh process (new workdir) redoing the same promotion lands on the same commit too.
@@ -163,9 +180,12 @@ def test_redelivery_is_idempotent_and_follows_main(
 
 def test_already_pinned_returns_none(remote: Path, tmp_path: Path) -> None:
     repo = GitOpsRepo(str(remote), tmp_path / "work")
-    assert repo.prepare_promotion(
-        branch="ferry/api/dev", service="api", env="dev", digest=OLD, message="m"
-    ) is None
+    assert (
+        repo.prepare_promotion(
+            branch="ferry/api/dev", service="api", env="dev", digest=OLD, message="m"
+        )
+        is None
+    )
     gitdir = str(remote) if remote.suffix == ".git" else str(remote / ".git")
     assert git("--git-dir", gitdir, "branch", "--list", "ferry/*") == ""
 
@@ -173,8 +193,9 @@ def test_already_pinned_returns_none(remote: Path, tmp_path: Path) -> None:
 def test_missing_values_file(remote: Path, tmp_path: Path) -> None:
     repo = GitOpsRepo(str(remote), tmp_path / "work")
     with pytest.raises(PromotionError) as info:
-        repo.prepare_promotion(branch="ferry/api/prod", service="api", env="prod",
-                               digest=NEW, message="m")
+        repo.prepare_promotion(
+            branch="ferry/api/prod", service="api", env="prod", digest=NEW, message="m"
+        )
     assert str(info.value) == (
         "envs/prod/api/values.yaml does not exist on main: "
         "add the service with `ferry init` or by hand"
@@ -185,18 +206,25 @@ def test_values_error_is_raised_unchanged(remote: Path, editor: Path, tmp_path: 
     push_main(editor, {"envs/dev/api/values.yaml": "image:\n  repository: r\n"})
     repo = GitOpsRepo(str(remote), tmp_path / "work")
     with pytest.raises(ValuesError, match="image.digest not found"):
-        repo.prepare_promotion(branch="ferry/api/dev", service="api", env="dev",
-                               digest=NEW, message="m")
+        repo.prepare_promotion(
+            branch="ferry/api/dev", service="api", env="dev", digest=NEW, message="m"
+        )
     # and the workdir recovers for the next promotion
-    assert repo.prepare_promotion(branch="ferry/api/staging", service="api", env="staging",
-                                  digest=NEW, message="m")
+    assert repo.prepare_promotion(
+        branch="ferry/api/staging", service="api", env="staging", digest=NEW, message="m"
+    )
 
 
 def test_refuses_bad_input(remote: Path, tmp_path: Path) -> None:
     repo = GitOpsRepo(str(remote), tmp_path / "work")
     base = dict(branch="ferry/x", service="api", env="staging", digest=NEW, message="m")
-    for change in [{"digest": "latest"}, {"branch": "main"}, {"branch": "bad..name"},
-                   {"service": "../etc"}, {"message": " "}]:
+    for change in [
+        {"digest": "latest"},
+        {"branch": "main"},
+        {"branch": "bad..name"},
+        {"service": "../etc"},
+        {"message": " "},
+    ]:
         with pytest.raises(PromotionError):
             repo.prepare_promotion(**{**base, **change})  # type: ignore[arg-type]
     with pytest.raises(PolicyError, match="unknown environment"):
@@ -223,8 +251,9 @@ def test_remote_url_goes_through_the_clone(remote: Path, editor: Path, tmp_path:
     assert repo.services() == ["api", "web"]
     push_main(editor, {"envs/dev/api/values.yaml": VALUES.format(env="dev", digest=NEWER)})
     assert repo.pinned("api", "dev") == NEWER  # fetched again
-    sha = repo.prepare_promotion(branch="ferry/api/staging", service="api", env="staging",
-                                 digest=NEW, message="m")
+    sha = repo.prepare_promotion(
+        branch="ferry/api/staging", service="api", env="staging", digest=NEW, message="m"
+    )
     assert sha is not None
     assert git("ls-remote", str(remote), "refs/heads/ferry/api/staging").split()[0] == sha
 

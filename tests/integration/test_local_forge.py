@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from ferry.forge import (
     Forge,
     ForgeError,
@@ -36,10 +37,13 @@ def make_repo(tmp_path: Path, *, bare: bool = False) -> Path:
     """A GitOps repository with one commit on main, like `ferry init` makes (or a bare one)."""
     seed = tmp_path / ("seed" if bare else "gitops")
     git("init", "-q", "-b", "main", str(seed))
-    _write(seed, {
-        "README.md": "gitops\n",
-        "envs/staging/api/values.yaml": "image:\n  digest: sha256:aaa\n",
-    })
+    _write(
+        seed,
+        {
+            "README.md": "gitops\n",
+            "envs/staging/api/values.yaml": "image:\n  digest: sha256:aaa\n",
+        },
+    )
     git("add", "-A", cwd=seed)
     git("commit", "-q", "-m", "initial", cwd=seed)
     if not bare:
@@ -55,8 +59,14 @@ def clone(repo: Path, dest: Path) -> Path:
     return dest
 
 
-def push_branch(client: Path, branch: str, files: dict[str, str], *, start: str = "origin/main",
-                push: bool = True) -> str:
+def push_branch(
+    client: Path,
+    branch: str,
+    files: dict[str, str],
+    *,
+    start: str = "origin/main",
+    push: bool = True,
+) -> str:
     """Cut BRANCH from START in the client, commit FILES, push it; return the tip sha."""
     git("fetch", "-q", "origin", cwd=client)
     git("checkout", "-q", "-B", branch, start, cwd=client)
@@ -93,8 +103,13 @@ def test_open_get_list_find(repo: Path, client: Path) -> None:
     forge = LocalForge(repo)
     assert isinstance(forge, Forge)
     tip = push_branch(client, "promote/api-staging", {"envs/staging/api/values.yaml": "x: 1\n"})
-    pr = forge.open_pr(head="promote/api-staging", title="Promote api", body="why",
-                       labels=["promotion", "promotion"], key="prom-1")
+    pr = forge.open_pr(
+        head="promote/api-staging",
+        title="Promote api",
+        body="why",
+        labels=["promotion", "promotion"],
+        key="prom-1",
+    )
     assert pr.number == 1
     assert pr.state == "open" and pr.base == "main" and pr.head_sha == tip
     assert pr.labels == ["promotion"]
@@ -174,10 +189,14 @@ def test_missing_or_plain_directory_is_not_a_repo(tmp_path: Path) -> None:
 def test_merge_makes_a_real_merge_commit(repo: Path, client: Path) -> None:
     forge = LocalForge(repo)
     before = main_sha(repo)
-    tip = push_branch(client, "promote/api", {
-        "envs/staging/api/values.yaml": "image:\n  digest: sha256:bbb\n",
-        "envs/staging/api/new.yaml": "n: 1\n",
-    })
+    tip = push_branch(
+        client,
+        "promote/api",
+        {
+            "envs/staging/api/values.yaml": "image:\n  digest: sha256:bbb\n",
+            "envs/staging/api/new.yaml": "n: 1\n",
+        },
+    )
     branch_diff = git("diff", before, tip, cwd=client)
     pr = forge.open_pr(head="promote/api", title="Promote", body="", key="p")
 
@@ -322,7 +341,8 @@ def test_comments_labels_statuses_round_trip(repo: Path, client: Path) -> None:
     got = LocalForge(repo).get_pr(pr.number)
     assert got == last
     assert [(c.author, c.body) for c in got.comments] == [
-        ("ferry", "gates pending: approval"), ("alice", "lgtm"),
+        ("ferry", "gates pending: approval"),
+        ("alice", "lgtm"),
     ]
     assert got.labels == ["promotion", "env/staging"]
     assert got.statuses == {"ferry/gates": "success", "ci": "success"}
@@ -357,7 +377,10 @@ def _run_workers(repo: Path, tmp_path: Path, jobs: list[tuple[str, str, int]]) -
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _WORKER, str(repo), mode, prefix, str(count), str(go)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for mode, prefix, count in jobs
     ]
@@ -383,7 +406,8 @@ def test_two_processes_open_and_merge_25_prs_each(tmp_path: Path) -> None:
     client = clone(repo, tmp_path / "client")
     branches = {
         f"{who}-{i}": {f"changes/{who}/{i}.txt": f"{who} {i}\n"}
-        for who in ("p", "q") for i in range(25)
+        for who in ("p", "q")
+        for i in range(25)
     }
     _push_many(client, branches)
     start = main_sha(repo)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
+
 from ferry.git import git
 from ferry.gitops import GitOpsRepo
 from ferry.policy import load_policy
 from ferry.scaffold import ScaffoldError, parse_services, scaffold
 from ferry.values import read_value
-from ruamel.yaml import YAML
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -59,12 +60,15 @@ def test_scaffold_default(tmp_path: Path) -> None:
 def test_scaffold_custom_services_envs_registry(tmp_path: Path) -> None:
     target = tmp_path / "g"
     target.mkdir()  # an existing empty directory is fine
-    scaffold(target, ["payments"], envs=("dev", "qa", "perf", "live"),
-             registry="ghcr.io/acme/")
+    scaffold(target, ["payments"], envs=("dev", "qa", "perf", "live"), registry="ghcr.io/acme/")
     policy = load_policy((target / "ferry.yaml").read_text())
     assert policy.env_names() == ["dev", "qa", "perf", "live"]
     assert [policy.environment(e).promote_from for e in policy.env_names()] == [
-        "build", "dev", "qa", "perf"]
+        "build",
+        "dev",
+        "qa",
+        "perf",
+    ]
     text = (target / "envs/live/payments/values.yaml").read_text()
     assert read_value(text, "image.repository") == "ghcr.io/acme/payments"
 
@@ -114,8 +118,13 @@ def test_promotion_into_a_scaffolded_repo(tmp_path: Path) -> None:
     assert repo.pinned("api", "dev") is None
     assert repo.repository("api", "dev") == "registry.example.com/shop/api"
 
-    sha = repo.prepare_promotion(branch="ferry/api/dev", service="api", env="dev",
-                                 digest=DIGEST, message="Promote api to dev")
+    sha = repo.prepare_promotion(
+        branch="ferry/api/dev",
+        service="api",
+        env="dev",
+        digest=DIGEST,
+        message="Promote api to dev",
+    )
     assert sha is not None
     before = (target / "envs/dev/api/values.yaml").read_text()
     assert git("diff", "--numstat", "main", sha, cwd=target) == "1\t1\tenvs/dev/api/values.yaml"
@@ -126,5 +135,9 @@ def test_promotion_into_a_scaffolded_repo(tmp_path: Path) -> None:
     assert after == before.replace('digest: ""', f'digest: "{DIGEST}"')
     assert git("status", "--porcelain", cwd=target) == ""
     assert repo.pinned("api", "dev") == DIGEST
-    assert repo.prepare_promotion(branch="ferry/api/dev", service="api", env="dev",
-                                  digest=DIGEST, message="again") is None
+    assert (
+        repo.prepare_promotion(
+            branch="ferry/api/dev", service="api", env="dev", digest=DIGEST, message="again"
+        )
+        is None
+    )

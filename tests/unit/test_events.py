@@ -20,8 +20,17 @@ D = "sha256:" + "ab" * 32
 
 
 def test_flat_string_fields_from_a_plain_xadd_parse() -> None:
-    event = parse("ci", {"kind": "ci", "service": "api", "digest": D, "status": "success",
-                         "built_at": "2026-11-26T10:00:00Z"}, entry_id="1-0")
+    event = parse(
+        "ci",
+        {
+            "kind": "ci",
+            "service": "api",
+            "digest": D,
+            "status": "success",
+            "built_at": "2026-11-26T10:00:00Z",
+        },
+        entry_id="1-0",
+    )
     assert isinstance(event, CiResult)
     assert event.service == "api" and event.digest == D and event.env is None
     assert event.event_id == "ci:1-0"  # no producer key: the entry id stands in
@@ -29,9 +38,16 @@ def test_flat_string_fields_from_a_plain_xadd_parse() -> None:
 
 
 def test_round_trip_through_wire_fields_keeps_every_value() -> None:
-    cmd = PromotionCommand(kind="open", promotion_id="p-1", service="api", digest=D,
-                           source_env="dev", target_env="staging", auto_merge=True,
-                           evidence={"reasons": ["CI green"], "n": 2})
+    cmd = PromotionCommand(
+        kind="open",
+        promotion_id="p-1",
+        service="api",
+        digest=D,
+        source_env="dev",
+        target_env="staging",
+        auto_merge=True,
+        evidence={"reasons": ["CI green"], "n": 2},
+    )
     fields = cmd.to_fields()
     assert all(isinstance(v, str) for v in fields.values())
     assert fields["auto_merge"] == "true" and fields["evidence"].startswith("{")
@@ -51,23 +67,33 @@ def test_unknown_fields_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"kind": "ci", "service": "api", "digest": "api:latest"},
-         "digest must be sha256:<64 lowercase hex>, got 'api:latest'"),
-        ({"kind": "ci", "service": "api", "digest": "sha256:" + "AB" * 32},
-         "digest must be sha256:<64 lowercase hex>"),
+        (
+            {"kind": "ci", "service": "api", "digest": "api:latest"},
+            "digest must be sha256:<64 lowercase hex>, got 'api:latest'",
+        ),
+        (
+            {"kind": "ci", "service": "api", "digest": "sha256:" + "AB" * 32},
+            "digest must be sha256:<64 lowercase hex>",
+        ),
         ({"kind": "ci", "service": "api", "digest": "sha256:abc"}, "got 'sha256:abc'"),
-        ({"kind": "ci", "service": "../etc", "digest": D},
-         "service must be a DNS label (lower-case letters, digits and '-', at most 63 "
-         "characters), got '../etc'"),
+        (
+            {"kind": "ci", "service": "../etc", "digest": D},
+            "service must be a DNS label (lower-case letters, digits and '-', at most 63 "
+            "characters), got '../etc'",
+        ),
         ({"kind": "ci", "service": "API", "digest": D}, "service must be a DNS label"),
         ({"kind": "ci", "service": "a" * 64, "digest": D}, "service must be a DNS label"),
         ({"kind": "ci", "service": "api", "digest": D, "env": "prod/x"}, "env must be a DNS label"),
         ({"kind": "ci", "digest": D}, "field 'service' is required"),
         ({"service": "api", "digest": D}, "field 'kind' is required"),
-        ({"kind": "ci", "service": "api", "digest": D, "status": "green"},
-         "field 'status': Input should be 'success' or 'failure', got 'green'"),
-        ({"kind": "ci", "service": "api", "digest": D, "image": "reg/api:1.2"},
-         "image must be a repository without tag or digest"),
+        (
+            {"kind": "ci", "service": "api", "digest": D, "status": "green"},
+            "field 'status': Input should be 'success' or 'failure', got 'green'",
+        ),
+        (
+            {"kind": "ci", "service": "api", "digest": D, "image": "reg/api:1.2"},
+            "image must be a repository without tag or digest",
+        ),
         ({"json": "{not json"}, "field 'json' is not valid JSON"),
         ({"kind": "approval", "service": "api", "digest": D}, "field 'kind'"),
     ],
@@ -79,8 +105,14 @@ def test_refusals_name_the_field_and_the_value(fields: dict[str, str], message: 
 
 
 def test_dead_letter_carries_stream_and_payload_on_the_wire() -> None:
-    letter = DeadLetter(stream="ferry:ci", entry_id="1-0", payload={"kind": "ci"},
-                        error="bad", deliveries=1, worker="gate-evaluator")
+    letter = DeadLetter(
+        stream="ferry:ci",
+        entry_id="1-0",
+        payload={"kind": "ci"},
+        error="bad",
+        deliveries=1,
+        worker="gate-evaluator",
+    )
     fields = letter.to_fields()
     assert fields["stream"] == "ferry:ci" and fields["payload"] == '{"kind":"ci"}'
     assert parse("dlq", fields) == letter
@@ -92,9 +124,18 @@ def test_promotion_id_is_stable_and_distinct_per_target() -> None:
     assert promotion_id("api", D, "dev") != promotion_id("web", D, "dev")
 
 
-@given(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
-       st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True))
+@given(
+    st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True),
+)
 def test_any_valid_change_survives_the_wire(hexes: str, service: str) -> None:
-    change = Change(kind="pr_merged", promotion_id="p-x", service=service,
-                    digest="sha256:" + hexes, env="dev", pr=7, merge_commit="abc")
+    change = Change(
+        kind="pr_merged",
+        promotion_id="p-x",
+        service=service,
+        digest="sha256:" + hexes,
+        env="dev",
+        pr=7,
+        merge_commit="abc",
+    )
     assert parse("changes", change.to_fields()) == change

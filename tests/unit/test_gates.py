@@ -16,11 +16,22 @@ environments:
 D = "sha256:" + "cd" * 32
 
 
-def decide(target: str, source: str, evidence: Evidence | None = None, live: bool = True,
-           pinned: str | None = None):  # noqa: ANN201
-    return evaluate(env_policy=POLICY.environment(target), digest=D, source_env=source,
-                    target_env=target, pinned_in_target=pinned, live_in_source=live,
-                    evidence=evidence or Evidence())
+def decide(
+    target: str,
+    source: str,
+    evidence: Evidence | None = None,
+    live: bool = True,
+    pinned: str | None = None,
+):  # noqa: ANN201
+    return evaluate(
+        env_policy=POLICY.environment(target),
+        digest=D,
+        source_env=source,
+        target_env=target,
+        pinned_in_target=pinned,
+        live_in_source=live,
+        evidence=evidence or Evidence(),
+    )
 
 
 def test_build_promotes_to_dev_with_auto_merge() -> None:

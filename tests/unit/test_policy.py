@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+
 from ferry.policy import PolicyError, format_duration, load_policy, parse_duration
 
 DESIGN_POLICY = """\
@@ -62,7 +63,11 @@ def test_design_policy_loads() -> None:
     assert prod.gates.soak.checks == ["load-test"]
     allow, deny = prod.gates.windows
     assert (allow.kind, allow.cron, allow.duration, allow.timezone) == (
-        "allow", "0 9 * * 1-4", timedelta(hours=6), "Europe/Berlin")
+        "allow",
+        "0 9 * * 1-4",
+        timedelta(hours=6),
+        "Europe/Berlin",
+    )
     assert (deny.kind, deny.cron, deny.duration) == ("deny", "0 0 20 12 *", timedelta(days=14))
     assert prod.canary.count == 5 and prod.canary.consecutive_error_limit == 4
     assert prod.canary.progress_deadline == timedelta(minutes=30)
@@ -146,9 +151,15 @@ def test_unknown_environment() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("90s", timedelta(seconds=90)), ("30m", timedelta(minutes=30)), ("2h", timedelta(hours=2)),
-     ("14d", timedelta(days=14)), ("1h30m", timedelta(hours=1, minutes=30)),
-     ("1d2h3m4s", timedelta(days=1, hours=2, minutes=3, seconds=4)), ("0s", timedelta(0))],
+    [
+        ("90s", timedelta(seconds=90)),
+        ("30m", timedelta(minutes=30)),
+        ("2h", timedelta(hours=2)),
+        ("14d", timedelta(days=14)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1d2h3m4s", timedelta(days=1, hours=2, minutes=3, seconds=4)),
+        ("0s", timedelta(0)),
+    ],
 )
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
@@ -159,9 +170,7 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
 def test_parse_duration_refuses(bad: str) -> None:
     with pytest.raises(ValueError) as info:
         parse_duration(bad)
-    assert str(info.value) == (
-        f"duration must look like 90s, 30m, 2h, 14d or 1h30m, got {bad!r}"
-    )
+    assert str(info.value) == (f"duration must look like 90s, 30m, 2h, 14d or 1h30m, got {bad!r}")
 
 
 # ---------------------------------------------------------------------------- errors

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ferry.values import ValuesError, read_value, set_digest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
+from ferry.values import ValuesError, read_value, set_digest
 
 OLD = "sha256:" + "0" * 64
 NEW = "sha256:" + "4f1c" * 16
@@ -117,7 +118,7 @@ def test_flow_map_double_quoted() -> None:
 
 
 def test_crlf_line_endings() -> None:
-    text = f"# c\r\nimage:\r\n  repository: r\r\n  digest: \"{OLD}\" # x\r\nreplicas: 1\r\n"
+    text = f'# c\r\nimage:\r\n  repository: r\r\n  digest: "{OLD}" # x\r\nreplicas: 1\r\n'
     after = check(text, OLD, NEW)
     assert after.count("\r\n") == text.count("\r\n")
 
@@ -176,8 +177,11 @@ def test_missing_key_is_refused() -> None:
 
 
 def test_alias_value_is_refused() -> None:
-    refuse(f"pin: &d {OLD}\nimage:\n  digest: *d\n", "image.digest is an anchor/alias",
-           "more than one value")
+    refuse(
+        f"pin: &d {OLD}\nimage:\n  digest: *d\n",
+        "image.digest is an anchor/alias",
+        "more than one value",
+    )
 
 
 def test_anchored_value_is_refused() -> None:
@@ -250,12 +254,26 @@ newlines = st.sampled_from(["\n", "\r\n"])
 
 @settings(max_examples=150, deadline=None)
 @given(
-    old=digests, new=digests, comment=comments, quote=quotes, indent=indents, nl=newlines,
-    flow=st.booleans(), trailing=st.booleans(), header=st.booleans(),
+    old=digests,
+    new=digests,
+    comment=comments,
+    quote=quotes,
+    indent=indents,
+    nl=newlines,
+    flow=st.booleans(),
+    trailing=st.booleans(),
+    header=st.booleans(),
 )
 def test_exactly_one_line_changes(
-    old: str, new: str, comment: str, quote: str, indent: int, nl: str, flow: bool,
-    trailing: bool, header: bool,
+    old: str,
+    new: str,
+    comment: str,
+    quote: str,
+    indent: int,
+    nl: str,
+    flow: bool,
+    trailing: bool,
+    header: bool,
 ) -> None:
     assume(old != new)
     pad = " " * indent
@@ -274,4 +292,4 @@ def test_exactly_one_line_changes(
     assert read_value(after, KEY) == new
     assert read_value(after, "previous") == old
     index = text.index(f"digest: {written}") + len("digest: ")
-    assert after == text[:index] + f"{quote}{new}{quote}" + text[index + len(written):]
+    assert after == text[:index] + f"{quote}{new}{quote}" + text[index + len(written) :]

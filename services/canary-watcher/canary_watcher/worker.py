@@ -1,5 +1,6 @@
-"""canary-watcher joins its consumer groups (canary, changes) and does nothing else yet: the groups exist from
-the first start at id 0, so the version that handles these streams will find the whole backlog."""
+"""canary-watcher joins its consumer groups (canary, changes) and does nothing else yet: the
+groups exist from the first start at id 0, so the version that handles these
+streams will find the whole backlog."""
 
 from ferry.bus import WorkerSpec
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import structlog
+
 from ferry import resources
 from ferry.bus import WorkerContext, WorkerSpec
 from ferry.errors import Rejected
@@ -54,6 +56,8 @@ def _consider(
     repo = resources.gitops(ctx)
     policy = repo.policy()
     subject = f"{service}@{digest} -> {target}"
+    pid = promotion_id(service, digest, target)
+    structlog.contextvars.bind_contextvars(promotion_id=pid)
     # One decision at a time per (service, environment), whichever replica holds the event.
     with ctx.bus.lock(f"decide:{service}:{target}"):
         decision = evaluate(
@@ -68,7 +72,6 @@ def _consider(
         if decision.action != "promote":
             ctx.audit("promote", subject, decision.action, decision.sentence, cause)
             return
-        pid = promotion_id(service, digest, target)
         command = PromotionCommand(
             kind="open",
             event_id=f"{pid}:open",

@@ -110,8 +110,13 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
         pr = ctx.resources["forge"].merge_pr(number)
     except (MergeConflict, PermanentForgeError) as e:
         raise Rejected(f"cannot merge PR #{number}: {e}") from e
-    ctx.audit("merge_pr", f"{cmd.service}@{cmd.digest} -> {cmd.target_env}", "merged",
-              f"PR #{number} merged as {pr.merge_commit[:12]}", cmd)
+    ctx.audit(
+        "merge_pr",
+        f"{cmd.service}@{cmd.digest} -> {cmd.target_env}",
+        "merged",
+        f"PR #{number} merged as {pr.merge_commit[:12]}",
+        cmd,
+    )
     return pr
 
 

@@ -1,5 +1,6 @@
-"""preview-reaper joins its consumer groups (previews) and does nothing else yet: the groups exist from
-the first start at id 0, so the version that handles these streams will find the whole backlog."""
+"""preview-reaper joins its consumer groups (previews) and does nothing else yet: the groups
+exist from the first start at id 0, so the version that handles these
+streams will find the whole backlog."""
 
 from ferry.bus import WorkerSpec
 
@@ -7,5 +8,5 @@ WORKER = WorkerSpec(
     name="preview-reaper",
     handlers={},
     joins=("previews",),
-    description="reaps preview environments past their TTL or quota (not yet: joins its groups only)",
+    description="reaps previews past their TTL or quota (not yet: joins its groups only)",
 )

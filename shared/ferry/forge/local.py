@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from ferry.forge.base import (
     PR_STATES,
     STATUS_STATES,
@@ -40,7 +42,6 @@ from ferry.forge.base import (
     utcnow,
 )
 from ferry.git import GitError, git
-from filelock import FileLock, Timeout
 
 # stderr fragments of a push that lost a race against another update of the branch
 _LOST_RACE = (
@@ -430,8 +431,12 @@ class LocalForge:
 
     def _branch_sha(self, branch: str) -> str | None:
         out = git(
-            "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}",
-            cwd=self.repo, check=False,
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            f"refs/heads/{branch}^{{commit}}",
+            cwd=self.repo,
+            check=False,
         )
         return out or None
 
@@ -463,7 +468,10 @@ class LocalForge:
         for _attempt in range(self.MERGE_ATTEMPTS):
             try:
                 git(
-                    "fetch", "-q", "--no-tags", "origin",
+                    "fetch",
+                    "-q",
+                    "--no-tags",
+                    "origin",
                     f"+refs/heads/{pr.base}:refs/ferry/base",
                     f"+refs/heads/{pr.head}:refs/ferry/head",
                     cwd=work,
@@ -484,8 +492,15 @@ class LocalForge:
             git("clean", "-q", "-f", "-d", "-x", cwd=work)
             try:
                 git(
-                    "-c", "commit.gpgsign=false", "merge", "-q", "--no-ff", "--no-verify",
-                    "-m", message, head_sha,
+                    "-c",
+                    "commit.gpgsign=false",
+                    "merge",
+                    "-q",
+                    "--no-ff",
+                    "--no-verify",
+                    "-m",
+                    message,
+                    head_sha,
                     cwd=work,
                 )
             except GitError as exc:
@@ -520,8 +535,12 @@ class LocalForge:
     def _push_base(self, work: Path, base: str, base_sha: str, merge_sha: str) -> None:
         """Compare-and-swap BASE from BASE_SHA to MERGE_SHA; raises GitError if BASE moved."""
         git(
-            "push", "-q", "--no-verify", f"--force-with-lease=refs/heads/{base}:{base_sha}",
-            "origin", f"{merge_sha}:refs/heads/{base}",
+            "push",
+            "-q",
+            "--no-verify",
+            f"--force-with-lease=refs/heads/{base}:{base_sha}",
+            "origin",
+            f"{merge_sha}:refs/heads/{base}",
             cwd=work,
         )
 
@@ -538,7 +557,11 @@ class LocalForge:
     def _find_merge(self, work: Path, pr: PullRequest, head_sha: str, base_sha: str) -> str:
         """The commit on the base that merged HEAD_SHA (HEAD_SHA is already in the base)."""
         out = git(
-            "rev-list", "--parents", "--reverse", "--ancestry-path", f"{head_sha}..{base_sha}",
+            "rev-list",
+            "--parents",
+            "--reverse",
+            "--ancestry-path",
+            f"{head_sha}..{base_sha}",
             cwd=work,
         )
         for line in out.splitlines():
