@@ -78,3 +78,23 @@ def test_event_for_another_image_is_refused(cluster: Cluster) -> None:
     cluster.start("pr-writer")
     cluster.bus.publish(CiResult(service="api", digest=d))
     cluster.wait_pinned("api", "dev", d)
+
+
+def test_every_log_line_about_an_event_carries_its_ids(cluster: Cluster) -> None:
+    import json
+
+    cluster.init_repo(["api"])
+    gate = cluster.start("gate-evaluator")
+    writer = cluster.start("pr-writer")
+    d = digest_of("logs")
+    cluster.build("api", d, event_id="build-77")
+    cluster.wait_pinned("api", "dev", d)
+    wait_until(lambda: cluster.changes("pr_merged"), 10, "pr_merged")
+    for proc in (gate, writer):
+        lines = [json.loads(line) for line in cluster.log_of(proc).splitlines() if line]
+        decisions = [line for line in lines if line.get("event") == "decision"]
+        assert decisions, cluster.log_of(proc)
+        for line in decisions:
+            assert line["event_id"] and line["entry_id"] and line["promotion_id"].startswith("p-")
+    gate_lines = [json.loads(x) for x in cluster.log_of(gate).splitlines() if x]
+    assert any(line.get("event_id") == "build-77" for line in gate_lines)

@@ -1,0 +1,75 @@
+"""`ferry up` on embedded defaults: it starts Valkey, records its URL under FERRY_HOME so other
+commands find it, runs the four workers as processes, and cleans up on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from ferry.scaffold import scaffold
+from tests.helpers import REGISTRY, digest_of, wait_until
+
+
+def ferry(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ferry", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> None:
+    repo, home = tmp_path / "gitops", tmp_path / "home"
+    scaffold(repo, ["api"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+    env.update(FERRY_HOME=str(home), FERRY_GITOPS_REPO=str(repo))
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    up = subprocess.Popen(
+        [sys.executable, "-m", "ferry", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        url_file = home / "redis.url"
+        wait_until(url_file.exists, 30, "the recorded URL")
+        assert url_file.read_text().startswith("redis://127.0.0.1:")
+        # valkey + four workers, each its own process
+        wait_until(lambda: len(children_of(up.pid)) >= 5, 30, "five child processes")
+        d = digest_of("up")
+        wait_until(lambda: ferry("status", "--json", env=env).returncode == 0, 30, "status")
+        published = ferry(
+            "publish",
+            "ci",
+            "--service",
+            "api",
+            "--digest",
+            d,
+            "--image",
+            f"{REGISTRY}/api",
+            env=env,
+        )
+        assert published.returncode == 0, published.stderr
+        wait_until(
+            lambda: (
+                json.loads(ferry("status", "--json", env=env).stdout)["services"]["api"]["dev"] == d
+            ),
+            30,
+            "api in dev",
+        )
+        prs = ferry("pr", "ls", env=env)
+        assert "merged" in prs.stdout and "Promote api to dev" in prs.stdout
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=30)
+    assert up.returncode == 0
+    assert not (home / "redis.url").exists()
+    text = (tmp_path / "up.log").read_text()
+    assert "embedded server started" in text and "ferry stopped" in text
+    # After `ferry up` stops, commands say what to do instead of hanging.
+    after = ferry("publish", "ci", "--service", "api", "--digest", digest_of("x"), env=env)
+    assert after.returncode == 2 and "no Redis to talk to" in after.stderr
