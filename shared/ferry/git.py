@@ -25,21 +25,29 @@ class GitError(RuntimeError):
         super().__init__(f"git {' '.join(args)} failed ({returncode}): {self.stderr}")
 
 
-def git(
-    *args: str, cwd: str | Path | None = None, check: bool = True, input: str | None = None
-) -> str:
-    """Run `git ARGS` in CWD and return its stdout (stripped of the final newline)."""
+def git_bytes(
+    *args: str, cwd: str | Path | None = None, check: bool = True, input: bytes | None = None
+) -> bytes:
+    """Run `git ARGS` in CWD and return its stdout byte for byte (file contents keep their
+    CRLFs and final newlines)."""
     env = {**_IDENTITY, **os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    for key in _IDENTITY:
-        env.setdefault(key, _IDENTITY[key])
     proc = subprocess.run(
         ["git", *args],
         cwd=str(cwd) if cwd is not None else None,
         capture_output=True,
-        text=True,
         env=env,
         input=input,
     )
     if check and proc.returncode != 0:
-        raise GitError(list(args), proc.returncode, proc.stderr)
-    return proc.stdout.rstrip("\n")
+        raise GitError(list(args), proc.returncode, proc.stderr.decode("utf-8", "replace"))
+    return proc.stdout
+
+
+def git(
+    *args: str, cwd: str | Path | None = None, check: bool = True, input: str | None = None
+) -> str:
+    """Run `git ARGS` in CWD and return its stdout as text, without the final newline."""
+    out = git_bytes(
+        *args, cwd=cwd, check=check, input=input.encode() if input is not None else None
+    )
+    return out.decode("utf-8", "replace").replace("\r\n", "\n").rstrip("\n")

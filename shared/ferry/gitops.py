@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import threading
 import uuid
 from pathlib import Path
 
-from .git import GitError, git
+from .git import GitError, git, git_bytes
 from .names import check_digest, check_label
 from .policy import Policy, PolicyError, load_policy
 from .values import read_value, set_digest
@@ -26,21 +25,6 @@ MAIN = "main"
 
 class PromotionError(ValueError):
     """A promotion cannot be prepared for a reason that retrying will not fix."""
-
-
-def _git_bytes(*args: str, cwd: str | Path | None = None, input: bytes | None = None) -> bytes:
-    """Like ferry.git.git, but byte-exact: file contents keep their CRLFs and final newlines."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    proc = subprocess.run(
-        ["git", *args],
-        cwd=str(cwd) if cwd is not None else None,
-        capture_output=True,
-        env=env,
-        input=input,
-    )
-    if proc.returncode != 0:
-        raise GitError(list(args), proc.returncode, proc.stderr.decode("utf-8", "replace"))
-    return proc.stdout
 
 
 def _looks_remote(remote: str) -> bool:
@@ -137,7 +121,7 @@ class GitOpsRepo:
         """The content of RELPATH at COMMIT (byte-exact), or None if there is no such file."""
         if not relpath or "\n" in relpath or relpath.startswith("/"):
             raise ValueError(f"bad path {relpath!r}")
-        out = _git_bytes(
+        out = git_bytes(
             *self._object_git_args(), "cat-file", "--batch", input=f"{commit}:{relpath}\n".encode()
         )
         header, _, rest = out.partition(b"\n")
