@@ -25,6 +25,7 @@ import structlog
 
 from ferry.errors import Rejected
 from ferry.events import AuditRecord, DeadLetter, Event, InvalidEvent, decode_fields, parse
+from ferry.health import Metrics, start_http
 from ferry.logging import get_logger, scrub_text
 from ferry.settings import Settings
 
@@ -202,12 +203,21 @@ class WorkerSpec:
 class Dispatcher:
     """Validate -> count deliveries -> handle -> ack, with dead letters for what cannot succeed."""
 
-    def __init__(self, spec: WorkerSpec, ctx: WorkerContext) -> None:
+    def __init__(
+        self, spec: WorkerSpec, ctx: WorkerContext, metrics: Metrics | None = None
+    ) -> None:
         self.spec = spec
         self.ctx = ctx
+        self.metrics = metrics or Metrics()
 
     def process(self, short: str, entry_id: str, fields: dict[str, str], deliveries: int) -> str:
         """Handle one entry; returns what happened ("done", "dead", "retry")."""
+        started = time.perf_counter()
+        outcome = self._process(short, entry_id, fields, deliveries)
+        self.metrics.observe(self.spec.name, short, outcome, time.perf_counter() - started)
+        return outcome
+
+    def _process(self, short: str, entry_id: str, fields: dict[str, str], deliveries: int) -> str:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             worker=self.spec.name,
@@ -319,6 +329,23 @@ async def serve(
 
     if subscribers:
         await broker.start()
+    http = None
+    if settings.http_port is not None:
+
+        async def readiness() -> str | None:
+            stopped = [bus.stream(s) for s, sub in subscribers if not getattr(sub, "running", True)]
+            if stopped:
+                return f"not consuming {', '.join(stopped)}"
+            try:
+                await asyncio.to_thread(bus.redis.ping)
+            except redis.RedisError as e:
+                return f"redis unreachable: {e}"
+            return None
+
+        http = await start_http(
+            settings.http_host, settings.http_port, dispatcher.metrics, readiness
+        )
+        log.info("serving /healthz /readyz /metrics", port=http.sockets[0].getsockname()[1])
     log.info(
         "worker started",
         streams=[settings.stream(s) for s in spec.handlers],
@@ -335,6 +362,8 @@ async def serve(
                 await asyncio.wait_for(stop.wait(), timeout=2.0)
             await _heal(bus, spec, subscribers, log)
     finally:
+        if http is not None:
+            http.close()
         if subscribers:
             await broker.stop()
         log.info("worker stopped")

@@ -79,7 +79,13 @@ def run_up(settings: Settings) -> None:
     log = get_logger()
     url, server = ensure_server(settings, persist=True)
     env = {**os.environ, "FERRY_REDIS_URL": url}
-    procs = {name: spawn_worker(name, env) for name in worker_names()}
+    envs = {}
+    for i, name in enumerate(worker_names()):
+        envs[name] = dict(env)
+        if settings.http_port:
+            # One port each: the four workers share this machine.
+            envs[name]["FERRY_HTTP_PORT"] = str(settings.http_port + i)
+    procs = {name: spawn_worker(name, envs[name]) for name in envs}
     log.info("ferry up", redis=url, workers={n: p.pid for n, p in procs.items()})
     stopping = False
 
@@ -94,7 +100,7 @@ def run_up(settings: Settings) -> None:
             for name, proc in list(procs.items()):
                 if proc.poll() is not None:
                     log.warning("worker exited; restarting", worker=name, code=proc.returncode)
-                    procs[name] = spawn_worker(name, env)
+                    procs[name] = spawn_worker(name, envs[name])
             time.sleep(0.5)
     finally:
         for proc in procs.values():

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     read_count: int = Field(default=1, ge=1)
     # Below the claim idle time: an entry reclaimed from a dead replica must find its lock free.
     lock_ttl_ms: int = Field(default=10_000, ge=100)
+    # /healthz, /readyz and /metrics; unset: no HTTP server (`ferry up` gives each worker
+    # FERRY_HTTP_PORT + its index when this is set).
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    http_host: str = "127.0.0.1"
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
