@@ -256,3 +256,14 @@ def test_compose_runs_every_worker_from_one_image_against_persistent_redis() -> 
     command = command.split() if isinstance(command, str) else command
     assert command[command.index("--appendonly") + 1] == "yes"
     assert any(str(v).endswith(":/data") for v in redis.get("volumes", [])), "AOF must persist"
+
+
+def test_probes_reach_the_workers_health_endpoints_on_the_configured_port() -> None:
+    settings = config(objects("ConfigMap"))
+    assert settings["FERRY_HTTP_HOST"] == "0.0.0.0"
+    for name, deployment in by_name(objects("Deployment")).items():
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        [port] = container["ports"]
+        assert str(port["containerPort"]) == settings["FERRY_HTTP_PORT"], name
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
