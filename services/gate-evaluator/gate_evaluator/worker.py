@@ -8,7 +8,7 @@ from ferry import resources
 from ferry.bus import WorkerContext, WorkerSpec
 from ferry.errors import Rejected
 from ferry.events import Change, CiResult, Event, PromotionCommand, promotion_id
-from ferry.state import EvidenceStore
+from ferry.state import Candidate, CandidateStore, EvidenceStore
 from gate_evaluator.gates import evaluate
 
 
@@ -26,6 +26,9 @@ def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
     checked_env = event.env or (targets[0] if targets else None)
     if checked_env is not None:
         _check_image(repo, policy, event, checked_env)
+    if event.env is None and event.status == "success":
+        built = event.built_at or event.occurred_at
+        CandidateStore(ctx.bus).record_build(event.service, event.digest, built.timestamp())
     if event.env is not None:
         EvidenceStore(ctx.bus).record_check(
             event.service, event.digest, event.env, event.check, event.status, event.url
@@ -59,9 +62,10 @@ def _consider(
     pid = promotion_id(service, digest, target)
     structlog.contextvars.bind_contextvars(promotion_id=pid)
     # One decision at a time per (service, environment), whichever replica holds the event.
+    env_policy = policy.environment(target, service)
     with ctx.bus.lock(f"decide:{service}:{target}"):
         decision = evaluate(
-            env_policy=policy.environment(target, service),
+            env_policy=env_policy,
             digest=digest,
             source_env=source,
             target_env=target,
@@ -72,6 +76,19 @@ def _consider(
         if decision.action != "promote":
             ctx.audit("promote", subject, decision.action, decision.sentence, cause)
             return
+        candidates = CandidateStore(ctx.bus)
+        rank = candidates.build_rank(service, digest)
+        if rank is None:  # built before Ferry heard of it: rank it by the event that moves it
+            rank = cause.occurred_at.timestamp()
+        current = candidates.get(service, target)
+        if current and current.digest != digest and current.rank > rank:
+            reason = (
+                f"{current.digest[:19]} is a newer build and already the candidate for "
+                f"{target}: an older build never replaces it"
+            )
+            ctx.audit("promote", subject, "skip", reason, cause)
+            return
+        candidates.set(service, target, Candidate(digest=digest, rank=rank, promotion_id=pid))
         command = PromotionCommand(
             kind="open",
             event_id=f"{pid}:open",
@@ -80,14 +97,38 @@ def _consider(
             digest=digest,
             source_env=source,
             target_env=target,
-            strategy=policy.environment(target, service).strategy,
+            strategy=env_policy.strategy,
             auto_merge=decision.auto_merge,
             evidence=_evidence(cause, decision.reasons),
             reason=decision.sentence,
         )
         published = ctx.bus.publish_once(f"promotion:{pid}:open", command)
+        if (
+            current
+            and current.promotion_id != pid
+            and repo.pinned(service, target) != current.digest
+        ):
+            _supersede(ctx, current, command)
     outcome = "requested" if published else "already requested"
     ctx.audit("promote", subject, outcome, decision.sentence, cause)
+
+
+def _supersede(ctx: WorkerContext, old: Candidate, newer: PromotionCommand) -> None:
+    """Ask pr-writer to close the older candidate's pull request, naming its successor."""
+    reason = f"superseded by {newer.digest} (promotion {newer.promotion_id}), a newer build"
+    ctx.bus.publish_once(
+        f"promotion:{old.promotion_id}:close",
+        PromotionCommand(
+            kind="close",
+            event_id=f"{old.promotion_id}:close",
+            promotion_id=old.promotion_id,
+            service=newer.service,
+            digest=old.digest,
+            source_env=newer.source_env,
+            target_env=newer.target_env,
+            reason=reason,
+        ),
+    )
 
 
 def _evidence(cause: Event, reasons: list[str]) -> dict[str, object]:

@@ -9,7 +9,11 @@ from ferry import failpoints, resources
 from ferry.bus import WorkerContext, WorkerSpec
 from ferry.errors import Rejected
 from ferry.events import Change, Event, PromotionCommand
+from ferry.state import Candidate, CandidateStore
 from pr_writer.body import body, title
+
+# A merge that conflicts is redone from the new main this many times before it is given up.
+MERGE_ATTEMPTS = 3
 
 
 def setup(ctx: WorkerContext) -> None:
@@ -35,28 +39,20 @@ def handle_promotion(event: Event, ctx: WorkerContext) -> None:
 
 
 def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
-    from ferry.forge import ForgeError, PermanentForgeError
-    from ferry.gitops import PromotionError
-    from ferry.values import ValuesError
+    from ferry.forge import PermanentForgeError
 
     forge = ctx.resources["forge"]
     repo = resources.gitops(ctx)
     subject = f"{cmd.service}@{cmd.digest} -> {cmd.target_env}"
     pr = forge.find_pr(cmd.promotion_id)
+    successor = _successor(ctx, cmd)
+    if pr is None and successor is not None:
+        ctx.audit("open_pr", subject, "skipped", f"superseded by {successor.digest}", cmd)
+        return
     if pr is None:
         policy = repo.policy()
         branch = f"ferry/{cmd.target_env}/{cmd.service}/{cmd.digest[7:19]}"
-        try:
-            head = repo.prepare_promotion(
-                branch=branch,
-                service=cmd.service,
-                env=cmd.target_env,
-                digest=cmd.digest,
-                message=f"{title(cmd)}\n\nPromotion {cmd.promotion_id}.",
-            )
-        except (ValuesError, PromotionError) as e:
-            raise Rejected(f"cannot promote {subject}: {e}") from e
-        if head is None:
+        if _cut_branch(ctx, cmd, branch) is None:
             ctx.audit("open_pr", subject, "skipped", f"{cmd.target_env} already pins it", cmd)
             return
         failpoints.hit("pr-writer.after-push")
@@ -70,14 +66,14 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
             )
         except PermanentForgeError as e:
             raise Rejected(f"forge refused the pull request for {subject}: {e}") from e
-        except ForgeError:
-            raise
         ctx.audit("open_pr", subject, "opened", f"PR #{pr.number}", cmd)
     failpoints.hit("pr-writer.after-open")
     _publish(ctx, cmd, "pr_opened", pr.number)
     if cmd.auto_merge and pr.state == "open":
         pr = _do_merge(ctx, cmd, pr.number)
     failpoints.hit("pr-writer.after-merge")
+    if pr.state == "closed":
+        _publish(ctx, cmd, "pr_closed", pr.number, reason=_closed_reason(pr))
     if pr.state == "merged":
         _publish(ctx, cmd, "pr_merged", pr.number, merge_commit=pr.merge_commit)
 
@@ -104,20 +100,68 @@ def _close(cmd: PromotionCommand, ctx: WorkerContext) -> None:
 
 
 def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: ANN202
+    """Merge the PR unless a newer build superseded it. When main moved under the branch and the
+    merge conflicts (another promotion changed the same line), cut the branch again from the new
+    main and retry: the change is one line, so redoing it is always right."""
     from ferry.forge import MergeConflict, PermanentForgeError
 
+    forge = ctx.resources["forge"]
+    subject = f"{cmd.service}@{cmd.digest} -> {cmd.target_env}"
+    for attempt in range(1, MERGE_ATTEMPTS + 1):
+        successor = _successor(ctx, cmd)
+        if successor is not None:
+            reason = (
+                f"superseded by {successor.digest} (promotion {successor.promotion_id}), "
+                "a newer build"
+            )
+            ctx.audit("merge_pr", subject, "closed", reason, cmd)
+            return forge.close_pr(number, comment=reason)
+        try:
+            pr = forge.merge_pr(number)
+        except MergeConflict as e:
+            if attempt == MERGE_ATTEMPTS:
+                raise Rejected(f"cannot merge PR #{number}: {e}") from e
+            ctx.log.info("merge conflict; cutting the branch again from main", attempt=attempt)
+            if _cut_branch(ctx, cmd, forge.get_pr(number).head) is None:
+                reason = f"main already pins {cmd.digest}: nothing left to merge"
+                return forge.close_pr(number, comment=reason)
+            continue
+        except PermanentForgeError as e:
+            raise Rejected(f"cannot merge PR #{number}: {e}") from e
+        ctx.audit(
+            "merge_pr", subject, "merged", f"PR #{number} merged as {pr.merge_commit[:12]}", cmd
+        )
+        return pr
+    raise AssertionError("unreachable")
+
+
+def _cut_branch(ctx: WorkerContext, cmd: PromotionCommand, branch: str) -> str | None:
+    """Push BRANCH = main + the one-line pin; None when main already pins the digest."""
+    from ferry.gitops import PromotionError
+    from ferry.values import ValuesError
+
     try:
-        pr = ctx.resources["forge"].merge_pr(number)
-    except (MergeConflict, PermanentForgeError) as e:
-        raise Rejected(f"cannot merge PR #{number}: {e}") from e
-    ctx.audit(
-        "merge_pr",
-        f"{cmd.service}@{cmd.digest} -> {cmd.target_env}",
-        "merged",
-        f"PR #{number} merged as {pr.merge_commit[:12]}",
-        cmd,
-    )
-    return pr
+        return resources.gitops(ctx).prepare_promotion(
+            branch=branch,
+            service=cmd.service,
+            env=cmd.target_env,
+            digest=cmd.digest,
+            message=f"{title(cmd)}\n\nPromotion {cmd.promotion_id}.",
+        )
+    except (ValuesError, PromotionError) as e:
+        raise Rejected(f"cannot promote {cmd.service}@{cmd.digest} -> {cmd.target_env}: {e}") from e
+
+
+def _successor(ctx: WorkerContext, cmd: PromotionCommand) -> Candidate | None:
+    """The newer candidate for the same (service, environment), if one replaced this one."""
+    current = CandidateStore(ctx.bus).get(cmd.service, cmd.target_env)
+    if current is None or current.promotion_id == cmd.promotion_id:
+        return None
+    return current
+
+
+def _closed_reason(pr) -> str | None:  # noqa: ANN001
+    return pr.comments[-1].body if pr.comments else None
 
 
 def _publish(

@@ -1,0 +1,83 @@
+"""Newer builds win: an older build never replaces a newer one, a newer candidate supersedes an
+older one's pull request, and a merge that lost a race on the same line is redone from main."""
+
+from __future__ import annotations
+
+import signal
+from datetime import UTC, datetime, timedelta
+
+from ferry.git import git
+from ferry.values import set_digest
+from tests.helpers import Cluster, digest_of, wait_until
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+def test_newer_build_supersedes_an_older_candidate(cluster: Cluster) -> None:
+    cluster.init_repo(["api"])
+    cluster.start("gate-evaluator")
+    old, new = digest_of("old"), digest_of("new")
+    cluster.build("api", old, built_at=T0)
+    cluster.build("api", new, built_at=T0 + timedelta(minutes=5))
+    wait_until(lambda: len(cluster.entries("promotions")) == 3, 15, "open, open, close")
+    assert [p["kind"] for p in cluster.entries("promotions")] == ["open", "open", "close"]
+    cluster.start("pr-writer")
+    cluster.wait_pinned("api", "dev", new)
+    wait_until(lambda: len(cluster.entries("audit")) >= 5, 10, "pr-writer's decisions")
+    [pr] = cluster.forge.list_prs()
+    assert pr.state == "merged" and new[:19] in pr.title
+    assert any(
+        a["outcome"] == "skipped" and a["reason"] == f"superseded by {new}"
+        for a in cluster.entries("audit")
+    )
+    assert cluster.dead_letters() == []
+
+
+def test_older_build_never_replaces_a_newer_one(cluster: Cluster) -> None:
+    cluster.init_repo(["api"])
+    cluster.start("gate-evaluator")
+    cluster.start("pr-writer")
+    old, new = digest_of("old"), digest_of("new")
+    cluster.build("api", new, built_at=T0 + timedelta(minutes=5))
+    cluster.wait_pinned("api", "dev", new)
+    cluster.build("api", old, built_at=T0, event_id="late-old-build")
+    audit = wait_until(
+        lambda: [a for a in cluster.entries("audit") if a.get("caused_by") == "late-old-build"],
+        10,
+        "the late build's decision",
+    )
+    assert audit[0]["outcome"] == "skip"
+    assert "is a newer build and already the candidate for dev" in audit[0]["reason"]
+    assert cluster.repo.pinned("api", "dev") == new
+    assert len(cluster.forge.list_prs()) == 1
+
+
+def test_merge_that_conflicts_is_redone_from_the_new_main(cluster: Cluster) -> None:
+    cluster.init_repo(["api"])
+    cluster.start("gate-evaluator")
+    doomed = cluster.start("pr-writer", FERRY_FAILPOINTS="pr-writer.after-open")
+    d = digest_of("mine")
+    cluster.build("api", d)
+    doomed.wait(timeout=20)
+    assert doomed.returncode == -signal.SIGKILL
+    [pr] = cluster.forge.list_prs()
+    assert pr.state == "open"
+
+    # Meanwhile a person pins another digest on main by hand: the PR's line now conflicts.
+    clone = cluster.root / "person"
+    git("clone", "-q", str(cluster.repo_path), str(clone))
+    values = clone / "envs" / "dev" / "api" / "values.yaml"
+    values.write_text(set_digest(values.read_text(), "image.digest", digest_of("by-hand")))
+    git("commit", "-qam", "pin by hand", cwd=clone)
+    git("push", "-q", "origin", "main", cwd=clone)
+
+    writer = cluster.start("pr-writer")
+    cluster.wait_pinned("api", "dev", d)
+    assert "merge conflict; cutting the branch again from main" in cluster.log_of(writer)
+    [pr] = cluster.forge.list_prs()
+    assert pr.state == "merged"
+    numstat = git(
+        "diff", "--numstat", f"{pr.merge_commit}^1", pr.merge_commit, cwd=cluster.repo_path
+    )
+    assert numstat == "1\t1\tenvs/dev/api/values.yaml"
+    assert cluster.dead_letters() == []
