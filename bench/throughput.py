@@ -1,0 +1,123 @@
+"""(b) Throughput of one gate-evaluator process handling a backlog of CI entries one at a time,
+on entries that take the real validation and decision path but write nothing to git.
+Baseline: a bare redis-py XREADGROUP COUNT 1 / decode / XACK loop over the same entries."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.env import REGISTRY, Site, digest_of, id_ms, run_git, wait_until
+from ferry.bus import STREAM_MAXLEN
+from ferry.events import CiResult, decode_fields
+
+MODES = {
+    "failure": "failed builds (status=failure): validated, image checked, audited 'refused'",
+    "skip": "green CI in dev for the digest staging already pins: decision 'skip'",
+}
+
+
+def pinned_digest(service: str) -> str:
+    return digest_of(f"pinned-{service}")
+
+
+def pin_staging(site: Site, names: list[str]) -> None:
+    """Set up (not through Ferry): staging already pins a digest for every service."""
+    from ferry.values import set_digest
+
+    for s in names:
+        path = site.repo_path / "envs" / "staging" / s / "values.yaml"
+        path.write_text(set_digest(path.read_text(), "image.digest", pinned_digest(s)))
+    run_git("-c", "commit.gpgsign=false", "commit", "-q", "-a", "--no-verify",
+            "-m", "bench: pin staging", cwd=site.repo_path)
+
+
+def entries_for(mode: str, names: list[str], m: int) -> list[dict[str, str]]:
+    out = []
+    for i in range(m):
+        s = names[i % len(names)]
+        if mode == "failure":
+            event = CiResult(service=s, digest=digest_of(f"fail-{i}"), image=f"{REGISTRY}/{s}",
+                             status="failure", commit="4f1c2ab", author="bench")
+        else:
+            event = CiResult(service=s, digest=pinned_digest(s), env="dev", check="integration")
+        out.append(event.to_fields())
+    return out
+
+
+def publish_all(r: Any, stream: str, entries: list[dict[str, str]]) -> None:
+    with r.pipeline(transaction=False) as pipe:
+        for n, fields in enumerate(entries, 1):
+            pipe.xadd(stream, fields, maxlen=STREAM_MAXLEN, approximate=True)
+            if n % 500 == 0:
+                pipe.execute()
+        pipe.execute()
+
+
+def run_ferry(url: str, root: Path, mode: str, names: list[str], m: int) -> dict[str, Any]:
+    site = Site(url, f"btp-{mode}:", root / f"throughput-{mode}")
+    site.scaffold(names)
+    pin_staging(site, names)
+    entries = entries_for(mode, names, m)
+    publish_all(site.r, site.bus.stream("ci"), entries)
+    try:
+        t0 = time.perf_counter()
+        _, startup = site.start("gate-evaluator")
+
+        def drained() -> bool:
+            g = site.group("ci", "gate-evaluator")
+            return g.get("lag") == 0 and g.get("pending") == 0 and g.get("entries-read") == m
+
+        wait_until(drained, 600, f"{m} entries acknowledged", poll=0.05)
+        wall = time.perf_counter() - t0
+        audits = site.entries("audit")
+        outcomes: dict[str, int] = {}
+        for _, f in audits:
+            outcomes[f["outcome"]] = outcomes.get(f["outcome"], 0) + 1
+        first, last = id_ms(audits[0][0]), id_ms(audits[-1][0])
+        span = (last - first) / 1000
+        return {
+            "mode": mode,
+            "entries": m,
+            "audits": len(audits),
+            "outcomes": outcomes,
+            "span_s": span,
+            "rate": (len(audits) - 1) / span if span > 0 else float("nan"),
+            "wall_s": wall,
+            "wall_rate": m / wall,
+            "startup_s": startup,
+            "dlq": site.r.xlen(site.bus.stream("dlq")),
+            "promotions": site.r.xlen(site.bus.stream("promotions")),
+            "errors": site.worker_errors(),
+            "site": site,
+            "entries_fields": entries,
+        }
+    finally:
+        site.stop()
+
+
+def run_bare(r: Any, mode: str, entries: list[dict[str, str]]) -> dict[str, Any]:
+    """XREADGROUP COUNT 1 of one entry, decode its fields to str, XACK: nothing else."""
+    stream, group = f"bench-bare:{mode}:ci", "bare"
+    r.delete(stream)
+    publish_all(r, stream, entries)
+    r.xgroup_create(stream, group, id="0")
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        got = r.xreadgroup(group, "bare-1", {stream: ">"}, count=1, block=100)
+        if not got:
+            break
+        for _, messages in got:
+            for entry_id, raw in messages:
+                fields = decode_fields(raw)
+                assert fields["kind"] == "ci"
+                r.xack(stream, group, entry_id)
+                n += 1
+        if n == len(entries):
+            break
+    elapsed = time.perf_counter() - t0
+    r.delete(stream)
+    return {"entries": n, "seconds": elapsed, "rate": n / elapsed,
+            "per_event_ms": elapsed / n * 1000}
