@@ -12,6 +12,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 from .git import GitError, git, git_bytes
@@ -21,6 +22,9 @@ from .values import read_value, set_digest
 
 POLICY_FILE = "ferry.yaml"
 MAIN = "main"
+
+
+FILE_CACHE_SIZE = 1024
 
 
 class PromotionError(ValueError):
@@ -46,6 +50,8 @@ class GitOpsRepo:
         self._gitdir_known = False
         self._cloned = False
         self._policy_cache: tuple[str, Policy] | None = None
+        # Files by (commit, path): a commit's content never changes, so this is never stale.
+        self._files: OrderedDict[tuple[str, str], str | None] = OrderedDict()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -121,6 +127,19 @@ class GitOpsRepo:
         """The content of RELPATH at COMMIT (byte-exact), or None if there is no such file."""
         if not relpath or "\n" in relpath or relpath.startswith("/"):
             raise ValueError(f"bad path {relpath!r}")
+        key = (commit, relpath)
+        with self._lock:
+            if key in self._files:
+                self._files.move_to_end(key)
+                return self._files[key]
+        text = self._cat_file(commit, relpath)
+        with self._lock:
+            self._files[key] = text
+            if len(self._files) > FILE_CACHE_SIZE:
+                self._files.popitem(last=False)
+        return text
+
+    def _cat_file(self, commit: str, relpath: str) -> str | None:
         out = git_bytes(
             *self._object_git_args(), "cat-file", "--batch", input=f"{commit}:{relpath}\n".encode()
         )
@@ -167,29 +186,20 @@ class GitOpsRepo:
         """ferry.yaml on main (re-read only when main moves)."""
         return self._policy_at(self.main_commit())
 
-    def _values_at(self, service: str, env: str) -> tuple[Policy, str, str | None]:
-        commit = self.main_commit()
-        policy = self._policy_at(commit)
-        path = policy.values_path(env, service)
-        policy.environment(env)  # unknown environment: PolicyError
-        return policy, path, self._read_at(commit, path)
+    def at_main(self) -> MainSnapshot:
+        """Main as it is now, read through one commit: several questions, one `rev-parse`."""
+        return MainSnapshot(self, self.main_commit())
 
     def values_exists(self, service: str, env: str) -> bool:
-        return self._values_at(service, env)[2] is not None
+        return self.at_main().values_exists(service, env)
 
     def pinned(self, service: str, env: str) -> str | None:
         """The digest SERVICE runs in ENV according to main; None if absent or empty."""
-        policy, path, text = self._values_at(service, env)
-        if text is None:
-            return None
-        return read_value(text, policy.digest_key, source=path) or None
+        return self.at_main().pinned(service, env)
 
     def repository(self, service: str, env: str) -> str | None:
         """The image repository of SERVICE in ENV according to main."""
-        policy, path, text = self._values_at(service, env)
-        if text is None:
-            return None
-        return read_value(text, policy.repository_key, source=path) or None
+        return self.at_main().repository(service, env)
 
     def services(self) -> list[str]:
         """Services that have a values file on main for at least one environment."""
@@ -270,6 +280,41 @@ class GitOpsRepo:
             == self._wgit("log", "-1", "--format=%B", "HEAD").strip()
         )
         return sha if same else None
+
+
+class MainSnapshot:
+    """The GitOps repository at one commit of main: answers never mix two commits."""
+
+    def __init__(self, repo: GitOpsRepo, commit: str) -> None:
+        self.repo = repo
+        self.commit = commit
+
+    @property
+    def policy(self) -> Policy:
+        return self.repo._policy_at(self.commit)
+
+    def _values(self, service: str, env: str) -> tuple[Policy, str, str | None]:
+        policy = self.policy
+        path = policy.values_path(env, service)
+        policy.environment(env)  # unknown environment: PolicyError
+        return policy, path, self.repo._read_at(self.commit, path)
+
+    def values_exists(self, service: str, env: str) -> bool:
+        return self._values(service, env)[2] is not None
+
+    def pinned(self, service: str, env: str) -> str | None:
+        """The digest SERVICE runs in ENV; None if absent or empty."""
+        policy, path, text = self._values(service, env)
+        if text is None:
+            return None
+        return read_value(text, policy.digest_key, source=path) or None
+
+    def repository(self, service: str, env: str) -> str | None:
+        """The image repository of SERVICE in ENV."""
+        policy, path, text = self._values(service, env)
+        if text is None:
+            return None
+        return read_value(text, policy.repository_key, source=path) or None
 
 
 def _template_regex(template: str) -> re.Pattern[str]:

@@ -8,6 +8,8 @@ from ferry import resources
 from ferry.bus import WorkerContext, WorkerSpec
 from ferry.errors import Rejected
 from ferry.events import Change, CiResult, Event, PromotionCommand, promotion_id
+from ferry.gitops import MainSnapshot
+from ferry.policy import Policy
 from ferry.state import Candidate, CandidateStore, EvidenceStore
 from gate_evaluator.gates import evaluate
 
@@ -16,8 +18,8 @@ def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
     """A build (no env) is a candidate for the environments promoted from `build`; a CI result in
     an environment is evidence for the environments promoted from there."""
     assert isinstance(event, CiResult)
-    repo = resources.gitops(ctx)
-    policy = repo.policy()
+    main = resources.gitops(ctx).at_main()
+    policy = main.policy
     source = event.env or "build"
     if event.env is not None:
         _known_env(policy, event.env)
@@ -25,7 +27,7 @@ def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
     subject = f"{event.service}@{event.digest}"
     checked_env = event.env or (targets[0] if targets else None)
     if checked_env is not None:
-        _check_image(repo, policy, event, checked_env)
+        _check_image(main, event, checked_env)
     if event.env is None and event.status == "success":
         built = event.built_at or event.occurred_at
         CandidateStore(ctx.bus).record_build(event.service, event.digest, built.timestamp())
@@ -48,7 +50,7 @@ def handle_change(event: Event, ctx: WorkerContext) -> None:
     assert isinstance(event, Change)
     if event.kind != "pr_merged":
         return
-    policy = resources.gitops(ctx).policy()
+    policy = resources.gitops(ctx).at_main().policy
     for target in policy.targets_from(event.env):
         _consider(ctx, event, event.service, event.digest, event.env, target)
 
@@ -56,21 +58,21 @@ def handle_change(event: Event, ctx: WorkerContext) -> None:
 def _consider(
     ctx: WorkerContext, cause: Event, service: str, digest: str, source: str, target: str
 ) -> None:
-    repo = resources.gitops(ctx)
-    policy = repo.policy()
     subject = f"{service}@{digest} -> {target}"
     pid = promotion_id(service, digest, target)
     structlog.contextvars.bind_contextvars(promotion_id=pid)
-    # One decision at a time per (service, environment), whichever replica holds the event.
-    env_policy = policy.environment(target, service)
+    # One decision at a time per (service, environment), whichever replica holds the event;
+    # main is read inside the lock, so each decision sees what the one before it did.
     with ctx.bus.lock(f"decide:{service}:{target}"):
+        main = resources.gitops(ctx).at_main()
+        env_policy = main.policy.environment(target, service)
         decision = evaluate(
             env_policy=env_policy,
             digest=digest,
             source_env=source,
             target_env=target,
-            pinned_in_target=repo.pinned(service, target),
-            live_in_source=source == "build" or repo.pinned(service, source) == digest,
+            pinned_in_target=main.pinned(service, target),
+            live_in_source=source == "build" or main.pinned(service, source) == digest,
             evidence=EvidenceStore(ctx.bus).get(service, digest, source),
         )
         if decision.action != "promote":
@@ -106,7 +108,7 @@ def _consider(
         if (
             current
             and current.promotion_id != pid
-            and repo.pinned(service, target) != current.digest
+            and main.pinned(service, target) != current.digest
         ):
             _supersede(ctx, current, command)
     outcome = "requested" if published else "already requested"
@@ -143,22 +145,22 @@ def _evidence(cause: Event, reasons: list[str]) -> dict[str, object]:
     return evidence
 
 
-def _known_env(policy, env: str) -> None:  # noqa: ANN001
+def _known_env(policy: Policy, env: str) -> None:
     if env not in policy.env_names():
         raise Rejected(
             f"unknown environment {env!r}: ferry.yaml defines {', '.join(policy.env_names())}"
         )
 
 
-def _check_image(repo, policy, event: CiResult, env: str) -> None:  # noqa: ANN001
+def _check_image(main: MainSnapshot, event: CiResult, env: str) -> None:
     """A digest means nothing without its repository: refuse one built for another image."""
-    path = policy.values_path(env, event.service)
-    if not repo.values_exists(event.service, env):
+    path = main.policy.values_path(env, event.service)
+    if not main.values_exists(event.service, env):
         raise Rejected(
             f"service {event.service!r} has no values file {path} on main: "
             "add it to the GitOps repository first"
         )
-    expected = repo.repository(event.service, env)
+    expected = main.repository(event.service, env)
     if event.image is not None and expected and event.image != expected:
         raise Rejected(
             f"image {event.image!r} is not the repository of {event.service!r} "

@@ -1,0 +1,37 @@
+"""A snapshot of main answers from one commit, even after main moves; reads are cached by
+commit, so they can never be stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ferry.git import git
+from ferry.gitops import GitOpsRepo
+from ferry.scaffold import scaffold
+from ferry.values import set_digest
+from tests.helpers import digest_of
+
+
+def pin_by_hand(repo: Path, clone: Path, digest: str) -> None:
+    if not clone.exists():
+        git("clone", "-q", str(repo), str(clone))
+    git("pull", "-q", cwd=clone)
+    values = clone / "envs" / "dev" / "api" / "values.yaml"
+    values.write_text(set_digest(values.read_text(), "image.digest", digest))
+    git("commit", "-qam", f"pin {digest[:19]}", cwd=clone)
+    git("push", "-q", "origin", "main", cwd=clone)
+
+
+def test_snapshot_keeps_its_commit_while_the_repo_follows_main(tmp_path: Path) -> None:
+    scaffold(tmp_path / "gitops", ["api"])
+    repo = GitOpsRepo(remote=str(tmp_path / "gitops"), workdir=tmp_path / "work")
+    first, second = digest_of("1"), digest_of("2")
+    pin_by_hand(tmp_path / "gitops", tmp_path / "clone", first)
+    before = repo.at_main()
+    assert before.pinned("api", "dev") == first
+    pin_by_hand(tmp_path / "gitops", tmp_path / "clone", second)
+    assert before.pinned("api", "dev") == first  # the same commit, the same answer
+    assert repo.pinned("api", "dev") == second  # a new read follows main
+    assert repo.at_main().commit != before.commit
+    assert before.repository("api", "dev") == "registry.example.com/shop/api"
+    assert before.values_exists("api", "dev") and not before.values_exists("web", "dev")
