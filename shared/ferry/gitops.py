@@ -7,6 +7,7 @@ otherwise. Writes always happen in the private clone and are pushed as a branch 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -173,6 +174,9 @@ class GitOpsRepo:
         """The commit `main` points to on the remote."""
         gitdir = self._local_gitdir()
         if gitdir is not None:
+            loose = _loose_ref(Path(gitdir), f"refs/heads/{MAIN}")
+            if loose is not None:
+                return loose
             return git(
                 f"--git-dir={gitdir}", "rev-parse", "--verify", f"refs/heads/{MAIN}^{{commit}}"
             )
@@ -282,6 +286,26 @@ class GitOpsRepo:
         return sha if same else None
 
 
+_OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+def _loose_ref(gitdir: Path, ref: str) -> str | None:
+    """The object id in a loose ref file (git writes them whole, by rename), or None when the ref
+    is packed, symbolic or kept some other way: then ask git. Saves a process per read of main,
+    the hottest call of gate-evaluator."""
+    try:
+        value = (gitdir / ref).read_text().strip()
+    except OSError:
+        return None
+    return value if _OBJECT_ID.match(value) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_value(text: str, key: str, source: str) -> str | None:
+    """read_value, remembered: the same file at the same commit parses the same."""
+    return read_value(text, key, source=source)
+
+
 class MainSnapshot:
     """The GitOps repository at one commit of main: answers never mix two commits."""
 
@@ -307,14 +331,14 @@ class MainSnapshot:
         policy, path, text = self._values(service, env)
         if text is None:
             return None
-        return read_value(text, policy.digest_key, source=path) or None
+        return _read_value(text, policy.digest_key, path) or None
 
     def repository(self, service: str, env: str) -> str | None:
         """The image repository of SERVICE in ENV."""
         policy, path, text = self._values(service, env)
         if text is None:
             return None
-        return read_value(text, policy.repository_key, source=path) or None
+        return _read_value(text, policy.repository_key, path) or None
 
 
 def _template_regex(template: str) -> re.Pattern[str]:

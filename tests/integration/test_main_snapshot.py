@@ -35,3 +35,16 @@ def test_snapshot_keeps_its_commit_while_the_repo_follows_main(tmp_path: Path) -
     assert repo.at_main().commit != before.commit
     assert before.repository("api", "dev") == "registry.example.com/shop/api"
     assert before.values_exists("api", "dev") and not before.values_exists("web", "dev")
+
+
+def test_main_is_read_right_whether_its_ref_is_loose_or_packed(tmp_path: Path) -> None:
+    remote = tmp_path / "gitops"
+    scaffold(remote, ["api"])
+    repo = GitOpsRepo(remote=str(remote), workdir=tmp_path / "work")
+    git("pack-refs", "--all", cwd=remote)
+    assert not (remote / ".git" / "refs" / "heads" / "main").exists()
+    assert repo.main_commit() == git("rev-parse", "main", cwd=remote)
+    pin_by_hand(remote, tmp_path / "clone", digest_of("loose"))
+    assert (remote / ".git" / "refs" / "heads" / "main").exists()
+    assert repo.main_commit() == git("rev-parse", "main", cwd=remote)
+    assert repo.pinned("api", "dev") == digest_of("loose")

@@ -446,7 +446,8 @@ class LocalForge:
         """The scratch clone merges are made in (created once, reused; call with the lock held)."""
         work = self.work_dir
         if (work / ".git").is_dir():
-            git("merge", "--abort", cwd=work, check=False)  # leftovers of an interrupted merge
+            if (work / ".git" / "MERGE_HEAD").exists():  # leftovers of an interrupted merge
+                git("merge", "--abort", cwd=work, check=False)
             return work
         if work.exists():
             shutil.rmtree(work)
@@ -483,8 +484,9 @@ class LocalForge:
                         f"no longer exists in {self.repo}"
                     ) from None
                 raise ForgeError(f"fetching for the merge of #{pr.number} failed: {exc}") from exc
-            base_sha = git("rev-parse", "refs/ferry/base", cwd=work)
-            head_sha = git("rev-parse", "refs/ferry/head", cwd=work)
+            base_sha, head_sha = git(
+                "rev-parse", "refs/ferry/base", "refs/ferry/head", cwd=work
+            ).split()
             if self._is_ancestor(work, head_sha, base_sha):
                 # already in the base: a merge pushed just before a crash, or by hand
                 return self._find_merge(work, pr, head_sha, base_sha), head_sha
