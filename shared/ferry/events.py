@@ -171,6 +171,11 @@ class PromotionCommand(_Subject):
     evidence: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = None
 
+    @property
+    def subject(self) -> str:
+        """What moves where, as logs and audit records name it."""
+        return f"{self.service}@{self.digest} -> {self.target_env}"
+
 
 class Change(_Subject):
     """What happened in the GitOps repository or on the forge."""

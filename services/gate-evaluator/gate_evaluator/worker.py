@@ -23,7 +23,7 @@ def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
     source = event.env or "build"
     if event.env is not None:
         _known_env(policy, event.env)
-    targets = policy.targets_from(source)
+    targets = policy.targets_from(source, event.service)
     subject = f"{event.service}@{event.digest}"
     checked_env = event.env or (targets[0] if targets else None)
     if checked_env is not None:
@@ -51,7 +51,7 @@ def handle_change(event: Event, ctx: WorkerContext) -> None:
     if event.kind != "pr_merged":
         return
     policy = resources.gitops(ctx).at_main().policy
-    for target in policy.targets_from(event.env):
+    for target in policy.targets_from(event.env, event.service):
         _consider(ctx, event, event.service, event.digest, event.env, target)
 
 

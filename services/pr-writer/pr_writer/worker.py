@@ -43,17 +43,16 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
 
     forge = ctx.resources["forge"]
     repo = resources.gitops(ctx)
-    subject = f"{cmd.service}@{cmd.digest} -> {cmd.target_env}"
     pr = forge.find_pr(cmd.promotion_id)
     successor = _successor(ctx, cmd)
     if pr is None and successor is not None:
-        ctx.audit("open_pr", subject, "skipped", f"superseded by {successor.digest}", cmd)
+        ctx.audit("open_pr", cmd.subject, "skipped", f"superseded by {successor.digest}", cmd)
         return
     if pr is None:
         policy = repo.policy()
         branch = f"ferry/{cmd.target_env}/{cmd.service}/{cmd.digest[7:19]}"
         if _cut_branch(ctx, cmd, branch) is None:
-            ctx.audit("open_pr", subject, "skipped", f"{cmd.target_env} already pins it", cmd)
+            ctx.audit("open_pr", cmd.subject, "skipped", f"{cmd.target_env} already pins it", cmd)
             return
         failpoints.hit("pr-writer.after-push")
         try:
@@ -65,8 +64,8 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
                 key=cmd.promotion_id,
             )
         except PermanentForgeError as e:
-            raise Rejected(f"forge refused the pull request for {subject}: {e}") from e
-        ctx.audit("open_pr", subject, "opened", f"PR #{pr.number}", cmd)
+            raise Rejected(f"forge refused the pull request for {cmd.subject}: {e}") from e
+        ctx.audit("open_pr", cmd.subject, "opened", f"PR #{pr.number}", cmd)
     failpoints.hit("pr-writer.after-open")
     _publish(ctx, cmd, "pr_opened", pr.number)
     if cmd.auto_merge and pr.state == "open":
@@ -106,7 +105,6 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
     from ferry.forge import MergeConflict, PermanentForgeError
 
     forge = ctx.resources["forge"]
-    subject = f"{cmd.service}@{cmd.digest} -> {cmd.target_env}"
     for attempt in range(1, MERGE_ATTEMPTS + 1):
         successor = _successor(ctx, cmd)
         if successor is not None:
@@ -114,7 +112,7 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
                 f"superseded by {successor.digest} (promotion {successor.promotion_id}), "
                 "a newer build"
             )
-            ctx.audit("merge_pr", subject, "closed", reason, cmd)
+            ctx.audit("merge_pr", cmd.subject, "closed", reason, cmd)
             return forge.close_pr(number, comment=reason)
         try:
             pr = forge.merge_pr(number)
@@ -129,7 +127,7 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
         except PermanentForgeError as e:
             raise Rejected(f"cannot merge PR #{number}: {e}") from e
         ctx.audit(
-            "merge_pr", subject, "merged", f"PR #{number} merged as {pr.merge_commit[:12]}", cmd
+            "merge_pr", cmd.subject, "merged", f"PR #{number} merged as {pr.merge_commit[:12]}", cmd
         )
         return pr
     raise AssertionError("unreachable")
@@ -149,7 +147,7 @@ def _cut_branch(ctx: WorkerContext, cmd: PromotionCommand, branch: str) -> str |
             message=f"{title(cmd)}\n\nPromotion {cmd.promotion_id}.",
         )
     except (ValuesError, PromotionError) as e:
-        raise Rejected(f"cannot promote {cmd.service}@{cmd.digest} -> {cmd.target_env}: {e}") from e
+        raise Rejected(f"cannot promote {cmd.subject}: {e}") from e
 
 
 def _successor(ctx: WorkerContext, cmd: PromotionCommand) -> Candidate | None:
@@ -182,7 +180,7 @@ def _publish(
 
 
 def _failed(cmd: PromotionCommand, ctx: WorkerContext, reason: str) -> None:
-    ctx.audit("promote", f"{cmd.service}@{cmd.digest} -> {cmd.target_env}", "failed", reason, cmd)
+    ctx.audit("promote", cmd.subject, "failed", reason, cmd)
     _publish(ctx, cmd, "promotion_failed", None, reason=reason)
 
 
