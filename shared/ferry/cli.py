@@ -127,13 +127,17 @@ def worker(
     ),
 ) -> None:
     """Run one replica of a worker (run more processes to scale it)."""
+    from ferry.resources import gitops_remote
     from ferry.runner import load_worker, run_worker
 
     try:
-        load_worker(name)
+        spec = load_worker(name)
     except ValueError as e:
         fail(str(e))
-    run_worker(name, _settings())
+    settings = _settings()
+    if spec.handlers:
+        gitops_remote(settings)  # say what is missing before anything starts
+    run_worker(name, settings)
 
 
 @app.command()

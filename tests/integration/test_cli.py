@@ -101,6 +101,8 @@ def test_missing_settings_say_which_variable(capsys, monkeypatch, tmp_path) -> N
     monkeypatch.setenv("FERRY_HOME", str(tmp_path / "home"))
     code, _, err = run(capsys, "status")
     one_line_error(code, err, "FERRY_GITOPS_REPO is not set")
+    code, _, err = run(capsys, "worker", "pr-writer")
+    one_line_error(code, err, "FERRY_GITOPS_REPO is not set")
     code, _, err = run(capsys, "publish", "ci", "--service", "api", "--digest", D)
     one_line_error(code, err, "no Redis to talk to: set FERRY_REDIS_URL, or start Ferry with")
 
