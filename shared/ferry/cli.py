@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -234,6 +235,52 @@ def dlq_show(
             _echo_json({"id": i, **json.loads(e.model_dump_json())})
             return
     fail(f"no dead letter {entry_id!r}: `ferry dlq ls` lists them")
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+def audit_records(settings: Settings, service: str | None, limit: int) -> list[Any]:
+    """The newest LIMIT decisions (about SERVICE, if given), oldest first."""
+    from ferry.events import AuditRecord, decode_fields, parse
+
+    bus = _bus(settings)
+    found: list[Any] = []
+    last = "+"
+    while len(found) < limit:
+        batch = bus.redis.xrevrange(settings.stream("audit"), max=last, count=500)
+        if not batch:
+            break
+        for _, raw in batch:
+            record = parse("audit", decode_fields(raw))
+            assert isinstance(record, AuditRecord)
+            if service is None or record.subject.startswith(f"{service}@"):
+                found.append(record)
+                if len(found) == limit:
+                    break
+        last = "(" + batch[-1][0].decode()
+    return list(reversed(found))
+
+
+@app.command()
+def audit(
+    service: str | None = typer.Option(None, help="Only decisions about this service."),
+    limit: int = typer.Option(20, min=1, help="How many of the newest decisions."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Why digests moved or did not: the newest decisions of every worker, in words."""
+    records = audit_records(_settings(), service, limit)
+    if as_json:
+        _echo_json([json.loads(r.model_dump_json()) for r in records])
+        return
+    if not records:
+        typer.echo("no decisions recorded")
+        return
+    rows = [["WHEN", "WORKER", "SUBJECT", "OUTCOME", "REASON"]]
+    for r in records:
+        subject = re.sub(r"sha256:([0-9a-f]{12})[0-9a-f]{52}", r"\1", r.subject)
+        rows.append([f"{r.occurred_at:%H:%M:%S}", r.worker, subject, r.outcome, r.reason])
+    _print_rows(rows)
 
 
 # --- pr ---------------------------------------------------------------------------------------

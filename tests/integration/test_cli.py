@@ -52,6 +52,7 @@ def one_line_error(code: int, err: str, needle: str) -> None:
         ["dlq"],
         ["dlq", "ls"],
         ["dlq", "show"],
+        ["audit"],
         ["pr"],
         ["pr", "ls"],
         ["pr", "show"],
@@ -153,6 +154,14 @@ def test_publish_status_dlq_and_pr_commands(env: Cluster, capsys) -> None:  # no
     letters = json.loads(run(capsys, "dlq", "ls", "--json")[1])
     code, out, _ = run(capsys, "dlq", "show", letters[0]["id"])
     assert code == 0 and json.loads(out)["payload"]["digest"] == "x"
+
+    code, out, _ = run(capsys, "audit", "--service", "api")
+    assert code == 0 and "requested" in out and "build succeeded" in out
+    assert "waiting: no green CI for this digest in dev" in out  # why it did not go on
+    records = json.loads(run(capsys, "audit", "--json", "--limit", "2")[1])
+    assert len(records) == 2 and all(r["kind"] == "decision" for r in records)
+    code, out, _ = run(capsys, "audit", "--service", "web")
+    assert code == 0 and out.strip() == "no decisions recorded"
 
     code, out, _ = run(capsys, "pr", "ls")
     assert code == 0 and "merged" in out and "Promote api to dev" in out
