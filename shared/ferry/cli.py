@@ -262,6 +262,11 @@ def audit_records(settings: Settings, service: str | None, limit: int) -> list[A
     return list(reversed(found))
 
 
+def short_subject(subject: str) -> str:
+    """'api@sha256:<64 hex> -> dev' as 'api@4f1c2ab9d3e5 -> dev'."""
+    return re.sub(r"sha256:([0-9a-f]{12})[0-9a-f]{52}", r"\1", subject)
+
+
 @app.command()
 def audit(
     service: str | None = typer.Option(None, help="Only decisions about this service."),
@@ -278,8 +283,9 @@ def audit(
         return
     rows = [["WHEN", "WORKER", "SUBJECT", "OUTCOME", "REASON"]]
     for r in records:
-        subject = re.sub(r"sha256:([0-9a-f]{12})[0-9a-f]{52}", r"\1", r.subject)
-        rows.append([f"{r.occurred_at:%H:%M:%S}", r.worker, subject, r.outcome, r.reason])
+        rows.append(
+            [f"{r.occurred_at:%H:%M:%S}", r.worker, short_subject(r.subject), r.outcome, r.reason]
+        )
     _print_rows(rows)
 
 

@@ -125,6 +125,7 @@ def _joined(bus: Bus, worker: str) -> bool:
 
 
 def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -> int:  # noqa: ANN001
+    from ferry.cli import audit_records, short_subject
     from ferry.gitops import GitOpsRepo
 
     repo = GitOpsRepo(remote=str(repo_path), workdir=settings.home / "work" / "demo")
@@ -206,6 +207,9 @@ def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -
     say("\nPull requests on the local forge (`ferry pr ls`)")
     for pr in forge.list_prs():
         say(f"   #{pr.number} {pr.state:7} {pr.title}")
+    say("\nWhat Ferry decided about web, and why (`ferry audit --service web`)")
+    for r in audit_records(settings, "web", 10):
+        say(f"   {r.worker:15} {short_subject(r.subject):28} {r.outcome:9} {r.reason}")
     ok = (
         table["api"]["staging"] == api
         and table["web"]["dev"] == web
