@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +29,11 @@ from ferry.health import Metrics, start_http
 from ferry.logging import get_logger, scrub_text
 from ferry.settings import Settings
 
+# Each heal tick (2 s) prunes dead consumers with this chance: about once a minute per replica.
+PRUNE_CHANCE = 1 / 30
+# A consumer idle this long (and at least 10 x the claim idle time) belongs to a dead replica.
+CONSUMER_IDLE_MIN_MS = 15 * 60 * 1000
+
 # Keep streams long: trimming must never overtake the reclaim threshold (DESIGN.md §4 pitfalls).
 STREAM_MAXLEN = 1_000_000
 ONCE_TTL_S = 30 * 24 * 3600
@@ -38,6 +43,22 @@ if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[1]) then
   return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
 end
 return false
+"""
+
+# Remove consumers that left no pending entries and have not even tried to read for IDLE ms (dead
+# replicas: a live one polls every FERRY_POLL_MS). Checked and deleted in one atomic step, because
+# XGROUP DELCONSUMER also deletes the consumer's pending entries.
+_PRUNE = """
+local removed = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['pending'] == 0 and info['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    table.insert(removed, info['name'])
+  end
+end
+return removed
 """
 
 _UNLOCK = """
@@ -60,6 +81,7 @@ class Bus:
         self.redis: Any = redis.Redis.from_url(url, health_check_interval=30)
         self._once = self.redis.register_script(_PUBLISH_ONCE)
         self._unlock = self.redis.register_script(_UNLOCK)
+        self._prune = self.redis.register_script(_PRUNE)
 
     def stream(self, short: str) -> str:
         return self.settings.stream(short)
@@ -90,6 +112,11 @@ class Bus:
         except redis.ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
+
+    def prune_consumers(self, short: str, group: str, idle_ms: int) -> list[str]:
+        """Forget consumers of dead replicas: no pending entries, idle longer than IDLE_MS."""
+        removed = self._prune(keys=[self.stream(short)], args=[group, idle_ms])
+        return [name.decode() for name in removed]
 
     def ack(self, short: str, group: str, entry_id: str) -> None:
         self.redis.xack(self.stream(short), group, entry_id)
@@ -371,7 +398,17 @@ async def serve(
 
 async def _heal(bus: Bus, spec: WorkerSpec, subscribers: list[tuple[str, Any]], log: Any) -> None:
     """After Redis lost its data, XREADGROUP answers NOGROUP for ever and FastStream stops the
-    subscriber: recreate the group and start the subscriber again (idempotency covers re-reads)."""
+    subscriber: recreate the group and start the subscriber again (idempotency covers re-reads).
+    Now and then, forget the consumers of replicas that died with nothing pending."""
+    if random.random() < PRUNE_CHANCE:
+        idle = max(CONSUMER_IDLE_MIN_MS, 10 * bus.settings.claim_idle_ms)
+        for short in spec.handlers:
+            try:
+                removed = await asyncio.to_thread(bus.prune_consumers, short, spec.name, idle)
+            except redis.RedisError:
+                continue
+            if removed:
+                log.info("forgot idle consumers", stream=bus.stream(short), consumers=removed)
     for short, sub in subscribers:
         if getattr(sub, "running", True):
             continue
@@ -383,7 +420,3 @@ async def _heal(bus: Bus, spec: WorkerSpec, subscribers: list[tuple[str, Any]], 
             )
         except Exception as e:  # noqa: BLE001 - Redis may still be down; try again next tick
             log.warning("could not restart subscriber yet", error=str(e))
-
-
-def entry_json(fields: dict[str, str]) -> str:
-    return json.dumps(fields, sort_keys=True)

@@ -138,3 +138,19 @@ def test_lock_serialises_and_expires(bus: Bus) -> None:
 def test_settings_refuse_a_lock_that_outlives_the_reclaim(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="FERRY_LOCK_TTL_MS .* must be below FERRY_CLAIM_IDLE_MS"):
         Settings(home=tmp_path, claim_idle_ms=1000, lock_ttl_ms=1000)
+
+
+def test_dead_consumers_are_forgotten_only_when_nothing_is_pending(bus: Bus) -> None:
+    import time
+
+    stream = bus.stream("ci")
+    bus.ensure_group("ci", "g")
+    bus.publish(CiResult(service="api", digest=D))
+    bus.redis.xreadgroup("g", "holds-an-entry", {stream: ">"}, count=1)
+    bus.redis.xreadgroup("g", "read-nothing", {stream: ">"}, count=1)
+    time.sleep(0.3)
+    assert bus.prune_consumers("ci", "g", idle_ms=60_000) == []  # not idle long enough
+    assert bus.prune_consumers("ci", "g", idle_ms=100) == ["read-nothing"]
+    names = [c["name"].decode() for c in bus.redis.xinfo_consumers(stream, "g")]
+    assert names == ["holds-an-entry"]
+    assert bus.redis.xpending(stream, "g")["pending"] == 1
