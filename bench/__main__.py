@@ -19,15 +19,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a shorter run (smaller counts)")
     p.add_argument("--events", type=int, help="latency: CI events = services (default 40)")
     p.add_argument("--rate", type=float, default=10.0, help="latency: events per second")
-    p.add_argument("--slow-events", type=int,
-                   help="latency: extra events sent one at a time afterwards (default 10)")
-    p.add_argument("--slow-rate", type=float, default=2.0,
-                   help="latency: rate of the extra events (default 2/s)")
+    p.add_argument(
+        "--slow-events",
+        type=int,
+        help="latency: extra events sent one at a time afterwards (default 10)",
+    )
+    p.add_argument(
+        "--slow-rate",
+        type=float,
+        default=2.0,
+        help="latency: rate of the extra events (default 2/s)",
+    )
     p.add_argument("--git-runs", type=int, help="latency baseline: bare git runs (default 30)")
     p.add_argument("--entries", type=int, help="throughput: backlog entries (default 2000)")
     p.add_argument("--micro", type=int, help="calls per microbenchmark (default 200)")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md",
-                   help="where to write the results (default bench/RESULTS.md)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).parent / "RESULTS.md",
+        help="where to write the results (default bench/RESULTS.md)",
+    )
     args = p.parse_args(argv)
     quick = args.quick
     args.events = args.events or (20 if quick else 40)
@@ -65,8 +76,14 @@ def main(argv: list[str] | None = None) -> int:
             root = Path(tmp)
             names = services(args.events)
             step(f"(a) latency: {args.events} services, {args.rate:g} CI results/s")
-            results["latency"] = latency.run_ferry(url, root, args.events, args.rate,
-                                                   args.slow_events, args.slow_rate)
+            results["latency"] = latency.run_ferry(
+                url, root, args.events, args.rate, args.slow_events, args.slow_rate
+            )
+            step(
+                f"(a) latency: {args.events} services, {args.rate:g} CI results/s, "
+                "2 pr-writer replicas"
+            )
+            results["latency2"] = latency.run_ferry(url, root, args.events, args.rate, pr_writers=2)
             step(f"(a) baseline: bare git promotion x{args.git_runs}")
             results["bare_git"] = latency.run_bare_git(root, args.events, args.git_runs)
             results["throughput"] = {}
@@ -77,18 +94,26 @@ def main(argv: list[str] | None = None) -> int:
                 results["throughput"][mode] = run
                 step(f"(b) baseline: bare redis-py loop, mode {mode}")
                 results["bare_loop"][mode] = throughput.run_bare(
-                    redis.Redis.from_url(url), mode, run["entries_fields"])
+                    redis.Redis.from_url(url), mode, run["entries_fields"]
+                )
             step("microbenchmarks: gate-evaluator parts")
             tp = results["throughput"]
             results["micro"] = micro.gate_evaluator_parts(
-                url, tp["skip"]["site"].repo_path, root / "micro-home",
-                tp["failure"]["entries_fields"], tp["skip"]["entries_fields"], args.micro)
+                url,
+                tp["skip"]["site"].repo_path,
+                root / "micro-home",
+                tp["failure"]["entries_fields"],
+                tp["skip"]["entries_fields"],
+                args.micro,
+            )
             step("microbenchmarks: FastStream no-op consumer")
             results["faststream"] = micro.faststream_noop(
-                url, tp["failure"]["entries_fields"][: max(2, min(args.entries, 1000))])
+                url, tp["failure"]["entries_fields"][: max(2, min(args.entries, 1000))]
+            )
             step("microbenchmarks: pr-writer steps")
             results["pr_parts"] = micro.pr_writer_parts(
-                url, root, args.events, 4 if args.quick else 10, results["latency"]["repo"])
+                url, root, args.events, 4 if args.quick else 10, results["latency"]["repo"]
+            )
         results["elapsed_s"] = time.perf_counter() - t_all
     finally:
         server.stop()

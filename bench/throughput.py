@@ -29,8 +29,17 @@ def pin_staging(site: Site, names: list[str]) -> None:
     for s in names:
         path = site.repo_path / "envs" / "staging" / s / "values.yaml"
         path.write_text(set_digest(path.read_text(), "image.digest", pinned_digest(s)))
-    run_git("-c", "commit.gpgsign=false", "commit", "-q", "-a", "--no-verify",
-            "-m", "bench: pin staging", cwd=site.repo_path)
+    run_git(
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "-q",
+        "-a",
+        "--no-verify",
+        "-m",
+        "bench: pin staging",
+        cwd=site.repo_path,
+    )
 
 
 def entries_for(mode: str, names: list[str], m: int) -> list[dict[str, str]]:
@@ -38,8 +47,14 @@ def entries_for(mode: str, names: list[str], m: int) -> list[dict[str, str]]:
     for i in range(m):
         s = names[i % len(names)]
         if mode == "failure":
-            event = CiResult(service=s, digest=digest_of(f"fail-{i}"), image=f"{REGISTRY}/{s}",
-                             status="failure", commit="4f1c2ab", author="bench")
+            event = CiResult(
+                service=s,
+                digest=digest_of(f"fail-{i}"),
+                image=f"{REGISTRY}/{s}",
+                status="failure",
+                commit="4f1c2ab",
+                author="bench",
+            )
         else:
             event = CiResult(service=s, digest=pinned_digest(s), env="dev", check="integration")
         out.append(event.to_fields())
@@ -119,5 +134,9 @@ def run_bare(r: Any, mode: str, entries: list[dict[str, str]]) -> dict[str, Any]
             break
     elapsed = time.perf_counter() - t0
     r.delete(stream)
-    return {"entries": n, "seconds": elapsed, "rate": n / elapsed,
-            "per_event_ms": elapsed / n * 1000}
+    return {
+        "entries": n,
+        "seconds": elapsed,
+        "rate": n / elapsed,
+        "per_event_ms": elapsed / n * 1000,
+    }
