@@ -155,17 +155,18 @@ class GitOpsRepo:
             raise PromotionError(f"{relpath} on {MAIN} is not UTF-8 text") from None
 
     def _policy_at(self, commit: str) -> Policy:
-        with self._lock:
-            if self._policy_cache is not None and self._policy_cache[0] == commit:
-                return self._policy_cache[1]
         text = self._read_at(commit, POLICY_FILE)
         if text is None:
             raise PolicyError(
                 f"{POLICY_FILE} not found on {MAIN} of {self.remote}: run `ferry init` or add it"
             )
+        with self._lock:
+            # Keyed by content: a merge that moves main rarely touches ferry.yaml.
+            if self._policy_cache is not None and self._policy_cache[0] == text:
+                return self._policy_cache[1]
         policy = load_policy(text, POLICY_FILE)
         with self._lock:
-            self._policy_cache = (commit, policy)
+            self._policy_cache = (text, policy)
         return policy
 
     # ------------------------------------------------------------------ reading main

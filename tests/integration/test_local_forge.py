@@ -161,9 +161,15 @@ def test_open_refuses_missing_branch_and_duplicate_head(repo: Path, client: Path
         forge.open_pr(head="ghost", title="T", body="")
     assert forge.list_prs() == []
     push_branch(client, "b", {"a.txt": "a\n"})
-    forge.open_pr(head="b", title="T", body="")
+    first = forge.open_pr(head="b", title="T", body="")
     with pytest.raises(PermanentForgeError, match="already open"):
         forge.open_pr(head="b", title="T", body="", key="different")
+    # Once that PR is closed (or merged), the same branch may be proposed again.
+    forge.close_pr(first.number)
+    second = forge.open_pr(head="b", title="T again", body="", key="different")
+    assert second.number != first.number and second.state == "open"
+    with pytest.raises(PermanentForgeError, match=f"#{second.number} .* already open"):
+        LocalForge(repo).open_pr(head="b", title="T", body="")
 
 
 def test_missing_or_plain_directory_is_not_a_repo(tmp_path: Path) -> None:

@@ -152,6 +152,7 @@ class LocalForge:
         self.waiting_dir = self.state_dir / "waiting"
         self.pulls_dir.mkdir(parents=True, exist_ok=True)
         self.keys_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "open-heads").mkdir(parents=True, exist_ok=True)
         self.waiting_dir.mkdir(parents=True, exist_ok=True)
         self.lock_timeout = lock_timeout
         self._lock = FileLock(
@@ -217,11 +218,11 @@ class LocalForge:
                 )
             if self._branch_sha(base) is None:
                 raise PermanentForgeError(f"base branch '{base}' does not exist in {self.repo}")
-            for other in read_pulls(self.git_dir, "open"):
-                if other.head == head and other.base == base:
-                    raise PermanentForgeError(
-                        f"pull request #{other.number} from '{head}' into '{base}' is already open"
-                    )
+            other = self._open_pr_from(head, base)
+            if other is not None:
+                raise PermanentForgeError(
+                    f"pull request #{other.number} from '{head}' into '{base}' is already open"
+                )
             if number is None:
                 number = self._allocate_number()
                 if key is not None:
@@ -396,6 +397,30 @@ class LocalForge:
 
     def _write(self, pr: PullRequest) -> None:
         _atomic_write(self._record(pr.number), pr.model_dump_json(indent=2) + "\n")
+        # The open PR per (head, base), so opening need not read every record ever written.
+        # Advisory: _open_pr_from checks it against the record, so a stale entry is harmless.
+        index = self._head_index(pr.head, pr.base)
+        if pr.state == "open":
+            _atomic_write(index, f"{pr.number}\n")
+        elif self._indexed_number(index) == pr.number:
+            index.unlink(missing_ok=True)
+
+    def _head_index(self, head: str, base: str) -> Path:
+        return self.state_dir / "open-heads" / _key_file_name(f"{base}\n{head}")
+
+    @staticmethod
+    def _indexed_number(index: Path) -> int | None:
+        try:
+            return int(index.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _open_pr_from(self, head: str, base: str) -> PullRequest | None:
+        number = self._indexed_number(self._head_index(head, base))
+        pr = self._read(number) if number is not None else None
+        if pr is not None and pr.state == "open" and pr.head == head and pr.base == base:
+            return pr
+        return None
 
     def _key_number(self, key: str) -> int | None:
         try:
