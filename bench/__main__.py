@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             step("microbenchmarks: pr-writer steps")
             results["pr_parts"] = micro.pr_writer_parts(
-                url, root, args.events, 4 if args.quick else 10, results["latency"]["repo"]
+                url, root, args.events, 4 if args.quick else 10
             )
         results["elapsed_s"] = time.perf_counter() - t_all
     finally:

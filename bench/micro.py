@@ -36,7 +36,7 @@ POLICY = "snapshot.policy (cached)"
 EXISTS = "snapshot.values_exists() (file cached)"
 REPOSITORY = "snapshot.repository() (file cached, parse remembered)"
 PINNED = "snapshot.pinned() (file cached, parse remembered)"
-POLICY_COLD = "snapshot.policy, main moved (cat-file ferry.yaml + load_policy)"
+POLICY_COLD = "snapshot.policy, main moved, ferry.yaml unchanged (cat-file, parse reused)"
 EXISTS_COLD = "snapshot.values_exists(), main moved (cat-file)"
 PINNED_COLD_SAME = "snapshot.pinned(), main moved, file unchanged (cat-file, parse remembered)"
 PINNED_COLD_CHANGED = "snapshot.pinned(), main moved, file changed (cat-file + ruamel parse)"
@@ -386,12 +386,9 @@ def faststream_noop(url: str, entries: list[dict[str, str]]) -> dict[str, float]
     }
 
 
-def pr_writer_parts(
-    url: str, root: Path, n_services: int, k: int, big_repo: Path | None
-) -> dict[str, Any]:
+def pr_writer_parts(url: str, root: Path, n_services: int, k: int) -> dict[str, Any]:
     """The pr-writer's git and forge steps, each timed alone, on a fresh scaffolded repo."""
     from ferry.forge import LocalForge
-    from ferry.forge.local import read_pulls
     from ferry.gitops import GitOpsRepo
 
     site = Site(url, "bmicro-pr:", root / "micro-pr")
@@ -444,20 +441,5 @@ def pr_writer_parts(
         }
         for name, v in steps.items()
     }
-    pulls: dict[str, Any] = {}
-    for label, gitdir in (
-        ("small", site.repo_path / ".git"),
-        ("latency", big_repo / ".git" if big_repo else None),
-    ):
-        if gitdir is None:
-            continue
-        count = len(read_pulls(gitdir))
-        samples = []
-        for _ in range(20):
-            t = time.perf_counter()
-            read_pulls(gitdir, "open")
-            samples.append((time.perf_counter() - t) * 1000)
-        pulls[label] = {"records": count, "p50": statistics.median(samples)}
-    out["read_pulls"] = pulls
     out["k"] = k
     return out

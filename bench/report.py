@@ -315,8 +315,8 @@ def render(res: dict[str, Any]) -> str:
     w(
         f"- **When main moves** (every merge), the next decision reads the new commit: "
         f"`.policy` {_ms(pm(M.POLICY_COLD))} ms ({parts[M.POLICY_COLD]['git']:g} `git cat-file`; "
-        f"`load_policy` alone is {_ms(pm(M.LOAD_POLICY))} ms, re-run even when ferry.yaml did not "
-        f"change), `values_exists()` {_ms(pm(M.EXISTS_COLD))} ms, `pinned()` "
+        f"`load_policy`, {_ms(pm(M.LOAD_POLICY))} ms, runs only when ferry.yaml's text "
+        f"changed), `values_exists()` {_ms(pm(M.EXISTS_COLD))} ms, `pinned()` "
         f"{_ms(pm(M.PINNED_COLD_SAME))} ms when the values file is unchanged (parse remembered) "
         f"and {_ms(pm(M.PINNED_COLD_CHANGED))} ms when it changed (ruamel parse "
         f"{_ms(pm(M.READ_VALUE))} ms). A CI event in dev reads at most three files per new "
@@ -490,8 +490,8 @@ def render(res: dict[str, Any]) -> str:
             + ". It reads main through one snapshot per decision (the loose ref file, no git "
             "process); because every merge moves main, a CI event that arrives after a merge "
             "reads ferry.yaml and the service's values files at the new commit (up to three `git "
-            f"cat-file`, and `load_policy` {_ms(pm(M.LOAD_POLICY))} ms, as in *main moved* "
-            "above). It also writes the evidence hash, takes the decision lock and runs the "
+            "cat-file`, as in *main moved* above; `load_policy` only when ferry.yaml changed). "
+            "It also writes the evidence hash, takes the decision lock and runs the "
             "publish-once script, handles the `pr_merged` changes, and shares the 2 CPUs with "
             "pr-writer's git processes."
         )
@@ -523,15 +523,6 @@ def render(res: dict[str, Any]) -> str:
         f"extra ones cost roughly {(git_pr - 8) * spawn:.0f} ms. Timed alone, the four steps "
         f"take {_ms(alone)} ms (p50s added); " + extra
     )
-    rp = prp["read_pulls"]
-    if "latency" in rp:
-        w(
-            f"- `LocalForge.open_pr` lists every PR record ever written (`read_pulls(..., 'open')` "
-            f"parses each JSON file to find an open PR with the same head), inside the forge lock: "
-            f"{_ms(rp['small']['p50'])} ms with {rp['small']['records']} records, "
-            f"{_ms(rp['latency']['p50'])} ms with the {rp['latency']['records']} records the "
-            f"one-pr-writer latency run left. It grows linearly with the forge's history."
-        )
     w("")
     errs = [r["errors"] for r in runs] + [t["errors"] for t in tp.values()]
     if any(errs):
