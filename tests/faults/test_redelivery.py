@@ -107,3 +107,20 @@ def test_backlog_published_while_all_replicas_are_down_is_processed(cluster: Clu
     cluster.start("pr-writer")
     for service, d in later.items():
         cluster.wait_pinned(service, "dev", d)
+
+
+def test_two_gate_evaluators_and_a_burst_of_duplicates_request_one_promotion(
+    cluster: Cluster,
+) -> None:
+    cluster.init_repo(["api"])
+    cluster.start("gate-evaluator")
+    cluster.start("gate-evaluator")
+    d = digest_of("burst")
+    for _ in range(20):  # the same build from a chatty CI, each with its own event id
+        cluster.build("api", d)
+    wait_until(lambda: len(cluster.entries("audit")) >= 20, 20, "twenty decisions")
+    opens = [p for p in cluster.entries("promotions") if p["kind"] == "open"]
+    assert len(opens) == 1 and opens[0]["digest"] == d
+    outcomes = sorted(a["outcome"] for a in cluster.entries("audit"))
+    assert outcomes.count("requested") == 1
+    assert outcomes.count("already requested") == 19
