@@ -55,3 +55,12 @@ def cluster(redis_url: str, prefix: str, tmp_path) -> Iterator[Cluster]:  # noqa
         yield c
     finally:
         c.stop_all()
+
+
+@pytest.fixture
+def env(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """The cluster, with its FERRY_* settings in this process's environment (for the CLI)."""
+    for key, value in cluster.env().items():
+        if key.startswith("FERRY_"):
+            monkeypatch.setenv(key, value)
+    return cluster

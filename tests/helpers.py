@@ -20,6 +20,19 @@ from ferry.settings import Settings
 REGISTRY = "registry.example.com/shop"
 
 
+def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """Run `ferry ARGV` in this process; return (exit code, stdout, stderr)."""
+    from ferry.cli import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def digest_of(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 

@@ -104,6 +104,10 @@ class Bus:
         )
         return entry.decode() if entry else None
 
+    def forget_once(self, key: str) -> None:
+        """Let KEY be published once more (a failed effect that may be re-driven)."""
+        self.redis.delete(self.settings.key("once", key))
+
     def ensure_group(self, short: str, group: str) -> None:
         """Create GROUP on the stream at id 0 (MKSTREAM): a group created at `$` would skip the
         backlog published while no worker of this type ran."""

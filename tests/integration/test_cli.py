@@ -8,28 +8,10 @@ import sys
 
 import pytest
 
-from ferry.cli import main
 from tests.helpers import Cluster, digest_of
+from tests.helpers import run_cli as run
 
 D = digest_of("cli")
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def env(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
-    for key, value in cluster.env().items():
-        if key.startswith("FERRY_"):
-            monkeypatch.setenv(key, value)
-    return cluster
 
 
 def one_line_error(code: int, err: str, needle: str) -> None:

@@ -48,6 +48,17 @@ def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
 def handle_change(event: Event, ctx: WorkerContext) -> None:
     """A merge makes a digest live in an environment: the environments after it may follow."""
     assert isinstance(event, Change)
+    if event.kind == "promotion_failed":
+        # A replay of the events that asked for it may ask again (after someone fixed the cause).
+        ctx.bus.forget_once(f"promotion:{event.promotion_id}:open")
+        ctx.audit(
+            "promote",
+            f"{event.service}@{event.digest} -> {event.env}",
+            "can retry",
+            f"after fixing the cause, `ferry replay ci --service {event.service}` asks again",
+            event,
+        )
+        return
     if event.kind != "pr_merged":
         return
     policy = resources.gitops(ctx).at_main().policy

@@ -180,8 +180,20 @@ def _publish(
 
 
 def _failed(cmd: PromotionCommand, ctx: WorkerContext, reason: str) -> None:
+    """Say so on ferry:changes; each failure is its own event (not published once), so that a
+    promotion re-driven after a fix and failing again is reported again."""
     ctx.audit("promote", cmd.subject, "failed", reason, cmd)
-    _publish(ctx, cmd, "promotion_failed", None, reason=reason)
+    ctx.bus.publish(
+        Change(
+            kind="promotion_failed",
+            promotion_id=cmd.promotion_id,
+            service=cmd.service,
+            digest=cmd.digest,
+            env=cmd.target_env,
+            source_env=cmd.source_env,
+            reason=reason,
+        )
+    )
 
 
 WORKER = WorkerSpec(
