@@ -8,7 +8,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import redis
 
 from ferry.bus import Bus
+from ferry.runner import spawn_worker, stop_processes
 from ferry.settings import Settings
 
 REGISTRY = "registry.example.com/shop"
@@ -150,14 +150,8 @@ class Site:
     def start(self, name: str, n: int = 1) -> tuple[subprocess.Popen[bytes], float]:
         """Start worker NAME as a process; return it and the seconds until it joined its group."""
         consumer = f"{name}-{n}"
-        log = open(self.logs / f"{consumer}.log", "wb")  # noqa: SIM115 - closed by the process end
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ferry", "worker", name],
-            env=self.env(FERRY_CONSUMER=consumer),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = spawn_worker(name, self.env(FERRY_CONSUMER=consumer), self.logs / f"{consumer}.log")
         self.procs.append(proc)
         stream = {"gate-evaluator": "ci", "pr-writer": "promotions"}[name]
         wait_until(
@@ -189,15 +183,7 @@ class Site:
         return [(i.decode(), decode_fields(f)) for i, f in self.r.xrange(self.bus.stream(short))]
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs)
         self.procs.clear()
 
     def worker_errors(self) -> str:

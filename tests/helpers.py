@@ -7,7 +7,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from ferry.bus import Bus
 from ferry.events import CiResult, decode_fields
+from ferry.runner import spawn_worker, stop_processes
 from ferry.settings import Settings
 
 REGISTRY = "registry.example.com/shop"
@@ -109,14 +109,9 @@ class Cluster:
 
     def start(self, name: str, **extra_env: str) -> subprocess.Popen[bytes]:
         self._n += 1
-        log = open(self.logs / f"{name}-{self._n}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ferry", "worker", name],
-            env=self.env(FERRY_CONSUMER=f"{name}-{self._n}", **extra_env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        proc.log_path = self.logs / f"{name}-{self._n}.log"  # type: ignore[attr-defined]
+        log = self.logs / f"{name}-{self._n}.log"
+        proc = spawn_worker(name, self.env(FERRY_CONSUMER=f"{name}-{self._n}", **extra_env), log)
+        proc.log_path = log  # type: ignore[attr-defined]
         self.procs.append(proc)
         wait_until(
             lambda: self._joined(name, f"{name}-{self._n}") or proc.poll() is not None,
@@ -155,14 +150,7 @@ class Cluster:
         proc.wait(timeout=15)
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs)
 
     # --- events -------------------------------------------------------------------------------
 

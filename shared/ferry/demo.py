@@ -6,8 +6,6 @@ import functools
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,6 +17,7 @@ import typer
 from ferry import embedded
 from ferry.bus import Bus
 from ferry.events import CiResult, InvalidEvent, parse
+from ferry.runner import spawn_worker, stop_processes
 from ferry.settings import Settings
 
 WORKERS = ("gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper")
@@ -71,15 +70,7 @@ def run_demo(*, keep: bool = False) -> int:
     bus = Bus(settings, url)
     procs = []
     for name in WORKERS:
-        with open(logs / f"{name}.log", "wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "ferry", "worker", name],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        procs.append(spawn_worker(name, env, logs / f"{name}.log"))
     say(f"workers started as separate processes: {', '.join(WORKERS)} (logs in {logs})")
     code = 1
     try:
@@ -90,13 +81,7 @@ def run_demo(*, keep: bool = False) -> int:
         say(f"demo failed: {e}; see the worker logs in {logs}")
         keep = True
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         server.stop()
         if keep:
             say(f"scratch directory kept: {scratch}")

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from ferry import embedded
@@ -68,9 +70,33 @@ async def _serve_until_signal(spec: WorkerSpec, settings: Settings, url: str) ->
     await serve(spec, settings, url, stop=stop)
 
 
-def spawn_worker(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start one replica of worker NAME as its own process."""
-    return subprocess.Popen([sys.executable, "-m", "ferry", "worker", name], env=env)
+def spawn_worker(
+    name: str, env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start one replica of worker NAME as its own process (its output appended to LOG)."""
+    if log is None:
+        return subprocess.Popen([sys.executable, "-m", "ferry", "worker", name], env=env)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "ferry", "worker", name],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """SIGTERM every process, then wait for each; SIGKILL what is still there after TIMEOUT."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def run_up(settings: Settings) -> None:
@@ -103,13 +129,7 @@ def run_up(settings: Settings) -> None:
                     procs[name] = spawn_worker(name, envs[name])
             time.sleep(0.5)
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs.values())
         if server is not None:
             embedded.forget_url(settings, url)
             server.stop()
