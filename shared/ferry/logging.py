@@ -29,6 +29,17 @@ def scrub_text(text: str) -> str:
     return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
+class _CurrentStderr:
+    """sys.stderr as it is at each write, not as it was at configure time (a test harness or a
+    daemon may swap it, and a closed stream must not break logging)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -48,7 +59,7 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     # FastStream and other libraries log through the standard library: keep them quiet and on
