@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ferry.gates import evaluate
 from ferry.policy import load_policy
 from ferry.state import Evidence
-from gate_evaluator.gates import evaluate
 
 POLICY = load_policy("""
 environments:

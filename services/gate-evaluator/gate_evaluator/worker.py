@@ -8,10 +8,10 @@ from ferry import resources
 from ferry.bus import WorkerContext, WorkerSpec
 from ferry.errors import Rejected
 from ferry.events import Change, CiResult, Event, PromotionCommand, promotion_id
+from ferry.gates import evaluate
 from ferry.gitops import MainSnapshot
 from ferry.policy import Policy
 from ferry.state import Candidate, CandidateStore, EvidenceStore
-from gate_evaluator.gates import evaluate
 
 
 def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
