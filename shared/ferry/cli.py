@@ -196,6 +196,38 @@ def _print_rows(rows: list[list[str]]) -> None:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+# --- explain ----------------------------------------------------------------------------------
+
+
+@app.command()
+def explain(
+    service: str = typer.Argument(..., help="Service name."),
+    env: str = typer.Argument(..., help="Environment name."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Where SERVICE stands in ENV and why: what is pinned, what comes next, each gate."""
+    from ferry.explain import explain as gather
+    from ferry.explain import render
+    from ferry.names import check_label
+
+    for value, what in ((service, "service"), (env, "environment")):
+        try:
+            check_label(value, what)
+        except ValueError as e:
+            fail(str(e))
+    settings = _settings()
+    try:
+        forge = _forge()
+    except Exception:  # noqa: BLE001 - explaining does not need the forge; leave PRs out
+        forge = None
+    found = gather(_repo(settings), _bus(settings), forge, service, env)
+    if as_json:
+        _echo_json(found.as_dict())
+        return
+    for line in render(found):
+        typer.echo(line)
+
+
 # --- dlq --------------------------------------------------------------------------------------
 
 

@@ -111,6 +111,7 @@ def _joined(bus: Bus, worker: str) -> bool:
 
 def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -> int:  # noqa: ANN001
     from ferry.cli import audit_records, short_subject
+    from ferry.explain import explain, render
     from ferry.gitops import GitOpsRepo
 
     repo = GitOpsRepo(remote=str(repo_path), workdir=settings.home / "work" / "demo")
@@ -195,6 +196,9 @@ def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -
     say("\nWhat Ferry decided about web, and why (`ferry audit --service web`)")
     for r in audit_records(settings, "web", 10):
         say(f"   {r.worker:15} {short_subject(r.subject):28} {r.outcome:9} {r.reason}")
+    say("\nWhy web is not in staging (`ferry explain web staging`)")
+    for line in render(explain(repo, bus, forge, "web", "staging")):
+        say(f"  {line}")
     ok = (
         table["api"]["staging"] == api
         and table["web"]["dev"] == web

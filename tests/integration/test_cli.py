@@ -35,6 +35,7 @@ def one_line_error(code: int, err: str, needle: str) -> None:
         ["dlq", "ls"],
         ["dlq", "show"],
         ["audit"],
+        ["explain"],
         ["pr"],
         ["pr", "ls"],
         ["pr", "show"],
