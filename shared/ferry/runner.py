@@ -121,13 +121,31 @@ def run_up(settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    # A worker that keeps dying is restarted after 1 s, 2 s, 4 s ... (at most 60 s), so that a
+    # persistent fault is visible in the log without a restart storm; a minute of good health
+    # resets its delay.
+    started = {name: time.monotonic() for name in procs}
+    delay = {name: 1.0 for name in procs}
+    due: dict[str, float] = {}
     try:
         while not stopping:
+            now = time.monotonic()
             for name, proc in list(procs.items()):
-                if proc.poll() is not None:
-                    log.warning("worker exited; restarting", worker=name, code=proc.returncode)
+                if proc.poll() is None:
+                    continue
+                if name not in due:
+                    if now - started[name] > 60:
+                        delay[name] = 1.0
+                    log.warning(
+                        "worker exited", worker=name, code=proc.returncode, restart_in_s=delay[name]
+                    )
+                    due[name] = now + delay[name]
+                    delay[name] = min(delay[name] * 2, 60.0)
+                elif now >= due[name]:
+                    del due[name]
                     procs[name] = spawn_worker(name, envs[name])
-            time.sleep(0.5)
+                    started[name] = now
+            time.sleep(0.2)
     finally:
         stop_processes(procs.values())
         if server is not None:

@@ -25,6 +25,19 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
+def worker_pids(pid: int) -> dict[int, str]:
+    """Child processes running `ferry worker NAME`, by pid."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True
+    )
+    found = {}
+    for line in out.stdout.splitlines():
+        child, _, args = line.strip().partition(" ")
+        if " worker " in args:
+            found[int(child)] = args.rsplit(" ", 1)[-1]
+    return found
+
+
 def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> None:
     repo, home = tmp_path / "gitops", tmp_path / "home"
     scaffold(repo, ["api"])
@@ -63,6 +76,20 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
         )
         prs = ferry("pr", "ls", env=env)
         assert "merged" in prs.stdout and "Promote api to dev" in prs.stdout
+        # A worker that dies is started again.
+        before = worker_pids(up.pid)
+        assert sorted(before.values()) == sorted(
+            ["gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper"]
+        )
+        victim = next(p for p, name in before.items() if name == "pr-writer")
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                "pr-writer" in worker_pids(up.pid).values() and victim not in worker_pids(up.pid)
+            ),
+            20,
+            "pr-writer restarted",
+        )
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=30)
@@ -70,6 +97,7 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
     assert not (home / "redis.url").exists()
     text = (tmp_path / "up.log").read_text()
     assert "embedded server started" in text and "ferry stopped" in text
+    assert '"event": "worker exited"' in text and '"worker": "pr-writer"' in text
     # After `ferry up` stops, commands say what to do instead of hanging.
     after = ferry("publish", "ci", "--service", "api", "--digest", digest_of("x"), env=env)
     assert after.returncode == 2 and "no Redis to talk to" in after.stderr
