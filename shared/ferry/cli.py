@@ -61,11 +61,11 @@ def init(
     services: str = typer.Option("api,web", help="Comma-separated service names."),
 ) -> None:
     """Scaffold a GitOps repository (ferry.yaml, envs/, an Argo CD ApplicationSet)."""
-    from ferry.scaffold import scaffold
+    from ferry.scaffold import parse_services, scaffold
 
-    names = [s.strip() for s in services.split(",") if s.strip()]
-    if not names:
+    if not services.replace(",", "").strip():
         fail("--services needs at least one name, e.g. --services api,web")
+    names = parse_services(services)
     scaffold(path, names)
     typer.echo(f"GitOps repository ready at {path} (services: {', '.join(names)})")
     typer.echo(f"use it with: export FERRY_GITOPS_REPO={path.resolve()}")
@@ -164,9 +164,9 @@ def _repo(settings: Settings):  # noqa: ANN202
 
 def status_table(settings: Settings) -> dict[str, dict[str, str | None]]:
     repo = _repo(settings)
-    policy = repo.policy()
+    main = repo.at_main()  # one commit for the whole table
     return {
-        service: {env: repo.pinned(service, env) for env in policy.env_names()}
+        service: {env: main.pinned(service, env) for env in main.policy.env_names()}
         for service in repo.services()
     }
 
