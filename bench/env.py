@@ -82,6 +82,13 @@ def run_git(*args: str, cwd: Path | str | None = None) -> str:
     return proc.stdout.strip()
 
 
+def commit_all(message: str, cwd: Path | str) -> str:
+    """Commit every tracked change in CWD (bench set-up, not a timed step)."""
+    return run_git(
+        "-c", "commit.gpgsign=false", "commit", "-q", "-a", "--no-verify", "-m", message, cwd=cwd
+    )
+
+
 def machine(server_info: dict[str, Any]) -> dict[str, str]:
     cpu = "unknown"
     try:

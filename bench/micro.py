@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from bench.env import Site, digest_of, run_git, services
+from bench.env import Site, commit_all, digest_of, run_git, services
 from bench.throughput import publish_all
 from ferry.bus import Bus, Dispatcher, WorkerContext
 from ferry.events import AuditRecord, decode_fields, parse, promotion_id
@@ -191,17 +191,7 @@ def gate_evaluator_parts(
     staging = cold_repo / "envs" / "staging" / s / "values.yaml"
     for i in range(k + 1):
         staging.write_text(set_digest(staging.read_text(), "image.digest", digest_of(f"cold-{i}")))
-        run_git(
-            "-c",
-            "commit.gpgsign=false",
-            "commit",
-            "-q",
-            "-a",
-            "--no-verify",
-            "-m",
-            f"cold {i}",
-            cwd=cold_repo,
-        )
+        commit_all(f"cold {i}", cwd=cold_repo)
     commits = run_git("rev-list", "--reverse", f"-{k + 1}", "HEAD", cwd=cold_repo).split()
     cold = GitOpsRepo(remote=str(cold_repo), workdir=home.parent / "micro-cold-work")
 

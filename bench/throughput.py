@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.env import REGISTRY, Site, digest_of, id_ms, run_git, wait_until
+from bench.env import REGISTRY, Site, commit_all, digest_of, id_ms, wait_until
 from ferry.bus import STREAM_MAXLEN
 from ferry.events import CiResult, decode_fields
 
@@ -29,17 +29,7 @@ def pin_staging(site: Site, names: list[str]) -> None:
     for s in names:
         path = site.repo_path / "envs" / "staging" / s / "values.yaml"
         path.write_text(set_digest(path.read_text(), "image.digest", pinned_digest(s)))
-    run_git(
-        "-c",
-        "commit.gpgsign=false",
-        "commit",
-        "-q",
-        "-a",
-        "--no-verify",
-        "-m",
-        "bench: pin staging",
-        cwd=site.repo_path,
-    )
+    commit_all("bench: pin staging", cwd=site.repo_path)
 
 
 def entries_for(mode: str, names: list[str], m: int) -> list[dict[str, str]]:
