@@ -104,6 +104,7 @@ class Cluster:
             "FERRY_HOME": str(self.home),
             "FERRY_CLAIM_IDLE_MS": str(self.claim_idle_ms),
             "FERRY_LOCK_TTL_MS": str(self.claim_idle_ms * 8 // 10),
+            "FERRY_TICK_S": "0.5",
             **extra,
         }
 

@@ -210,9 +210,13 @@ class WorkerContext:
     log: Any
     resources: dict[str, Any] = field(default_factory=dict)
 
-    def audit(self, action: str, subject: str, outcome: str, reason: str, event: Event) -> None:
+    def audit(
+        self, action: str, subject: str, outcome: str, reason: str, event: Event | None
+    ) -> None:
+        """Record a decision (EVENT is what caused it; None for a timer)."""
         self.log.info("decision", action=action, subject=subject, outcome=outcome, reason=reason)
-        self.bus.audit(self.name, action, subject, outcome, reason, caused_by=event.event_id)
+        caused_by = event.event_id if event is not None else None
+        self.bus.audit(self.name, action, subject, outcome, reason, caused_by=caused_by)
 
 
 Handler = Callable[[Event, WorkerContext], None]
@@ -229,6 +233,8 @@ class WorkerSpec:
     # Streams whose group this worker joins without reading them yet, so that a later version
     # finds the backlog there instead of skipping it.
     joins: tuple[str, ...] = ()
+    # Called every FERRY_TICK_S (in a thread) for what time, not an event, moves on.
+    tick: Callable[[WorkerContext], None] | None = None
 
 
 class Dispatcher:
@@ -387,11 +393,18 @@ async def serve(
     if ready:
         ready()
     stop = stop or asyncio.Event()
+    next_tick = time.monotonic() + settings.tick_s
     try:
         while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)
+                await asyncio.wait_for(stop.wait(), timeout=min(2.0, settings.tick_s))
             await _heal(bus, spec, subscribers, log)
+            if spec.tick is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + settings.tick_s
+                try:
+                    await asyncio.to_thread(spec.tick, ctx)
+                except Exception as e:  # noqa: BLE001 - a failed tick is retried at the next one
+                    log.warning("tick failed", error=f"{type(e).__name__}: {e}")
     finally:
         if http is not None:
             http.close()

@@ -118,6 +118,66 @@ def publish_ci(
         typer.echo(f"published {event.event_id} as {entry}")
 
 
+@publish_app.command("check")
+def publish_check(
+    service: str = typer.Option(..., help="Service name."),
+    digest: str = typer.Option(..., help="Image digest: sha256:<64 hex>."),
+    env: str = typer.Option(..., help="Environment the check ran against."),
+    check: str = typer.Option(..., help="Name of the check (e.g. load-test)."),
+    status: str = typer.Option("success", help="success or failure."),
+    reason: str | None = typer.Option(None, help="A word on the result."),
+) -> None:
+    """Publish a check result (a job's, e.g. a load test) for a digest live in --env."""
+    _publish_signal(
+        kind="check",
+        service=service,
+        digest=digest,
+        env=env,
+        check=check,
+        status=status,
+        reason=reason,
+    )
+
+
+def _publish_signal(**fields: str | None) -> None:
+    from ferry.events import InvalidEvent, parse
+
+    try:
+        event = parse("signals", {k: v for k, v in fields.items() if v is not None})
+    except InvalidEvent as e:
+        fail(str(e))
+    entry = _bus(_settings()).publish(event)
+    typer.echo(f"published {event.kind} {event.event_id} as {entry}")
+
+
+@app.command()
+def approve(
+    service: str = typer.Argument(..., help="Service name."),
+    digest: str = typer.Argument(..., help="The digest to approve (sha256:<64 hex>)."),
+    env: str = typer.Option(..., help="The environment it may go to."),
+    actor: str = typer.Option(..., "--as", help="Who approves (must be an approver)."),
+    reason: str | None = typer.Option(None, help="Why."),
+) -> None:
+    """Approve a digest for an environment whose policy asks for approvals."""
+    _publish_signal(
+        kind="approval", service=service, digest=digest, env=env, actor=actor, reason=reason
+    )
+
+
+@app.command()
+def reject(
+    service: str = typer.Argument(..., help="Service name."),
+    digest: str = typer.Argument(..., help="The digest to reject (sha256:<64 hex>)."),
+    env: str = typer.Option(..., help="The environment it must not go to."),
+    actor: str = typer.Option(..., "--as", help="Who rejects (must be an approver)."),
+    reason: str = typer.Option(..., help="Why: shown to everyone who asks."),
+) -> None:
+    """Reject a digest for an environment: it does not move there while the rejection stands."""
+    _publish_signal(
+        kind="rejection", service=service, digest=digest, env=env, actor=actor, reason=reason
+    )
+
+
 # --- workers ----------------------------------------------------------------------------------
 
 
@@ -436,6 +496,35 @@ def pr_show(
         typer.echo(f"--- {c.author} at {c.at:%Y-%m-%d %H:%M}Z\n{c.body}")
 
 
+def _report(pr: Any, kind: str, **extra: Any) -> None:
+    """Tell the workers about a merge or close made by hand on a promotion PR, as pr-writer
+    would (what a forge webhook does for the HTTP forges)."""
+    from ferry.events import Change
+    from ferry.state import PromotionStore
+
+    if not pr.key:
+        return
+    try:
+        bus = _bus(_settings())
+    except Exception:  # noqa: BLE001 - no Ferry running: the forge alone is still usable
+        return
+    promotion = PromotionStore(bus).get(pr.key)
+    if promotion is None:
+        return
+    change = Change(
+        kind=kind,  # type: ignore[arg-type]
+        event_id=f"{pr.key}:{kind}",
+        promotion_id=pr.key,
+        service=promotion["service"],
+        digest=promotion["digest"],
+        env=promotion["target_env"],
+        source_env=promotion["source_env"],
+        pr=pr.number,
+        **extra,
+    )
+    bus.publish_once(f"change:{pr.key}:{kind}", change)
+
+
 @pr_app.command("merge")
 def pr_merge(number: int = typer.Argument(..., help="Pull request number.")) -> None:
     """Merge a pull request into main (a real git merge)."""
@@ -443,6 +532,7 @@ def pr_merge(number: int = typer.Argument(..., help="Pull request number.")) -> 
     if pr.state == "closed":
         fail(f"pull request #{number} is closed: it cannot be merged")
     pr = _forge().merge_pr(number)
+    _report(pr, "pr_merged", merge_commit=pr.merge_commit)
     typer.echo(f"#{pr.number} merged as {pr.merge_commit}")
 
 
@@ -456,6 +546,7 @@ def pr_close(
     if pr.state == "merged":
         fail(f"pull request #{number} is already merged: revert it with a new promotion")
     pr = _forge().close_pr(number, comment=comment)
+    _report(pr, "pr_closed", reason=comment)
     typer.echo(f"#{pr.number} closed")
 
 

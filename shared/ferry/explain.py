@@ -5,12 +5,14 @@ the same pure evaluation, so what it says is what the worker would do now."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from ferry.bus import Bus
 from ferry.errors import Rejected
 from ferry.events import promotion_id
+from ferry.facts import gather
 from ferry.gates import evaluate
 from ferry.gitops import GitOpsRepo
 from ferry.state import CandidateStore, EvidenceStore
@@ -56,6 +58,10 @@ def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> E
         ]
         return out
     live = source == "build" or main.pinned(service, source) == out.next_digest
+    now = datetime.now(UTC)
+    facts = gather(bus, policy, service, out.next_digest, source, env, now)
+    if live and source != "build" and facts.live_since is None:
+        facts = replace(facts, live_since=now)  # as gate-evaluator will count it
     decision = evaluate(
         env_policy=env_policy,
         digest=out.next_digest,
@@ -64,6 +70,7 @@ def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> E
         pinned_in_target=out.pinned,
         live_in_source=live,
         evidence=EvidenceStore(bus).get(service, out.next_digest, source),
+        facts=facts,
     )
     out.gates = [{"gate": g.gate, "status": g.status, "reason": g.reason} for g in decision.gates]
     out.reasons = decision.reasons

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     read_count: int = Field(default=1, ge=1)
     # Below the claim idle time: an entry reclaimed from a dead replica must find its lock free.
     lock_ttl_ms: int = Field(default=10_000, ge=100)
+    # How often gate-evaluator looks again at promotions that wait for time or people.
+    tick_s: float = Field(default=15.0, gt=0)
     # /healthz, /readyz and /metrics; unset: no HTTP server (`ferry up` gives each worker
     # FERRY_HTTP_PORT + its index when this is set).
     http_port: int | None = Field(default=None, ge=0, le=65535)

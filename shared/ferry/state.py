@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ferry.bus import Bus
 
@@ -65,9 +66,17 @@ class CandidateStore:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    def record_build(self, service: str, digest: str, rank: float) -> None:
+    def record_build(
+        self, service: str, digest: str, rank: float, author: str | None = None
+    ) -> None:
         # The first report of a build wins: a replayed or repeated build event changes nothing.
         self.bus.redis.set(self.bus.settings.key("built", service, digest), repr(rank), nx=True)
+        if author:
+            self.bus.redis.set(self.bus.settings.key("author", service, digest), author, nx=True)
+
+    def author(self, service: str, digest: str) -> str | None:
+        value = self.bus.redis.get(self.bus.settings.key("author", service, digest))
+        return value.decode() if value is not None else None
 
     def build_rank(self, service: str, digest: str) -> float | None:
         value = self.bus.redis.get(self.bus.settings.key("built", service, digest))
@@ -95,3 +104,91 @@ class CandidateStore:
                 "promotion_id": candidate.promotion_id,
             },
         )
+
+
+class SignalStore:
+    """Approvals and rejections of a digest for an environment, by actor (the latest word of
+    each actor wins: approving after rejecting withdraws the rejection, and the other way round)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    def _key(self, kind: str, service: str, env: str, digest: str) -> str:
+        return self.bus.settings.key(kind, service, env, digest)
+
+    def record(
+        self, kind: str, service: str, env: str, digest: str, actor: str, reason: str
+    ) -> None:
+        mine, other = (
+            ("approvals", "rejections") if kind == "approval" else ("rejections", "approvals")
+        )
+        with self.bus.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key(mine, service, env, digest), actor, reason)
+            pipe.hdel(self._key(other, service, env, digest), actor)
+            pipe.execute()
+
+    def get(self, kind: str, service: str, env: str, digest: str) -> dict[str, str]:
+        raw = self.bus.redis.hgetall(self._key(kind, service, env, digest))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class LiveStore:
+    """When each digest went live in each environment (the merge of its promotion)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    def mark(self, service: str, env: str, digest: str, when: datetime) -> None:
+        key = self.bus.settings.key("live", service, env)
+        self.bus.redis.hsetnx(key, digest, when.isoformat())
+
+    def since(self, service: str, env: str, digest: str) -> datetime | None:
+        value = self.bus.redis.hget(self.bus.settings.key("live", service, env), digest)
+        return datetime.fromisoformat(value.decode()) if value is not None else None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    service: str
+    digest: str
+    source: str
+    target: str
+    gates: str = ""  # the gates' statuses when last decided, to audit changes only
+
+
+class WaitingStore:
+    """Promotions held only by gates that time or people will open (soak, windows, approvals):
+    gate-evaluator looks at them again on every tick."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.key = bus.settings.key("waiting")
+
+    def add(self, promotion_id: str, waiting: Waiting) -> None:
+        self.bus.redis.hset(self.key, promotion_id, json.dumps(waiting.__dict__))
+
+    def remove(self, promotion_id: str) -> None:
+        self.bus.redis.hdel(self.key, promotion_id)
+
+    def get(self, promotion_id: str) -> Waiting | None:
+        raw = self.bus.redis.hget(self.key, promotion_id)
+        return Waiting(**json.loads(raw)) if raw is not None else None
+
+    def all(self) -> dict[str, Waiting]:
+        raw = self.bus.redis.hgetall(self.key)
+        return {k.decode(): Waiting(**json.loads(v)) for k, v in raw.items()}
+
+
+class PromotionStore:
+    """What each promotion id stands for, so that a merge made by a person (`ferry pr merge`)
+    can be reported on ferry:changes like one made by pr-writer."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    def remember(self, promotion_id: str, **fields: str) -> None:
+        self.bus.redis.hset(self.bus.settings.key("promotion", promotion_id), mapping=fields)
+
+    def get(self, promotion_id: str) -> dict[str, str] | None:
+        raw = self.bus.redis.hgetall(self.bus.settings.key("promotion", promotion_id))
+        return {k.decode(): v.decode() for k, v in raw.items()} or None

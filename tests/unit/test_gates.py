@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ferry.gates import evaluate
+from datetime import UTC, datetime
+
+from ferry.gates import Facts, evaluate
 from ferry.policy import load_policy
 from ferry.state import Evidence
 
@@ -14,6 +16,7 @@ environments:
   prod: {promote_from: staging, gates: {approval: {min_approvals: 1}}}
 """)
 D = "sha256:" + "cd" * 32
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def decide(
@@ -31,6 +34,7 @@ def decide(
         pinned_in_target=pinned,
         live_in_source=live,
         evidence=evidence or Evidence(),
+        facts=Facts(now=NOW),
     )
 
 
@@ -67,6 +71,7 @@ def test_not_live_in_source_waits() -> None:
     assert d.action == "wait" and "not live in dev" in d.sentence
 
 
-def test_gates_this_version_does_not_evaluate_hold_the_promotion() -> None:
+def test_prod_waits_for_an_approval_and_says_how_many() -> None:
     d = decide("prod", "staging")
-    assert d.action == "wait" and "approval" in d.sentence
+    assert d.action == "wait" and "approvals 0/1" in d.sentence
+    assert [g.gate for g in d.gates] == ["approval"]

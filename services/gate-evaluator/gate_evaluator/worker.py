@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import structlog
 
 from ferry import resources
 from ferry.bus import WorkerContext, WorkerSpec
 from ferry.errors import Rejected
-from ferry.events import Change, CiResult, Event, PromotionCommand, promotion_id
+from ferry.events import Change, CiResult, Event, PromotionCommand, Signal, promotion_id
+from ferry.facts import gather
 from ferry.gates import evaluate
 from ferry.gitops import MainSnapshot
 from ferry.policy import Policy
-from ferry.state import Candidate, CandidateStore, EvidenceStore
+from ferry.state import (
+    Candidate,
+    CandidateStore,
+    EvidenceStore,
+    LiveStore,
+    SignalStore,
+    Waiting,
+    WaitingStore,
+)
 
 
 def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
@@ -30,7 +41,9 @@ def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
         _check_image(main, event, checked_env)
     if event.env is None and event.status == "success":
         built = event.built_at or event.occurred_at
-        CandidateStore(ctx.bus).record_build(event.service, event.digest, built.timestamp())
+        CandidateStore(ctx.bus).record_build(
+            event.service, event.digest, built.timestamp(), event.author
+        )
     if event.env is not None:
         EvidenceStore(ctx.bus).record_check(
             event.service, event.digest, event.env, event.check, event.status, event.url
@@ -61,13 +74,50 @@ def handle_change(event: Event, ctx: WorkerContext) -> None:
         return
     if event.kind != "pr_merged":
         return
+    LiveStore(ctx.bus).mark(event.service, event.env, event.digest, event.occurred_at)
     policy = resources.gitops(ctx).at_main().policy
     for target in policy.targets_from(event.env, event.service):
         _consider(ctx, event, event.service, event.digest, event.env, target)
 
 
+def handle_signal(event: Event, ctx: WorkerContext) -> None:
+    """A person's approval or rejection of a digest for an environment, or a job's check result
+    against a digest live in an environment: record it, then decide again."""
+    assert isinstance(event, Signal)
+    policy = resources.gitops(ctx).at_main().policy
+    _known_env(policy, event.env)
+    subject = f"{event.service}@{event.digest} -> {event.env}"
+    if event.kind == "check":
+        if not event.check or event.status is None:
+            raise Rejected("a check signal needs both 'check' and 'status' (success or failure)")
+        EvidenceStore(ctx.bus).record_check(
+            event.service, event.digest, event.env, event.check, event.status, None
+        )
+        ctx.audit("check", subject, event.status, f"{event.check} {event.status}", event)
+        for target in policy.targets_from(event.env, event.service):
+            _consider(ctx, event, event.service, event.digest, event.env, target)
+        return
+    if not event.actor:
+        raise Rejected(f"an {event.kind} needs 'actor': who approves or rejects")
+    reason = event.reason or ""
+    SignalStore(ctx.bus).record(
+        event.kind, event.service, event.env, event.digest, event.actor, reason
+    )
+    ctx.audit(event.kind, subject, "recorded", f"by {event.actor}: {reason}".rstrip(": "), event)
+    source = policy.environment(event.env, event.service).promote_from
+    _consider(ctx, event, event.service, event.digest, source, event.env)
+
+
+def tick(ctx: WorkerContext) -> None:
+    """Look again at promotions held by time or people: a soak that ended, a window that opened."""
+    for pid, w in WaitingStore(ctx.bus).all().items():
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(worker=ctx.name, promotion_id=pid, timer=True)
+        _consider(ctx, None, w.service, w.digest, w.source, w.target)
+
+
 def _consider(
-    ctx: WorkerContext, cause: Event, service: str, digest: str, source: str, target: str
+    ctx: WorkerContext, cause: Event | None, service: str, digest: str, source: str, target: str
 ) -> None:
     subject = f"{service}@{digest} -> {target}"
     pid = promotion_id(service, digest, target)
@@ -77,22 +127,41 @@ def _consider(
     with ctx.bus.lock(f"decide:{service}:{target}"):
         main = resources.gitops(ctx).at_main()
         env_policy = main.policy.environment(target, service)
+        live = source == "build" or main.pinned(service, source) == digest
+        now = datetime.now(UTC)
+        if live and source != "build":
+            # Pinned by hand, or merged before Ferry kept track: the soak starts when seen.
+            LiveStore(ctx.bus).mark(service, source, digest, now)
         decision = evaluate(
             env_policy=env_policy,
             digest=digest,
             source_env=source,
             target_env=target,
             pinned_in_target=main.pinned(service, target),
-            live_in_source=source == "build" or main.pinned(service, source) == digest,
+            live_in_source=live,
             evidence=EvidenceStore(ctx.bus).get(service, digest, source),
+            facts=gather(ctx.bus, main.policy, service, digest, source, target, now),
         )
+        waiting = WaitingStore(ctx.bus)
         if decision.action != "promote":
-            ctx.audit("promote", subject, decision.action, decision.sentence, cause)
+            failed = [g for g in decision.gates if g.status == "failed"]
+            statuses = ",".join(f"{g.gate}={g.status}" for g in decision.gates)
+            before = waiting.get(pid)
+            if live and decision.action == "wait" and not failed:
+                waiting.add(pid, Waiting(service, digest, source, target, statuses))
+            else:
+                waiting.remove(pid)
+            if cause is None and before is not None and before.gates == statuses:
+                return  # a timer found nothing new: no audit record for it
+            verdict = "rejected" if failed else decision.action
+            reason = "; ".join(g.reason for g in failed) or decision.sentence
+            ctx.audit("promote", subject, verdict, reason, cause)
             return
+        waiting.remove(pid)
         candidates = CandidateStore(ctx.bus)
         rank = candidates.build_rank(service, digest)
-        if rank is None:  # built before Ferry heard of it: rank it by the event that moves it
-            rank = cause.occurred_at.timestamp()
+        if rank is None:  # built before Ferry heard of it: rank it by what moves it now
+            rank = (cause.occurred_at if cause is not None else now).timestamp()
         current = candidates.get(service, target)
         if current and current.digest != digest and current.rank > rank:
             reason = (
@@ -144,8 +213,10 @@ def _supersede(ctx: WorkerContext, old: Candidate, newer: PromotionCommand) -> N
     )
 
 
-def _evidence(cause: Event, reasons: list[str]) -> dict[str, object]:
-    evidence: dict[str, object] = {"reasons": reasons, "caused_by": cause.event_id}
+def _evidence(cause: Event | None, reasons: list[str]) -> dict[str, object]:
+    evidence: dict[str, object] = {"reasons": reasons}
+    if cause is not None:
+        evidence["caused_by"] = cause.event_id
     if isinstance(cause, CiResult):
         for name in ("commit", "author", "check", "url", "image"):
             value = getattr(cause, name)
@@ -181,7 +252,7 @@ def _check_image(main: MainSnapshot, event: CiResult, env: str) -> None:
 
 WORKER = WorkerSpec(
     name="gate-evaluator",
-    handlers={"ci": handle_ci_result, "changes": handle_change},
-    joins=("signals",),
+    handlers={"ci": handle_ci_result, "changes": handle_change, "signals": handle_signal},
+    tick=tick,
     description="decides when a digest may move to the next environment",
 )

@@ -9,7 +9,7 @@ from ferry import failpoints, resources
 from ferry.bus import WorkerContext, WorkerSpec
 from ferry.errors import Rejected
 from ferry.events import Change, Event, PromotionCommand
-from ferry.state import Candidate, CandidateStore
+from ferry.state import Candidate, CandidateStore, PromotionStore
 from pr_writer.body import body, title
 
 # A merge that conflicts is redone from the new main this many times before it is given up.
@@ -66,10 +66,25 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
         except PermanentForgeError as e:
             raise Rejected(f"forge refused the pull request for {cmd.subject}: {e}") from e
         ctx.audit("open_pr", cmd.subject, "opened", f"PR #{pr.number}", cmd)
+    PromotionStore(ctx.bus).remember(
+        cmd.promotion_id,
+        service=cmd.service,
+        digest=cmd.digest,
+        source_env=cmd.source_env,
+        target_env=cmd.target_env,
+    )
     failpoints.hit("pr-writer.after-open")
     _publish(ctx, cmd, "pr_opened", pr.number)
     if cmd.auto_merge and pr.state == "open":
         pr = _do_merge(ctx, cmd, pr.number)
+    elif pr.state == "open":
+        # Every gate passed, but this environment is merged by a person.
+        forge.set_status(
+            pr.number,
+            "ferry/gates",
+            "success",
+            f"all gates passed; merge when ready: ferry pr merge {pr.number}",
+        )
     failpoints.hit("pr-writer.after-merge")
     if pr.state == "closed":
         _publish(ctx, cmd, "pr_closed", pr.number, reason=_closed_reason(pr))
