@@ -263,7 +263,9 @@ def render(res: dict[str, Any]) -> str:
     snap_s = (
         2 * pm(M.AT_MAIN) + 3 * pm(M.POLICY) + pm(M.EXISTS) + pm(M.REPOSITORY) + 2 * pm(M.PINNED)
     )
-    redis_s = redis_f + pm(M.HSET) + pm(M.HGETALL) + pm(M.LOCK)
+    # The gate facts (approvals and rejections, the author, live-since read and mark) and the
+    # waiting set (read, remove): 7 small round trips, each costed as one HGETALL.
+    redis_s = redis_f + pm(M.HSET) + pm(M.HGETALL) + pm(M.LOCK) + 7 * pm(M.HGETALL)
     sum_s = snap_s + redis_s + py_f
     spawn = pm(M.SPAWN)
     w("Adding up the parts the handler calls (from the gate-evaluator's code path, warm caches):\n")
@@ -284,7 +286,8 @@ def render(res: dict[str, Any]) -> str:
             disp["skip"],
             "`at_main()` x2 (once for the event, once inside the decision lock), `.policy` x3, "
             "`values_exists()`, `repository()`, `pinned()` in staging and in dev, the evidence "
-            "HSET and HGETALL, the decision lock, parse, audit XADD, XACK",
+            "HSET and HGETALL, the decision lock, the gate facts and the waiting set (7 small "
+            "round trips, each costed as one HGETALL), parse, audit XADD, XACK",
         ),
     ):
         rest = whole["mean"] - total
