@@ -256,6 +256,38 @@ def _print_rows(rows: list[list[str]]) -> None:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+# --- manifest ---------------------------------------------------------------------------------
+
+
+def platform_manifest(settings: Settings, env: str) -> dict[str, Any]:
+    """ENV's platform version: every service's pinned digest on main, named by a content hash of
+    the sorted `service=digest` pairs (services with nothing pinned are left out)."""
+    import hashlib
+
+    repo = _repo(settings)
+    main = repo.at_main()
+    main.policy.environment(env)  # unknown environment: one line, not a traceback
+    pins = {s: d for s in repo.services() if (d := main.pinned(s, env)) is not None}
+    lines = "".join(f"{service}={digest}\n" for service, digest in sorted(pins.items()))
+    version = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+    return {"environment": env, "version": version, "commit": main.commit, "services": pins}
+
+
+@app.command()
+def manifest(
+    env: str = typer.Argument(..., help="Environment name."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The platform version of ENV: its services' digests and a hash that names the set."""
+    found = platform_manifest(_settings(), env)
+    if as_json:
+        _echo_json(found)
+        return
+    typer.echo(f"{env} {found['version']}  (main {found['commit'][:12]})")
+    for service, digest in sorted(found["services"].items()):
+        typer.echo(f"  {service}={digest}")
+
+
 # --- explain ----------------------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ def one_line_error(code: int, err: str, needle: str) -> None:
         ["audit"],
         ["explain"],
         ["approve"],
+        ["manifest"],
         ["reject"],
         ["publish", "check"],
         ["pr"],

@@ -1,0 +1,55 @@
+"""`ferry manifest ENV`: the platform version is a content hash of the sorted service=digest
+pairs pinned on main."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from ferry.git import git
+from ferry.values import set_digest
+from tests.helpers import Cluster, digest_of, run_cli
+
+
+def pin(env: Cluster, service: str, digest: str) -> None:
+    clone = env.root / "person"
+    if not clone.exists():
+        git("clone", "-q", str(env.repo_path), str(clone))
+    git("pull", "-q", cwd=clone)
+    path = clone / "envs" / "prod" / service / "values.yaml"
+    path.write_text(set_digest(path.read_text(), "image.digest", digest))
+    git("commit", "-qam", f"pin {service}", cwd=clone)
+    git("push", "-q", "origin", "main", cwd=clone)
+
+
+def test_manifest_names_the_set_of_digests_by_its_content(env: Cluster, capsys) -> None:  # noqa: ANN001
+    env.init_repo(["web", "api", "db"])
+    a, w = digest_of("a"), digest_of("w")
+    pin(env, "web", w)
+    pin(env, "api", a)
+    code, out, _ = run_cli(capsys, "manifest", "prod", "--json")
+    assert code == 0
+    found = json.loads(out)
+    assert found["services"] == {"api": a, "web": w}  # db has nothing pinned
+    expected = hashlib.sha256(f"api={a}\nweb={w}\n".encode()).hexdigest()
+    assert found["version"] == f"sha256:{expected}"
+    assert found["commit"] == git("rev-parse", "main", cwd=env.repo_path)
+
+    code, out, _ = run_cli(capsys, "manifest", "prod")
+    assert code == 0 and out.splitlines()[0].startswith(f"prod sha256:{expected}")
+    assert f"  api={a}" in out
+
+    pin(env, "api", digest_of("a2"))  # any change of a digest is a new version
+    assert (
+        json.loads(run_cli(capsys, "manifest", "prod", "--json")[1])["version"]
+        != (found["version"])
+    )
+    assert json.loads(run_cli(capsys, "manifest", "dev", "--json")[1])["services"] == {}
+
+
+def test_manifest_of_an_unknown_environment_is_one_line(env: Cluster, capsys) -> None:  # noqa: ANN001
+    env.init_repo(["api"])
+    code, _, err = run_cli(capsys, "manifest", "qa")
+    assert code == 2 and err.strip().splitlines() == [
+        "error: unknown environment 'qa': ferry.yaml defines dev, staging, prod"
+    ]
