@@ -103,7 +103,8 @@ def handle_signal(event: Event, ctx: WorkerContext) -> None:
     SignalStore(ctx.bus).record(
         event.kind, event.service, event.env, event.digest, event.actor, reason
     )
-    ctx.audit(event.kind, subject, "recorded", f"by {event.actor}: {reason}".rstrip(": "), event)
+    said = f"by {event.actor}" + (f": {reason}" if reason else "")
+    ctx.audit(event.kind, subject, "recorded", said, event)
     source = policy.environment(event.env, event.service).promote_from
     _consider(ctx, event, event.service, event.digest, source, event.env)
 
@@ -113,7 +114,10 @@ def tick(ctx: WorkerContext) -> None:
     for pid, w in WaitingStore(ctx.bus).all().items():
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(worker=ctx.name, promotion_id=pid, timer=True)
-        _consider(ctx, None, w.service, w.digest, w.source, w.target)
+        try:
+            _consider(ctx, None, w.service, w.digest, w.source, w.target)
+        except Exception as e:  # noqa: BLE001 - one stuck promotion must not hold up the others
+            ctx.log.warning("timer could not decide; trying again next tick", error=str(e))
 
 
 def _consider(
