@@ -14,8 +14,10 @@ from typing import Any
 
 from ferry.bus import Bus
 from ferry.events import CiResult, decode_fields
+from ferry.git import git
 from ferry.runner import spawn_worker, stop_processes
 from ferry.settings import Settings
+from ferry.values import set_digest
 
 REGISTRY = "registry.example.com/shop"
 
@@ -31,6 +33,24 @@ def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
         code = int(e.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def commit_by_hand(repo: Path, clone: Path, message: str, change: Callable[[Path], None]) -> None:
+    """What a person does to the GitOps repo: pull into their own CLONE, CHANGE files there,
+    commit everything and push main."""
+    if not clone.exists():
+        git("clone", "-q", str(repo), str(clone))
+    git("pull", "-q", cwd=clone)
+    change(clone)
+    git("add", "-A", cwd=clone)
+    git("commit", "-qm", message, cwd=clone)
+    git("push", "-q", "origin", "main", cwd=clone)
+
+
+def pin_digest(clone: Path, env: str, service: str, digest: str) -> None:
+    """In CLONE, pin DIGEST in SERVICE's values file for ENV, the one line Ferry would change."""
+    path = clone / "envs" / env / service / "values.yaml"
+    path.write_text(set_digest(path.read_text(), "image.digest", digest))
 
 
 def digest_of(text: str) -> str:
@@ -72,6 +92,9 @@ class Cluster:
         self._n = 0
 
     # --- the GitOps repository ----------------------------------------------------------------
+
+    def commit_by_hand(self, message: str, change: Callable[[Path], None]) -> None:
+        commit_by_hand(self.repo_path, self.root / "person", message, change)
 
     def init_repo(self, services: list[str] | None = None) -> Cluster:
         from ferry.scaffold import scaffold

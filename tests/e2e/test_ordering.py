@@ -7,8 +7,7 @@ import signal
 from datetime import UTC, datetime, timedelta
 
 from ferry.git import git
-from ferry.values import set_digest
-from tests.helpers import Cluster, digest_of, wait_until
+from tests.helpers import Cluster, digest_of, pin_digest, wait_until
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
@@ -64,12 +63,9 @@ def test_merge_that_conflicts_is_redone_from_the_new_main(cluster: Cluster) -> N
     assert pr.state == "open"
 
     # Meanwhile a person pins another digest on main by hand: the PR's line now conflicts.
-    clone = cluster.root / "person"
-    git("clone", "-q", str(cluster.repo_path), str(clone))
-    values = clone / "envs" / "dev" / "api" / "values.yaml"
-    values.write_text(set_digest(values.read_text(), "image.digest", digest_of("by-hand")))
-    git("commit", "-qam", "pin by hand", cwd=clone)
-    git("push", "-q", "origin", "main", cwd=clone)
+    cluster.commit_by_hand(
+        "pin by hand", lambda clone: pin_digest(clone, "dev", "api", digest_of("by-hand"))
+    )
 
     writer = cluster.start("pr-writer")
     cluster.wait_pinned("api", "dev", d)

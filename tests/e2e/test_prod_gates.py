@@ -4,8 +4,8 @@ sync window; ferry merges when every gate passes, or leaves the merge to a perso
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from ferry.git import git
 from tests.helpers import Cluster, digest_of, run_cli, wait_until
 
 PROD = """
@@ -22,14 +22,19 @@ PROD = """
 
 
 def with_prod_policy(env: Cluster, auto_merge: bool) -> None:
-    clone = env.root / "person"
-    git("clone", "-q", str(env.repo_path), str(clone))
-    policy = (clone / "ferry.yaml").read_text()
-    head, _, rest = policy.partition("  # prod:")
-    tail = rest[rest.index("\n# Approver groups") :]
-    (clone / "ferry.yaml").write_text(head + PROD.format(auto_merge=str(auto_merge).lower()) + tail)
-    git("commit", "-qam", "prod: short soak, always-open window", cwd=clone)
-    git("push", "-q", "origin", "main", cwd=clone)
+    def short_soak_open_window(clone: Path) -> None:
+        policy = (clone / "ferry.yaml").read_text()
+        head, _, rest = policy.partition("  # prod:")
+        tail = rest[rest.index("\n# Approver groups") :]
+        prod = PROD.format(auto_merge=str(auto_merge).lower())
+        (clone / "ferry.yaml").write_text(head + prod + tail)
+
+    env.commit_by_hand("prod: short soak, always-open window", short_soak_open_window)
+
+
+def load_test_passed(capsys, digest: str) -> int:  # noqa: ANN001
+    args = ["--service", "api", "--digest", digest, "--env", "staging", "--check", "load-test"]
+    return run_cli(capsys, "publish", "check", *args)[0]
 
 
 def to_staging(env: Cluster, digest: str, author: str = "alice") -> None:
@@ -66,20 +71,7 @@ def test_prod_needs_an_approver_a_soak_and_its_checks(env: Cluster, capsys) -> N
     assert gates(capsys)["soak"]["status"] == "waiting"  # load-test has not run yet
     assert env.repo.pinned("api", "prod") is None
 
-    code, _, _ = run_cli(
-        capsys,
-        "publish",
-        "check",
-        "--service",
-        "api",
-        "--digest",
-        d,
-        "--env",
-        "staging",
-        "--check",
-        "load-test",
-    )
-    assert code == 0
+    assert load_test_passed(capsys, d) == 0
     env.wait_pinned("api", "prod", d, timeout=20)  # the soak ends; a tick merges it
     prod = [p for p in env.forge.list_prs() if "prod" in p.title]
     assert len(prod) == 1 and prod[0].state == "merged"
@@ -93,19 +85,7 @@ def test_a_rejection_holds_the_promotion_until_withdrawn(env: Cluster, capsys) -
     with_prod_policy(env, auto_merge=True)
     d = digest_of("rejected")
     to_staging(env, d)
-    run_cli(
-        capsys,
-        "publish",
-        "check",
-        "--service",
-        "api",
-        "--digest",
-        d,
-        "--env",
-        "staging",
-        "--check",
-        "load-test",
-    )
+    assert load_test_passed(capsys, d) == 0
     code, _, _ = run_cli(
         capsys,
         "reject",
@@ -140,19 +120,7 @@ def test_without_auto_merge_a_person_merges_and_ferry_hears_of_it(env: Cluster, 
     with_prod_policy(env, auto_merge=False)
     d = digest_of("by-hand")
     to_staging(env, d)
-    run_cli(
-        capsys,
-        "publish",
-        "check",
-        "--service",
-        "api",
-        "--digest",
-        d,
-        "--env",
-        "staging",
-        "--check",
-        "load-test",
-    )
+    assert load_test_passed(capsys, d) == 0
     run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
     pr = wait_until(
         lambda: next((p for p in env.forge.list_prs() if "prod" in p.title), None),

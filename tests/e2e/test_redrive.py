@@ -9,19 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ferry.git import git
 from tests.helpers import Cluster, digest_of, run_cli, wait_until
-
-
-def commit_by_hand(cluster: Cluster, message: str, change) -> None:  # noqa: ANN001
-    clone = cluster.root / "person"
-    if not clone.exists():
-        git("clone", "-q", str(cluster.repo_path), str(clone))
-    git("pull", "-q", cwd=clone)
-    change(clone)
-    git("add", "-A", cwd=clone)
-    git("commit", "-qm", message, cwd=clone)
-    git("push", "-q", "origin", "main", cwd=clone)
 
 
 def test_dlq_retry_after_the_service_was_added(env: Cluster, capsys) -> None:  # noqa: ANN001
@@ -39,7 +27,7 @@ def test_dlq_retry_after_the_service_was_added(env: Cluster, capsys) -> None:  #
             path = clone / "envs" / e / "db" / "values.yaml"
             path.write_text(path.read_text().replace("shop/api", "shop/db"))
 
-    commit_by_hand(env, "add db", add_db)
+    env.commit_by_hand("add db", add_db)
     code, out, _ = run_cli(capsys, "dlq", "retry", "--all")
     assert code == 0 and out.strip() == "retried 1 dead letter"
     env.wait_pinned("db", "dev", d)
@@ -56,7 +44,7 @@ def test_replay_redrives_a_failed_promotion_and_skips_done_ones(
         path = clone / "envs" / "dev" / "api" / "values.yaml"
         path.write_text(path.read_text().replace("  digest:", "  old_digest:"))
 
-    commit_by_hand(env, "rename the digest key by mistake", break_api)
+    env.commit_by_hand("rename the digest key by mistake", break_api)
     env.start("gate-evaluator")
     env.start("pr-writer")
     a, w = digest_of("a"), digest_of("w")
@@ -73,7 +61,7 @@ def test_replay_redrives_a_failed_promotion_and_skips_done_ones(
         path = clone / "envs" / "dev" / "api" / "values.yaml"
         path.write_text(path.read_text().replace("  old_digest:", "  digest:"))
 
-    commit_by_hand(env, "fix the digest key", fix_api)
+    env.commit_by_hand("fix the digest key", fix_api)
     code, out, _ = run_cli(capsys, "replay", "ci")
     assert code == 0 and out.strip() == "replayed 2 entries of ci"
     env.wait_pinned("api", "dev", a)

@@ -8,18 +8,11 @@ from pathlib import Path
 from ferry.git import git
 from ferry.gitops import GitOpsRepo
 from ferry.scaffold import scaffold
-from ferry.values import set_digest
-from tests.helpers import digest_of
+from tests.helpers import commit_by_hand, digest_of, pin_digest
 
 
 def pin_by_hand(repo: Path, clone: Path, digest: str) -> None:
-    if not clone.exists():
-        git("clone", "-q", str(repo), str(clone))
-    git("pull", "-q", cwd=clone)
-    values = clone / "envs" / "dev" / "api" / "values.yaml"
-    values.write_text(set_digest(values.read_text(), "image.digest", digest))
-    git("commit", "-qam", f"pin {digest[:19]}", cwd=clone)
-    git("push", "-q", "origin", "main", cwd=clone)
+    commit_by_hand(repo, clone, f"pin {digest[:19]}", lambda c: pin_digest(c, "dev", "api", digest))
 
 
 def test_snapshot_keeps_its_commit_while_the_repo_follows_main(tmp_path: Path) -> None:

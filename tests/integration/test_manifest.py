@@ -7,19 +7,11 @@ import hashlib
 import json
 
 from ferry.git import git
-from ferry.values import set_digest
-from tests.helpers import Cluster, digest_of, run_cli
+from tests.helpers import Cluster, digest_of, pin_digest, run_cli
 
 
 def pin(env: Cluster, service: str, digest: str) -> None:
-    clone = env.root / "person"
-    if not clone.exists():
-        git("clone", "-q", str(env.repo_path), str(clone))
-    git("pull", "-q", cwd=clone)
-    path = clone / "envs" / "prod" / service / "values.yaml"
-    path.write_text(set_digest(path.read_text(), "image.digest", digest))
-    git("commit", "-qam", f"pin {service}", cwd=clone)
-    git("push", "-q", "origin", "main", cwd=clone)
+    env.commit_by_hand(f"pin {service}", lambda clone: pin_digest(clone, "prod", service, digest))
 
 
 def test_manifest_names_the_set_of_digests_by_its_content(env: Cluster, capsys) -> None:  # noqa: ANN001
