@@ -16,9 +16,9 @@ from typing import Any
 
 import redis
 
-from ferry.bus import Bus
-from ferry.runner import spawn_worker, stop_processes
-from ferry.settings import Settings
+from ferry.adapters.bus import Bus
+from ferry.runtime.runner import spawn_worker, stop_processes
+from ferry.runtime.settings import Settings
 
 REGISTRY = "registry.example.com/shop"
 GIT_IDENTITY = {
@@ -139,7 +139,7 @@ class Site:
         self.r: redis.Redis = self.bus.redis
 
     def scaffold(self, names: list[str]) -> None:
-        from ferry.scaffold import scaffold
+        from ferry.adapters.scaffold import scaffold
 
         scaffold(self.repo_path, names)
 
@@ -185,7 +185,7 @@ class Site:
         return {}
 
     def entries(self, short: str) -> list[tuple[str, dict[str, str]]]:
-        from ferry.events import decode_fields
+        from ferry.core.events import decode_fields
 
         return [(i.decode(), decode_fields(f)) for i, f in self.r.xrange(self.bus.stream(short))]
 

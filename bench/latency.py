@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.env import REGISTRY, Site, digest_of, id_ms, run_git, services, summary, wait_until
-from ferry.events import CiResult, promotion_id
+from ferry.core.events import CiResult, promotion_id
 
 
 def _changes(site: Site, kind: str, env: str) -> dict[str, tuple[int, dict[str, str]]]:
@@ -213,7 +213,7 @@ BARE_STEPS = [
 
 def run_bare_git(root: Path, n: int, runs: int) -> dict[str, Any]:
     """The git work of one promotion, nothing else: subprocess git in two plain clones."""
-    from ferry.scaffold import scaffold
+    from ferry.adapters.scaffold import scaffold
 
     names = services(n)
     remote = root / "bare-remote"

@@ -21,9 +21,9 @@ import redis
 
 from bench.env import Site, commit_all, digest_of, run_git, services
 from bench.throughput import publish_all
-from ferry.bus import Bus, Dispatcher, WorkerContext
-from ferry.events import AuditRecord, decode_fields, parse, promotion_id
-from ferry.settings import Settings
+from ferry.adapters.bus import Bus, Dispatcher, WorkerContext
+from ferry.core.events import AuditRecord, decode_fields, parse, promotion_id
+from ferry.runtime.settings import Settings
 
 # Labels of the gate-evaluator parts (the report refers to them by these names).
 DECODE = "decode_fields (bytes -> str)"
@@ -136,12 +136,12 @@ def _pending(r: redis.Redis, stream: str, group: str, entries: list[dict[str, st
 def gate_evaluator_parts(
     url: str, repo: Path, home: Path, fail: list[dict[str, str]], skip: list[dict[str, str]], n: int
 ) -> dict[str, Any]:
-    from ferry import resources
-    from ferry.gitops import GitOpsRepo, MainSnapshot
-    from ferry.logging import configure, get_logger
-    from ferry.policy import load_policy
-    from ferry.state import EvidenceStore
-    from ferry.values import read_value, set_digest
+    from ferry.adapters.gitops import GitOpsRepo, MainSnapshot
+    from ferry.adapters.state import EvidenceStore
+    from ferry.core.policy import load_policy
+    from ferry.core.values import read_value, set_digest
+    from ferry.runtime import resources
+    from ferry.runtime.logging import configure, get_logger
     from gate_evaluator.worker import WORKER
 
     configure("WARNING", "json")  # as the workers run in the benchmark
@@ -378,8 +378,8 @@ def faststream_noop(url: str, entries: list[dict[str, str]]) -> dict[str, float]
 
 def pr_writer_parts(url: str, root: Path, n_services: int, k: int) -> dict[str, Any]:
     """The pr-writer's git and forge steps, each timed alone, on a fresh scaffolded repo."""
-    from ferry.forge import LocalForge
-    from ferry.gitops import GitOpsRepo
+    from ferry.adapters.forge import LocalForge
+    from ferry.adapters.gitops import GitOpsRepo
 
     site = Site(url, "bmicro-pr:", root / "micro-pr")
     names = services(n_services)

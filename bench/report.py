@@ -72,8 +72,9 @@ def render(res: dict[str, Any]) -> str:
     )
     w("```\n")
     w(
-        "Each benchmark starts its own embedded Valkey (`ferry.embedded.start_server()`, a free "
-        "loopback port), scaffolds its own GitOps repository (`ferry.scaffold.scaffold`) in a "
+        "Each benchmark starts its own embedded Valkey "
+        "(`ferry.adapters.embedded.start_server()`, a free loopback port), scaffolds its own "
+        "GitOps repository (`ferry.adapters.scaffold.scaffold`) in a "
         "temporary directory, and starts workers as processes: `python -m ferry worker NAME` with "
         "`FERRY_REDIS_URL`, `FERRY_GITOPS_REPO`, `FERRY_HOME`, `FERRY_STREAM_PREFIX` (one per "
         "benchmark) and `FERRY_LOG_LEVEL=WARNING`; all other settings are Ferry's defaults "
@@ -207,7 +208,8 @@ def render(res: dict[str, Any]) -> str:
     w(
         "Baseline: the same entries XADDed to a separate stream on the same server, then "
         "`XREADGROUP GROUP bare bare-1 COUNT 1 BLOCK 100 STREAMS <s> >`, "
-        "`ferry.events.decode_fields`, `XACK`, in a plain redis-py loop in the benchmark process.\n"
+        "`ferry.core.events.decode_fields`, `XACK`, in a plain redis-py loop in the benchmark "
+        "process.\n"
     )
 
     # ------------------------------------------------------------------ overhead

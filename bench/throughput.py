@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.env import REGISTRY, Site, commit_all, digest_of, id_ms, wait_until
-from ferry.bus import STREAM_MAXLEN
-from ferry.events import CiResult, decode_fields
+from ferry.adapters.bus import STREAM_MAXLEN
+from ferry.core.events import CiResult, decode_fields
 
 MODES = {
     "failure": "failed builds (status=failure): validated, image checked, audited 'refused'",
@@ -24,7 +24,7 @@ def pinned_digest(service: str) -> str:
 
 def pin_staging(site: Site, names: list[str]) -> None:
     """Set up (not through Ferry): staging already pins a digest for every service."""
-    from ferry.values import set_digest
+    from ferry.core.values import set_digest
 
     for s in names:
         path = site.repo_path / "envs" / "staging" / s / "values.yaml"

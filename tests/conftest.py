@@ -33,7 +33,7 @@ def redis_url() -> Iterator[str]:
     elif choice.startswith("redis://"):
         yield choice
     else:
-        from ferry.embedded import start_server
+        from ferry.adapters.embedded import start_server
 
         server = start_server()
         try:

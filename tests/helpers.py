@@ -12,19 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ferry.bus import Bus
-from ferry.events import CiResult, decode_fields
-from ferry.git import git
-from ferry.runner import spawn_worker, stop_processes
-from ferry.settings import Settings
-from ferry.values import set_digest
+from ferry.adapters.bus import Bus
+from ferry.adapters.git import git
+from ferry.core.events import CiResult, decode_fields
+from ferry.core.values import set_digest
+from ferry.runtime.runner import spawn_worker, stop_processes
+from ferry.runtime.settings import Settings
 
 REGISTRY = "registry.example.com/shop"
 
 
 def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
     """Run `ferry ARGV` in this process; return (exit code, stdout, stderr)."""
-    from ferry.cli import main
+    from ferry.cli.main import main
 
     try:
         main(list(argv))
@@ -97,14 +97,14 @@ class Cluster:
         commit_by_hand(self.repo_path, self.root / "person", message, change)
 
     def init_repo(self, services: list[str] | None = None) -> Cluster:
-        from ferry.scaffold import scaffold
+        from ferry.adapters.scaffold import scaffold
 
         scaffold(self.repo_path, services or ["api", "web"])
         return self
 
     @property
     def repo(self) -> Any:
-        from ferry.gitops import GitOpsRepo
+        from ferry.adapters.gitops import GitOpsRepo
 
         if self._repo is None:
             self._repo = GitOpsRepo(remote=str(self.repo_path), workdir=self.root / "test-clone")
@@ -112,7 +112,7 @@ class Cluster:
 
     @property
     def forge(self) -> Any:
-        from ferry.forge import LocalForge
+        from ferry.adapters.forge import LocalForge
 
         return LocalForge(self.repo_path)
 
@@ -146,7 +146,7 @@ class Cluster:
         return proc
 
     def _joined(self, group: str, consumer: str) -> bool:
-        from ferry.runner import load_worker
+        from ferry.runtime.runner import load_worker
 
         spec = load_worker(group)
         streams = list(spec.handlers) or list(spec.joins)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 from datetime import UTC, datetime, timedelta
 
-from ferry.git import git
+from ferry.adapters.git import git
 from tests.helpers import Cluster, digest_of, pin_digest, wait_until
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)

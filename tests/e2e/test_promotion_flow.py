@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ferry.events import CiResult
-from ferry.git import git
+from ferry.adapters.git import git
+from ferry.core.events import CiResult
 from tests.helpers import Cluster, digest_of, wait_until
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ferry.scaffold import scaffold
+from ferry.adapters.scaffold import scaffold
 from tests.helpers import REGISTRY, digest_of, wait_until
 
 

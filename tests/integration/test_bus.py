@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from ferry.bus import Bus, Dispatcher, WorkerContext, WorkerSpec, serve
-from ferry.errors import Rejected
-from ferry.events import CiResult, Event, decode_fields
-from ferry.logging import get_logger
-from ferry.settings import Settings
+from ferry.adapters.bus import Bus, Dispatcher, WorkerContext, WorkerSpec, serve
+from ferry.core.errors import Rejected
+from ferry.core.events import CiResult, Event, decode_fields
+from ferry.runtime.logging import get_logger
+from ferry.runtime.settings import Settings
 from tests.helpers import digest_of, wait_until
 
 D = digest_of("bus")
@@ -123,7 +123,7 @@ def test_publish_once_writes_one_entry_per_key(bus: Bus) -> None:
 
 
 def test_lock_serialises_and_expires(bus: Bus) -> None:
-    from ferry.bus import LockTimeout
+    from ferry.adapters.bus import LockTimeout
 
     with bus.lock("svc:env"), pytest.raises(LockTimeout):
         with bus.lock("svc:env", wait_s=0.05):

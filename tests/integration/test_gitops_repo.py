@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ferry.git import git
-from ferry.gitops import GitOpsRepo, PromotionError
-from ferry.policy import PolicyError
-from ferry.values import ValuesError
+from ferry.adapters.git import git
+from ferry.adapters.gitops import GitOpsRepo, PromotionError
+from ferry.core.policy import PolicyError
+from ferry.core.values import ValuesError
 
 OLD = "sha256:" + "1" * 64
 NEW = "sha256:" + "2" * 64

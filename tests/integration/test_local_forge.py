@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.forge import (
+from ferry.adapters.forge import (
     Forge,
     ForgeError,
     LocalForge,
@@ -21,7 +21,7 @@ from ferry.forge import (
     PullRequestNotFound,
     read_pulls,
 )
-from ferry.git import git
+from ferry.adapters.git import git
 
 # ------------------------------------------------------------------ helpers
 
@@ -361,7 +361,7 @@ def test_comments_labels_statuses_round_trip(repo: Path, client: Path) -> None:
 _WORKER = r"""
 import json, sys, time
 from pathlib import Path
-from ferry.forge import LocalForge
+from ferry.adapters.forge import LocalForge
 
 repo, mode, prefix, count, go = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 forge = LocalForge(repo)

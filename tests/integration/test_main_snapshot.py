@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferry.git import git
-from ferry.gitops import GitOpsRepo
-from ferry.scaffold import scaffold
+from ferry.adapters.git import git
+from ferry.adapters.gitops import GitOpsRepo
+from ferry.adapters.scaffold import scaffold
 from tests.helpers import commit_by_hand, digest_of, pin_digest
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ferry.git import git
+from ferry.adapters.git import git
 from tests.helpers import Cluster, digest_of, pin_digest, run_cli
 
 

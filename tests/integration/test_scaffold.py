@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ferry.git import git
-from ferry.gitops import GitOpsRepo
-from ferry.policy import load_policy
-from ferry.scaffold import ScaffoldError, parse_services, scaffold
-from ferry.values import read_value
+from ferry.adapters.git import git
+from ferry.adapters.gitops import GitOpsRepo
+from ferry.adapters.scaffold import ScaffoldError, parse_services, scaffold
+from ferry.core.policy import load_policy
+from ferry.core.values import read_value
 
 DIGEST = "sha256:" + "ab" * 32
 

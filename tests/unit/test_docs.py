@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from ferry.events import parse
+from ferry.core.events import parse
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 

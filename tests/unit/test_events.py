@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ferry.events import (
+from ferry.core.events import (
     Change,
     CiResult,
     DeadLetter,

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ferry.gates import Facts, approval_gate, evaluate, gate_results, soak_gate, windows_gate
-from ferry.policy import ApprovalGate, SoakGate, Window, load_policy
-from ferry.state import Evidence
+from ferry.adapters.state import Evidence
+from ferry.core.gates import Facts, approval_gate, evaluate, gate_results, soak_gate, windows_gate
+from ferry.core.policy import ApprovalGate, SoakGate, Window, load_policy
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # Thu, inside 09-15
 D = "sha256:" + "ab" * 32

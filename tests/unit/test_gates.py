@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ferry.gates import Facts, evaluate
-from ferry.policy import load_policy
-from ferry.state import Evidence
+from ferry.adapters.state import Evidence
+from ferry.core.gates import Facts, evaluate
+from ferry.core.policy import load_policy
 
 POLICY = load_policy("""
 environments:

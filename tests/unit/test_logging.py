@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ferry.logging import configure, get_logger, scrub_text
+from ferry.runtime.logging import configure, get_logger, scrub_text
 
 
 def test_tokens_and_url_credentials_never_reach_a_log_line(

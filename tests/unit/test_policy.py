@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from ferry.policy import PolicyError, format_duration, load_policy, parse_duration
+from ferry.core.policy import PolicyError, format_duration, load_policy, parse_duration
 
 DESIGN_POLICY = """\
 layout:

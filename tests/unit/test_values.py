@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ferry.values import ValuesError, read_value, set_digest
+from ferry.core.values import ValuesError, read_value, set_digest
 
 OLD = "sha256:" + "0" * 64
 NEW = "sha256:" + "4f1c" * 16

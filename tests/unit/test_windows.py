@@ -1,4 +1,4 @@
-"""Sync windows (ferry.windows): plain datetimes in, open/closed and the next change out."""
+"""Sync windows (ferry.core.windows): plain datetimes in, open/closed and the next change out."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ferry.policy import Window
-from ferry.windows import human, next_opening, open_until, window_state
+from ferry.core.policy import Window
+from ferry.core.windows import human, next_opening, open_until, window_state
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

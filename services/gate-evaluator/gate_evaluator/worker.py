@@ -6,15 +6,9 @@ from datetime import UTC, datetime
 
 import structlog
 
-from ferry import resources
-from ferry.bus import WorkerContext, WorkerSpec
-from ferry.errors import Rejected
-from ferry.events import Change, CiResult, Event, PromotionCommand, Signal, promotion_id
-from ferry.facts import gather
-from ferry.gates import evaluate
-from ferry.gitops import MainSnapshot
-from ferry.policy import Policy
-from ferry.state import (
+from ferry.adapters.bus import WorkerContext, WorkerSpec
+from ferry.adapters.gitops import MainSnapshot
+from ferry.adapters.state import (
     Candidate,
     CandidateStore,
     EvidenceStore,
@@ -23,6 +17,12 @@ from ferry.state import (
     Waiting,
     WaitingStore,
 )
+from ferry.app.facts import gather
+from ferry.core.errors import Rejected
+from ferry.core.events import Change, CiResult, Event, PromotionCommand, Signal, promotion_id
+from ferry.core.gates import evaluate
+from ferry.core.policy import Policy
+from ferry.runtime import resources
 
 
 def handle_ci_result(event: Event, ctx: WorkerContext) -> None:

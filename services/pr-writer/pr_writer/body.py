@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferry.events import PromotionCommand
+from ferry.core.events import PromotionCommand
 
 
 def title(cmd: PromotionCommand) -> str:

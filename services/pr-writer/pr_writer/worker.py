@@ -5,11 +5,11 @@ stays merged, and each change is published once (keyed by promotion id and kind)
 
 from __future__ import annotations
 
-from ferry import failpoints, resources
-from ferry.bus import WorkerContext, WorkerSpec
-from ferry.errors import Rejected
-from ferry.events import Change, Event, PromotionCommand
-from ferry.state import Candidate, CandidateStore, PromotionStore
+from ferry.adapters.bus import WorkerContext, WorkerSpec
+from ferry.adapters.state import Candidate, CandidateStore, PromotionStore
+from ferry.core.errors import Rejected
+from ferry.core.events import Change, Event, PromotionCommand
+from ferry.runtime import failpoints, resources
 from pr_writer.body import body, title
 
 # A merge that conflicts is redone from the new main this many times before it is given up.
@@ -39,7 +39,7 @@ def handle_promotion(event: Event, ctx: WorkerContext) -> None:
 
 
 def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
-    from ferry.forge import PermanentForgeError
+    from ferry.adapters.forge import PermanentForgeError
 
     forge = ctx.resources["forge"]
     repo = resources.gitops(ctx)
@@ -117,7 +117,7 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
     """Merge the PR unless a newer build superseded it. When main moved under the branch and the
     merge conflicts (another promotion changed the same line), cut the branch again from the new
     main and retry: the change is one line, so redoing it is always right."""
-    from ferry.forge import MergeConflict, PermanentForgeError
+    from ferry.adapters.forge import MergeConflict, PermanentForgeError
 
     forge = ctx.resources["forge"]
     for attempt in range(1, MERGE_ATTEMPTS + 1):
@@ -150,8 +150,8 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
 
 def _cut_branch(ctx: WorkerContext, cmd: PromotionCommand, branch: str) -> str | None:
     """Push BRANCH = main + the one-line pin; None when main already pins the digest."""
-    from ferry.gitops import PromotionError
-    from ferry.values import ValuesError
+    from ferry.adapters.gitops import PromotionError
+    from ferry.core.values import ValuesError
 
     try:
         return resources.gitops(ctx).prepare_promotion(

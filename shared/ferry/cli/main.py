@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import typer
 
-from ferry.settings import Settings
+from ferry.runtime.settings import Settings
 
 app = typer.Typer(
     help="Ferry promotes container image digests dev -> staging -> prod by pull request.",
@@ -42,8 +42,8 @@ def _settings() -> Settings:
 
 
 def _bus(settings: Settings):  # noqa: ANN202
-    from ferry.bus import Bus
-    from ferry.embedded import resolve_url
+    from ferry.adapters.bus import Bus
+    from ferry.adapters.embedded import resolve_url
 
     return Bus(settings, resolve_url(settings))
 
@@ -61,7 +61,7 @@ def init(
     services: str = typer.Option("api,web", help="Comma-separated service names."),
 ) -> None:
     """Scaffold a GitOps repository (ferry.yaml, envs/, an Argo CD ApplicationSet)."""
-    from ferry.scaffold import parse_services, scaffold
+    from ferry.adapters.scaffold import parse_services, scaffold
 
     if not services.replace(",", "").strip():
         fail("--services needs at least one name, e.g. --services api,web")
@@ -90,7 +90,7 @@ def publish_ci(
     as_json: bool = typer.Option(False, "--json", help="Print the published entry as JSON."),
 ) -> None:
     """Publish a CI result: a build (no --env) or checks run against a digest in --env."""
-    from ferry.events import CiResult, InvalidEvent, parse
+    from ferry.core.events import CiResult, InvalidEvent, parse
 
     fields = {
         "kind": "ci",
@@ -140,7 +140,7 @@ def publish_check(
 
 
 def _publish_signal(**fields: str | None) -> None:
-    from ferry.events import InvalidEvent, parse
+    from ferry.core.events import InvalidEvent, parse
 
     try:
         event = parse("signals", {k: v for k, v in fields.items() if v is not None})
@@ -188,8 +188,8 @@ def worker(
     ),
 ) -> None:
     """Run one replica of a worker (run more processes to scale it)."""
-    from ferry.resources import gitops_remote
-    from ferry.runner import load_worker, run_worker
+    from ferry.runtime.resources import gitops_remote
+    from ferry.runtime.runner import load_worker, run_worker
 
     try:
         spec = load_worker(name)
@@ -204,8 +204,8 @@ def worker(
 @app.command()
 def up() -> None:
     """Run all four workers, each its own process (embedded server if FERRY_REDIS_URL is unset)."""
-    from ferry.resources import gitops_remote
-    from ferry.runner import run_up
+    from ferry.runtime.resources import gitops_remote
+    from ferry.runtime.runner import run_up
 
     settings = _settings()
     gitops_remote(settings)
@@ -216,8 +216,8 @@ def up() -> None:
 
 
 def _repo(settings: Settings):  # noqa: ANN202
-    from ferry.gitops import GitOpsRepo
-    from ferry.resources import gitops_remote
+    from ferry.adapters.gitops import GitOpsRepo
+    from ferry.runtime.resources import gitops_remote
 
     return GitOpsRepo(remote=gitops_remote(settings), workdir=settings.home / "work" / "cli")
 
@@ -298,9 +298,9 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Where SERVICE stands in ENV and why: what is pinned, what comes next, each gate."""
-    from ferry.explain import explain as gather
-    from ferry.explain import render
-    from ferry.names import check_label
+    from ferry.app.explain import explain as gather
+    from ferry.app.explain import render
+    from ferry.core.names import check_label
 
     for value, what in ((service, "service"), (env, "environment")):
         try:
@@ -326,7 +326,7 @@ def explain(
 @dlq_app.command("ls")
 def dlq_ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List dead letters, oldest first."""
-    from ferry.replay import dead_letters
+    from ferry.app.replay import dead_letters
 
     letters = dead_letters(_bus(_settings()))
     if as_json:
@@ -346,7 +346,7 @@ def dlq_show(
     entry_id: str = typer.Argument(..., help="The dead letter's id (from `ferry dlq ls`)."),
 ) -> None:
     """Show one dead letter whole: the reason and the original entry."""
-    from ferry.replay import dead_letters
+    from ferry.app.replay import dead_letters
 
     [(i, letter)] = dead_letters(_bus(_settings()), [entry_id])
     _echo_json({"id": i, **json.loads(letter.model_dump_json())})
@@ -364,7 +364,7 @@ def dlq_retry(
     every: bool = typer.Option(False, "--all", help="Every dead letter."),
 ) -> None:
     """Put dead letters back on their streams (after fixing the cause); done effects are skipped."""
-    from ferry.replay import retry
+    from ferry.app.replay import retry
 
     done = retry(_bus(_settings()), _chosen(ids, every, "retry"))
     typer.echo(f"retried {len(done)} dead letter{'s' * (len(done) != 1)}")
@@ -376,7 +376,7 @@ def dlq_drop(
     every: bool = typer.Option(False, "--all", help="Every dead letter."),
 ) -> None:
     """Delete dead letters for good."""
-    from ferry.replay import drop
+    from ferry.app.replay import drop
 
     done = drop(_bus(_settings()), _chosen(ids, every, "drop"))
     typer.echo(f"dropped {len(done)} dead letter{'s' * (len(done) != 1)}")
@@ -396,7 +396,7 @@ def replay_cmd(
 ) -> None:
     """Publish a range of a stream again to re-drive it: done effects are skipped, failed ones
     are done again."""
-    from ferry.replay import replay, stream_bound
+    from ferry.app.replay import replay, stream_bound
 
     first = start if start == "-" else stream_bound(start, "--from")
     last = end if end == "+" else stream_bound(end, "--to")
@@ -420,7 +420,7 @@ def replay_cmd(
 
 def audit_records(settings: Settings, service: str | None, limit: int) -> list[Any]:
     """The newest LIMIT decisions (about SERVICE, if given), oldest first."""
-    from ferry.events import AuditRecord, decode_fields, parse
+    from ferry.core.events import AuditRecord, decode_fields, parse
 
     bus = _bus(settings)
     found: list[Any] = []
@@ -471,7 +471,7 @@ def audit(
 
 
 def _forge():  # noqa: ANN202
-    from ferry.resources import forge
+    from ferry.runtime.resources import forge
 
     return forge(_settings())
 
@@ -501,7 +501,7 @@ def pr_ls(
 
 
 def _get_pr(number: int) -> Any:
-    from ferry.forge import PullRequestNotFound
+    from ferry.adapters.forge import PullRequestNotFound
 
     try:
         return _forge().get_pr(number)
@@ -531,8 +531,8 @@ def pr_show(
 def _report(pr: Any, kind: str, **extra: Any) -> None:
     """Tell the workers about a merge or close made by hand on a promotion PR, as pr-writer
     would (what a forge webhook does for the HTTP forges)."""
-    from ferry.events import Change
-    from ferry.state import PromotionStore
+    from ferry.adapters.state import PromotionStore
+    from ferry.core.events import Change
 
     if not pr.key:
         return
@@ -590,7 +590,7 @@ def demo(
     keep: bool = typer.Option(False, help="Keep the scratch directory and print where it is."),
 ) -> None:
     """Run the whole flow on embedded parts: build, CI, a refused tag, dev and staging merges."""
-    from ferry.demo import run_demo
+    from ferry.cli.demo import run_demo
 
     sys.exit(run_demo(keep=keep))
 
@@ -599,14 +599,14 @@ def demo(
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from ferry.embedded import NoRedis
-    from ferry.errors import Rejected
-    from ferry.forge import ForgeError
-    from ferry.git import GitError
-    from ferry.policy import PolicyError
-    from ferry.replay import ReplayError
-    from ferry.resources import ConfigError
-    from ferry.scaffold import ScaffoldError
+    from ferry.adapters.embedded import NoRedis
+    from ferry.adapters.forge import ForgeError
+    from ferry.adapters.git import GitError
+    from ferry.adapters.scaffold import ScaffoldError
+    from ferry.app.replay import ReplayError
+    from ferry.core.errors import Rejected
+    from ferry.core.policy import PolicyError
+    from ferry.runtime.resources import ConfigError
 
     return (
         CliError,
@@ -641,7 +641,7 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {message}{hint}", err=True)
         sys.exit(2)
     except pydantic.ValidationError as e:
-        from ferry.events import describe
+        from ferry.core.events import describe
 
         typer.echo(f"error: invalid setting: {describe(e)}", err=True)
         sys.exit(2)
@@ -653,7 +653,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except Exception as e:  # noqa: BLE001
         if isinstance(e, _known_errors()):
-            from ferry.logging import scrub_text
+            from ferry.runtime.logging import scrub_text
 
             typer.echo(f"error: {scrub_text(str(e))}", err=True)
             sys.exit(2)

@@ -1,6 +1,6 @@
 """Forges: where ferry opens, merges and closes pull requests."""
 
-from ferry.forge.base import (
+from ferry.adapters.forge.base import (
     Comment,
     Forge,
     ForgeError,
@@ -12,7 +12,7 @@ from ferry.forge.base import (
     StatusState,
     TransientForgeError,
 )
-from ferry.forge.local import LocalForge, read_pulls, resolve_repo
+from ferry.adapters.forge.local import LocalForge, read_pulls, resolve_repo
 
 __all__ = [
     "Comment",

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ferry.forge.base import (
+from ferry.adapters.forge.base import (
     PR_STATES,
     STATUS_STATES,
     Comment,
@@ -41,7 +41,7 @@ from ferry.forge.base import (
     TransientForgeError,
     utcnow,
 )
-from ferry.git import GitError, git
+from ferry.adapters.git import GitError, git
 
 # stderr fragments of a push that lost a race against another update of the branch
 _LOST_RACE = (

@@ -2,7 +2,7 @@
 consumer per replica, acknowledgement only after the effect is durable, reclaim of entries a dead
 replica left pending, a dead-letter stream, and publish-once for idempotent effects.
 
-Publishing is plain XADD of flat fields (see ferry.events). Consuming runs on FastStream: each
+Publishing is plain XADD of flat fields (see ferry.core.events). Consuming runs on FastStream: each
 stream gets two subscribers in the worker's group, one reading new entries (XREADGROUP >) and one
 reclaiming entries idle longer than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM), because a FastStream
 subscriber given min_idle_time only claims.
@@ -23,11 +23,11 @@ from typing import Any
 import redis
 import structlog
 
-from ferry.errors import Rejected
-from ferry.events import AuditRecord, DeadLetter, Event, InvalidEvent, decode_fields, parse
-from ferry.health import Metrics, start_http
-from ferry.logging import get_logger, scrub_text
-from ferry.settings import Settings
+from ferry.core.errors import Rejected
+from ferry.core.events import AuditRecord, DeadLetter, Event, InvalidEvent, decode_fields, parse
+from ferry.runtime.health import Metrics, start_http
+from ferry.runtime.logging import get_logger, scrub_text
+from ferry.runtime.settings import Settings
 
 # Each heal tick (2 s) prunes dead consumers with this chance: about once a minute per replica.
 PRUNE_CHANCE = 1 / 30

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from ferry.settings import Settings
+from ferry.runtime.settings import Settings
 
 
 class NoRedis(RuntimeError):

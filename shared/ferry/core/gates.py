@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from ferry.state import Evidence
-from ferry.windows import human, window_state
+from ferry.adapters.state import Evidence
+from ferry.core.windows import human, window_state
 
 GateStatus = Literal["passed", "waiting", "failed"]
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import typer
 
-from ferry import embedded
-from ferry.bus import Bus
-from ferry.events import CiResult, InvalidEvent, parse
-from ferry.runner import spawn_worker, stop_processes
-from ferry.settings import Settings
+from ferry.adapters import embedded
+from ferry.adapters.bus import Bus
+from ferry.core.events import CiResult, InvalidEvent, parse
+from ferry.runtime.runner import spawn_worker, stop_processes
+from ferry.runtime.settings import Settings
 
 WORKERS = ("gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper")
 
@@ -50,9 +50,9 @@ def run_demo(*, keep: bool = False) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="ferry-demo-"))
     home, repo_path, logs = scratch / "home", scratch / "gitops", scratch / "logs"
     logs.mkdir(parents=True)
-    from ferry.cli import status_table
-    from ferry.forge import LocalForge
-    from ferry.scaffold import scaffold
+    from ferry.adapters.forge import LocalForge
+    from ferry.adapters.scaffold import scaffold
+    from ferry.cli.main import status_table
 
     say("== Ferry demo: build once, promote the digest, one pull request per step ==")
     server = embedded.start_server(scratch / "valkey")
@@ -110,9 +110,9 @@ def _joined(bus: Bus, worker: str) -> bool:
 
 
 def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -> int:  # noqa: ANN001
-    from ferry.cli import audit_records, short_subject
-    from ferry.explain import explain, render
-    from ferry.gitops import GitOpsRepo
+    from ferry.adapters.gitops import GitOpsRepo
+    from ferry.app.explain import explain, render
+    from ferry.cli.main import audit_records, short_subject
 
     repo = GitOpsRepo(remote=str(repo_path), workdir=settings.home / "work" / "demo")
     api, web, web_bad = fake_digest("api@1"), fake_digest("web@1"), fake_digest("web@2")

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ferry.bus import Bus
+from ferry.adapters.bus import Bus
 
 ANY_CHECK = "*"  # a CI result without a check name
 

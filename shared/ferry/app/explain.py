@@ -9,13 +9,13 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from ferry.bus import Bus
-from ferry.errors import Rejected
-from ferry.events import promotion_id
-from ferry.facts import gather
-from ferry.gates import evaluate
-from ferry.gitops import GitOpsRepo
-from ferry.state import CandidateStore, EvidenceStore
+from ferry.adapters.bus import Bus
+from ferry.adapters.gitops import GitOpsRepo
+from ferry.adapters.state import CandidateStore, EvidenceStore
+from ferry.app.facts import gather
+from ferry.core.errors import Rejected
+from ferry.core.events import promotion_id
+from ferry.core.gates import evaluate
 
 
 @dataclass

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
+from ferry.core.names import check_label
+from ferry.core.policy import PolicyError, load_policy
+
 from .git import GitError, git
-from .names import check_label
-from .policy import PolicyError, load_policy
 
 DEFAULT_SERVICES = ("api", "web")
 DEFAULT_ENVS = ("dev", "staging", "prod")

@@ -16,10 +16,11 @@ import uuid
 from collections import OrderedDict
 from pathlib import Path
 
+from ferry.core.names import check_digest, check_label
+from ferry.core.policy import Policy, PolicyError, load_policy
+from ferry.core.values import read_value, set_digest
+
 from .git import GitError, git, git_bytes
-from .names import check_digest, check_label
-from .policy import Policy, PolicyError, load_policy
-from .values import read_value, set_digest
 
 POLICY_FILE = "ferry.yaml"
 MAIN = "main"

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from ferry.policy import Window
+from ferry.core.policy import Window
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ferry.bus import WorkerContext
-from ferry.settings import Settings
+from ferry.adapters.bus import WorkerContext
+from ferry.runtime.settings import Settings
 
 
 class ConfigError(RuntimeError):
@@ -20,7 +20,7 @@ def gitops_remote(settings: Settings) -> str:
 
 
 def gitops(ctx: WorkerContext):  # noqa: ANN201 - GitOpsRepo, imported lazily
-    from ferry.gitops import GitOpsRepo
+    from ferry.adapters.gitops import GitOpsRepo
 
     if "gitops" not in ctx.resources:
         ctx.resources["gitops"] = GitOpsRepo(
@@ -34,6 +34,6 @@ def forge(settings: Settings):  # noqa: ANN201 - a Forge
         raise ConfigError(
             f"FERRY_FORGE={settings.forge} is not available in this version: use 'local'"
         )
-    from ferry.forge import LocalForge
+    from ferry.adapters.forge import LocalForge
 
     return LocalForge(gitops_remote(settings))

@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from ferry.errors import Rejected
-from ferry.names import check_digest, check_label
+from ferry.core.errors import Rejected
+from ferry.core.names import check_digest, check_label
 
 
 def now_utc() -> datetime:

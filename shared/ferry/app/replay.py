@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ferry.bus import STREAM_MAXLEN, Bus
-from ferry.events import MODELS, DeadLetter, decode_fields, parse
+from ferry.adapters.bus import STREAM_MAXLEN, Bus
+from ferry.core.events import MODELS, DeadLetter, decode_fields, parse
 
 # Streams whose entries cause work; audit and dlq are records, not requests.
 REPLAYABLE = ("ci", "signals", "promotions", "changes", "canary", "previews")

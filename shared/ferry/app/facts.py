@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ferry.bus import Bus
-from ferry.gates import Facts
-from ferry.policy import Policy
-from ferry.state import CandidateStore, LiveStore, SignalStore
+from ferry.adapters.bus import Bus
+from ferry.adapters.state import CandidateStore, LiveStore, SignalStore
+from ferry.core.gates import Facts
+from ferry.core.policy import Policy
 
 
 def gather(

@@ -14,10 +14,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from ferry import embedded
-from ferry.bus import WorkerSpec, serve
-from ferry.logging import configure, get_logger
-from ferry.settings import Settings
+from ferry.adapters import embedded
+from ferry.adapters.bus import WorkerSpec, serve
+from ferry.runtime.logging import configure, get_logger
+from ferry.runtime.settings import Settings
 
 
 def worker_names() -> list[str]:
