@@ -21,9 +21,11 @@ import redis
 
 from bench.env import Site, commit_all, digest_of, run_git, services
 from bench.throughput import publish_all
-from ferry.adapters.bus import Bus, Dispatcher, WorkerContext
+from ferry.adapters.bus import Bus
 from ferry.core.events import AuditRecord, decode_fields, parse, promotion_id
+from ferry.runtime.dispatcher import Dispatcher
 from ferry.runtime.settings import Settings
+from ferry.runtime.worker import WorkerContext
 
 # Labels of the gate-evaluator parts (the report refers to them by these names).
 DECODE = "decode_fields (bytes -> str)"

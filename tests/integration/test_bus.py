@@ -10,11 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from ferry.adapters.bus import Bus, Dispatcher, WorkerContext, WorkerSpec, serve
+from ferry.adapters.bus import Bus
 from ferry.core.errors import Rejected
 from ferry.core.events import CiResult, Event, decode_fields
+from ferry.runtime.consumer import serve
+from ferry.runtime.dispatcher import Dispatcher
 from ferry.runtime.logging import get_logger
 from ferry.runtime.settings import Settings
+from ferry.runtime.worker import WorkerContext, WorkerSpec
 from tests.helpers import digest_of, wait_until
 
 D = digest_of("bus")

@@ -2,7 +2,7 @@
 groups exist from the first start at id 0, so the version that handles these
 streams will find the whole backlog."""
 
-from ferry.adapters.bus import WorkerSpec
+from ferry.runtime.worker import WorkerSpec
 
 WORKER = WorkerSpec(
     name="canary-watcher",

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 import structlog
 
-from ferry.adapters.bus import WorkerContext, WorkerSpec
 from ferry.adapters.gitops import MainSnapshot
 from ferry.adapters.state import (
     Candidate,
@@ -23,6 +22,7 @@ from ferry.core.events import Change, CiResult, Event, PromotionCommand, Signal,
 from ferry.core.gates import evaluate
 from ferry.core.policy import Policy
 from ferry.runtime import resources
+from ferry.runtime.worker import WorkerContext, WorkerSpec
 
 
 def handle_ci_result(event: Event, ctx: WorkerContext) -> None:

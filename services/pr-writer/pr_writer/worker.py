@@ -5,11 +5,11 @@ stays merged, and each change is published once (keyed by promotion id and kind)
 
 from __future__ import annotations
 
-from ferry.adapters.bus import WorkerContext, WorkerSpec
 from ferry.adapters.state import Candidate, CandidateStore, PromotionStore
 from ferry.core.errors import Rejected
 from ferry.core.events import Change, Event, PromotionCommand
 from ferry.runtime import failpoints, resources
+from ferry.runtime.worker import WorkerContext, WorkerSpec
 from pr_writer.body import body, title
 
 # A merge that conflicts is redone from the new main this many times before it is given up.

@@ -52,7 +52,7 @@ def run_demo(*, keep: bool = False) -> int:
     logs.mkdir(parents=True)
     from ferry.adapters.forge import LocalForge
     from ferry.adapters.scaffold import scaffold
-    from ferry.cli.main import status_table
+    from ferry.app.reports import status_table
 
     say("== Ferry demo: build once, promote the digest, one pull request per step ==")
     server = embedded.start_server(scratch / "valkey")
@@ -112,7 +112,7 @@ def _joined(bus: Bus, worker: str) -> bool:
 def _story(bus: Bus, settings: Settings, repo_path: Path, status_table, forge) -> int:  # noqa: ANN001
     from ferry.adapters.gitops import GitOpsRepo
     from ferry.app.explain import explain, render
-    from ferry.cli.main import audit_records, short_subject
+    from ferry.app.reports import audit_records, short_subject
 
     repo = GitOpsRepo(remote=str(repo_path), workdir=settings.home / "work" / "demo")
     api, web, web_bad = fake_digest("api@1"), fake_digest("web@1"), fake_digest("web@2")

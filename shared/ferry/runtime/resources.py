@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ferry.adapters.bus import WorkerContext
 from ferry.runtime.settings import Settings
+from ferry.runtime.worker import WorkerContext
 
 
 class ConfigError(RuntimeError):
@@ -37,3 +37,18 @@ def forge(settings: Settings):  # noqa: ANN201 - a Forge
     from ferry.adapters.forge import LocalForge
 
     return LocalForge(gitops_remote(settings))
+
+
+def connect(settings: Settings):  # noqa: ANN201 - a Bus
+    """The bus at FERRY_REDIS_URL, or at the embedded server `ferry up` recorded."""
+    from ferry.adapters.bus import Bus
+    from ferry.adapters.embedded import resolve_url
+
+    return Bus(settings, resolve_url(settings))
+
+
+def open_repo(settings: Settings):  # noqa: ANN201 - a GitOpsRepo
+    """The GitOps repository as the CLI reads it (its own clone under FERRY_HOME)."""
+    from ferry.adapters.gitops import GitOpsRepo
+
+    return GitOpsRepo(remote=gitops_remote(settings), workdir=settings.home / "work" / "cli")

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ferry.adapters import embedded
-from ferry.adapters.bus import WorkerSpec, serve
+from ferry.runtime.consumer import serve
 from ferry.runtime.logging import configure, get_logger
 from ferry.runtime.settings import Settings
+from ferry.runtime.worker import WorkerSpec
 
 
 def worker_names() -> list[str]:

@@ -1,0 +1,59 @@
+"""What `ferry status`, `ferry manifest` and `ferry audit` report, read from main and the audit
+stream (shared by the CLI and the demo)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from ferry.runtime.resources import connect, open_repo
+from ferry.runtime.settings import Settings
+
+
+def status_table(settings: Settings) -> dict[str, dict[str, str | None]]:
+    repo = open_repo(settings)
+    main = repo.at_main()  # one commit for the whole table
+    return {
+        service: {env: main.pinned(service, env) for env in main.policy.env_names()}
+        for service in repo.services()
+    }
+
+
+def platform_manifest(settings: Settings, env: str) -> dict[str, Any]:
+    """ENV's platform version: every service's pinned digest on main, named by a content hash of
+    the sorted `service=digest` pairs (services with nothing pinned are left out)."""
+    repo = open_repo(settings)
+    main = repo.at_main()
+    main.policy.environment(env)  # unknown environment: one line, not a traceback
+    pins = {s: d for s in repo.services() if (d := main.pinned(s, env)) is not None}
+    lines = "".join(f"{service}={digest}\n" for service, digest in sorted(pins.items()))
+    version = "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+    return {"environment": env, "version": version, "commit": main.commit, "services": pins}
+
+
+def audit_records(settings: Settings, service: str | None, limit: int) -> list[Any]:
+    """The newest LIMIT decisions (about SERVICE, if given), oldest first."""
+    from ferry.core.events import AuditRecord, decode_fields, parse
+
+    bus = connect(settings)
+    found: list[Any] = []
+    last = "+"
+    while len(found) < limit:
+        batch = bus.redis.xrevrange(settings.stream("audit"), max=last, count=500)
+        if not batch:
+            break
+        for _, raw in batch:
+            record = parse("audit", decode_fields(raw))
+            assert isinstance(record, AuditRecord)
+            if service is None or record.subject.startswith(f"{service}@"):
+                found.append(record)
+                if len(found) == limit:
+                    break
+        last = "(" + batch[-1][0].decode()
+    return list(reversed(found))
+
+
+def short_subject(subject: str) -> str:
+    """'api@sha256:<64 hex> -> dev' as 'api@4f1c2ab9d3e5 -> dev'."""
+    return re.sub(r"sha256:([0-9a-f]{12})[0-9a-f]{52}", r"\1", subject)

@@ -1,0 +1,116 @@
+"""ferry dlq and ferry replay: look at what failed, and re-drive it."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from ferry.cli.app import (
+    app,
+    connect_bus,
+    dlq_app,
+    echo_json,
+    fail,
+    load_settings,
+    print_rows,
+)
+
+# --- dlq --------------------------------------------------------------------------------------
+
+
+@dlq_app.command("ls")
+def dlq_ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List dead letters, oldest first."""
+    from ferry.app.replay import dead_letters
+
+    letters = dead_letters(connect_bus(load_settings()))
+    if as_json:
+        echo_json([{"id": i, **json.loads(e.model_dump_json())} for i, e in letters])
+        return
+    if not letters:
+        typer.echo("no dead letters")
+        return
+    rows = [["ID", "STREAM", "WORKER", "DELIVERIES", "ERROR"]]
+    for i, e in letters:
+        rows.append([i, e.stream, e.worker, str(e.deliveries), e.error])
+    print_rows(rows)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    entry_id: str = typer.Argument(..., help="The dead letter's id (from `ferry dlq ls`)."),
+) -> None:
+    """Show one dead letter whole: the reason and the original entry."""
+    from ferry.app.replay import dead_letters
+
+    [(i, letter)] = dead_letters(connect_bus(load_settings()), [entry_id])
+    echo_json({"id": i, **json.loads(letter.model_dump_json())})
+
+
+def _chosen(ids: list[str] | None, every: bool, verb: str) -> list[str] | None:
+    if bool(ids) == every:
+        fail(f"name the dead letters to {verb} (ids from `ferry dlq ls`) or pass --all, not both")
+    return None if every else ids
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    ids: list[str] | None = typer.Argument(None, help="Dead letter ids (from `ferry dlq ls`)."),
+    every: bool = typer.Option(False, "--all", help="Every dead letter."),
+) -> None:
+    """Put dead letters back on their streams (after fixing the cause); done effects are skipped."""
+    from ferry.app.replay import retry
+
+    done = retry(connect_bus(load_settings()), _chosen(ids, every, "retry"))
+    typer.echo(f"retried {len(done)} dead letter{'s' * (len(done) != 1)}")
+
+
+@dlq_app.command("drop")
+def dlq_drop(
+    ids: list[str] | None = typer.Argument(None, help="Dead letter ids (from `ferry dlq ls`)."),
+    every: bool = typer.Option(False, "--all", help="Every dead letter."),
+) -> None:
+    """Delete dead letters for good."""
+    from ferry.app.replay import drop
+
+    done = drop(connect_bus(load_settings()), _chosen(ids, every, "drop"))
+    typer.echo(f"dropped {len(done)} dead letter{'s' * (len(done) != 1)}")
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+@app.command("replay")
+def replay_cmd(
+    stream: str = typer.Argument(..., help="ci, signals, promotions, changes, canary or previews."),
+    start: str = typer.Option("-", "--from", help="First entry id or ISO time (default: oldest)."),
+    end: str = typer.Option("+", "--to", help="Last entry id or ISO time (default: newest)."),
+    service: str | None = typer.Option(None, help="Only entries about this service."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be replayed."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Publish a range of a stream again to re-drive it: done effects are skipped, failed ones
+    are done again."""
+    from ferry.app.replay import replay, stream_bound
+
+    first = start if start == "-" else stream_bound(start, "--from")
+    last = end if end == "+" else stream_bound(end, "--to")
+    chosen = replay(
+        connect_bus(load_settings()),
+        stream,
+        start=first,
+        end=last,
+        service=service,
+        dry_run=dry_run,
+    )
+    if as_json:
+        echo_json([{"id": c.entry_id, "fields": c.fields} for c in chosen])
+        return
+    verb = "would replay" if dry_run else "replayed"
+    typer.echo(f"{verb} {len(chosen)} entr{'y' if len(chosen) == 1 else 'ies'} of {stream}")
+    if dry_run:
+        for c in chosen:
+            typer.echo(
+                f"  {c.entry_id}  {c.fields.get('kind', '?')}  {c.fields.get('service', '')}"
+            )

@@ -1,0 +1,112 @@
+"""ferry status, manifest, explain and audit: where things stand and why."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from ferry.app.reports import audit_records, platform_manifest, short_subject, status_table
+from ferry.cli.app import (
+    app,
+    connect_bus,
+    echo_json,
+    fail,
+    load_settings,
+    open_forge,
+    open_repo,
+    print_rows,
+    short,
+)
+
+# --- status -----------------------------------------------------------------------------------
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Service x environment: the digest pinned on the GitOps repository's main."""
+    settings = load_settings()
+    table = status_table(settings)
+    if as_json:
+        echo_json({"services": table})
+        return
+    envs = list(next(iter(table.values())).keys()) if table else []
+    rows = [["SERVICE", *[e.upper() for e in envs]]]
+    for service, pins in table.items():
+        rows.append([service, *[short(pins[e]) for e in envs]])
+    print_rows(rows)
+
+
+# --- manifest ---------------------------------------------------------------------------------
+
+
+@app.command()
+def manifest(
+    env: str = typer.Argument(..., help="Environment name."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The platform version of ENV: its services' digests and a hash that names the set."""
+    found = platform_manifest(load_settings(), env)
+    if as_json:
+        echo_json(found)
+        return
+    typer.echo(f"{env} {found['version']}  (main {found['commit'][:12]})")
+    for service, digest in sorted(found["services"].items()):
+        typer.echo(f"  {service}={digest}")
+
+
+# --- explain ----------------------------------------------------------------------------------
+
+
+@app.command()
+def explain(
+    service: str = typer.Argument(..., help="Service name."),
+    env: str = typer.Argument(..., help="Environment name."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Where SERVICE stands in ENV and why: what is pinned, what comes next, each gate."""
+    from ferry.app.explain import explain as gather
+    from ferry.app.explain import render
+    from ferry.core.names import check_label
+
+    for value, what in ((service, "service"), (env, "environment")):
+        try:
+            check_label(value, what)
+        except ValueError as e:
+            fail(str(e))
+    settings = load_settings()
+    try:
+        forge = open_forge()
+    except Exception:  # noqa: BLE001 - explaining does not need the forge; leave PRs out
+        forge = None
+    found = gather(open_repo(settings), connect_bus(settings), forge, service, env)
+    if as_json:
+        echo_json(found.as_dict())
+        return
+    for line in render(found):
+        typer.echo(line)
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+
+@app.command()
+def audit(
+    service: str | None = typer.Option(None, help="Only decisions about this service."),
+    limit: int = typer.Option(20, min=1, help="How many of the newest decisions."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Why digests moved or did not: the newest decisions of every worker, in words."""
+    records = audit_records(load_settings(), service, limit)
+    if as_json:
+        echo_json([json.loads(r.model_dump_json()) for r in records])
+        return
+    if not records:
+        typer.echo("no decisions recorded")
+        return
+    rows = [["WHEN", "WORKER", "SUBJECT", "OUTCOME", "REASON"]]
+    for r in records:
+        rows.append(
+            [f"{r.occurred_at:%H:%M:%S}", r.worker, short_subject(r.subject), r.outcome, r.reason]
+        )
+    print_rows(rows)

@@ -1,0 +1,159 @@
+"""The consumer loop of one worker replica, on FastStream: each stream gets two subscribers in
+the worker's group, one reading new entries (XREADGROUP >) and one reclaiming entries idle longer
+than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM), because a FastStream subscriber given min_idle_time only
+claims. It also heals a lost group and runs the worker's tick."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from ferry.adapters.bus import Bus
+from ferry.core.events import decode_fields
+from ferry.runtime.dispatcher import Dispatcher
+from ferry.runtime.health import start_http
+from ferry.runtime.logging import get_logger, scrub_text
+from ferry.runtime.settings import Settings
+from ferry.runtime.worker import WorkerContext, WorkerSpec
+
+# Each heal tick (2 s) prunes dead consumers with this chance: about once a minute per replica.
+PRUNE_CHANCE = 1 / 30
+# A consumer idle this long (and at least 10 x the claim idle time) belongs to a dead replica.
+CONSUMER_IDLE_MIN_MS = 15 * 60 * 1000
+
+
+async def serve(
+    spec: WorkerSpec,
+    settings: Settings,
+    url: str,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Run one replica of worker SPEC until STOP is set (or the task is cancelled)."""
+    from faststream import AckPolicy
+    from faststream.redis import RedisBroker, StreamSub
+    from faststream.redis.annotations import RedisStreamMessage
+
+    log = get_logger(worker=spec.name, consumer=settings.consumer)
+    bus = Bus(settings, url)
+    ctx = WorkerContext(name=spec.name, settings=settings, bus=bus, log=log)
+    if spec.setup:
+        spec.setup(ctx)
+    dispatcher = Dispatcher(spec, ctx)
+    # Ferry logs every decision itself; FastStream's own per-message lines would only repeat them.
+    broker = RedisBroker(url, logger=None, log_level=logging.DEBUG)  # type: ignore[arg-type]
+    subscribers = []
+
+    def consumer_for(short: str, reclaim: bool) -> Callable[..., Any]:
+        async def consume(message: RedisStreamMessage) -> None:
+            raw_id = message.raw_message["message_ids"][0]
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            fields = decode_fields(message.raw_message["data"])
+            deliveries = await message.get_delivery_count() if reclaim else 1
+            await asyncio.to_thread(dispatcher.process, short, entry_id, fields, deliveries)
+
+        return consume
+
+    for short in spec.joins:
+        bus.ensure_group(short, spec.name)
+    for short in spec.handlers:
+        bus.ensure_group(short, spec.name)
+        for reclaim in (False, True):
+            sub = broker.subscriber(
+                stream=StreamSub(
+                    settings.stream(short),
+                    group=spec.name,
+                    consumer=settings.consumer,
+                    polling_interval=settings.poll_ms
+                    if not reclaim
+                    else max(settings.poll_ms, 500),
+                    min_idle_time=settings.claim_idle_ms if reclaim else None,
+                    max_records=None if reclaim else settings.read_count,
+                ),
+                ack_policy=AckPolicy.MANUAL,
+                no_reply=True,
+            )
+            sub(consumer_for(short, reclaim))
+            subscribers.append((short, sub))
+
+    if subscribers:
+        await broker.start()
+    http = None
+    if settings.http_port is not None:
+
+        async def readiness() -> str | None:
+            stopped = [bus.stream(s) for s, sub in subscribers if not getattr(sub, "running", True)]
+            if stopped:
+                return f"not consuming {', '.join(stopped)}"
+            try:
+                await asyncio.to_thread(bus.redis.ping)
+            except redis.RedisError as e:
+                return f"redis unreachable: {e}"
+            return None
+
+        http = await start_http(
+            settings.http_host, settings.http_port, dispatcher.metrics, readiness
+        )
+        log.info("serving /healthz /readyz /metrics", port=http.sockets[0].getsockname()[1])
+    log.info(
+        "worker started",
+        streams=[settings.stream(s) for s in spec.handlers],
+        joined=[settings.stream(s) for s in spec.joins],
+        group=spec.name,
+        redis=scrub_text(url),
+    )
+    if ready:
+        ready()
+    stop = stop or asyncio.Event()
+    next_tick = time.monotonic() + settings.tick_s
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(2.0, settings.tick_s))
+            await _heal(bus, spec, subscribers, log)
+            if spec.tick is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + settings.tick_s
+                try:
+                    await asyncio.to_thread(spec.tick, ctx)
+                except Exception as e:  # noqa: BLE001 - a failed tick is retried at the next one
+                    log.warning("tick failed", error=f"{type(e).__name__}: {e}")
+    finally:
+        if http is not None:
+            http.close()
+        if subscribers:
+            await broker.stop()
+        log.info("worker stopped")
+
+
+async def _heal(bus: Bus, spec: WorkerSpec, subscribers: list[tuple[str, Any]], log: Any) -> None:
+    """After Redis lost its data, XREADGROUP answers NOGROUP for ever and FastStream stops the
+    subscriber: recreate the group and start the subscriber again (idempotency covers re-reads).
+    Now and then, forget the consumers of replicas that died with nothing pending."""
+    if random.random() < PRUNE_CHANCE:
+        idle = max(CONSUMER_IDLE_MIN_MS, 10 * bus.settings.claim_idle_ms)
+        for short in spec.handlers:
+            try:
+                removed = await asyncio.to_thread(bus.prune_consumers, short, spec.name, idle)
+            except redis.RedisError:
+                continue
+            if removed:
+                log.info("forgot idle consumers", stream=bus.stream(short), consumers=removed)
+    for short, sub in subscribers:
+        if getattr(sub, "running", True):
+            continue
+        try:
+            await asyncio.to_thread(bus.ensure_group, short, spec.name)
+            await sub.start()
+            log.warning(
+                "consumer group recreated and subscriber restarted", stream=bus.stream(short)
+            )
+        except Exception as e:  # noqa: BLE001 - Redis may still be down; try again next tick
+            log.warning("could not restart subscriber yet", error=str(e))
