@@ -356,6 +356,19 @@ def test_comments_labels_statuses_round_trip(repo: Path, client: Path) -> None:
     assert got.updated_at >= got.created_at
 
 
+
+def test_update_body_writes_only_a_changed_description(repo: Path, client: Path) -> None:
+    forge = LocalForge(repo)
+    push_branch(client, "b", {"b.txt": "b\n"})
+    pr = forge.open_pr(head="b", title="T", body="gates: waiting")
+
+    changed = forge.update_body(pr.number, "gates: passed")
+    same = forge.update_body(pr.number, "gates: passed")
+
+    assert LocalForge(repo).get_pr(pr.number).body == "gates: passed"
+    assert changed.updated_at > pr.updated_at
+    assert same.updated_at == changed.updated_at
+
 # ------------------------------------------------------------------ several processes at once
 
 _WORKER = r"""

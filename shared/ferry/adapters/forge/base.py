@@ -119,6 +119,10 @@ class Forge(Protocol):
         """Add a comment."""
         ...
 
+    def update_body(self, number: int, body: str) -> PullRequest:
+        """Replace the PR's description (unchanged text: no write)."""
+        ...
+
     def add_labels(self, number: int, labels: Iterable[str]) -> PullRequest:
         """Add labels (those present already are kept once)."""
         ...

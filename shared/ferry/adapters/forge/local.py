@@ -301,6 +301,15 @@ class LocalForge:
 
         return self._mutate(number, add)
 
+    def update_body(self, number: int, body: str) -> PullRequest:
+        def put(pr: PullRequest) -> bool:
+            if pr.body == body:
+                return False  # nothing changed: the record and its updated_at stay as they are
+            pr.body = body
+            return True
+
+        return self._mutate(number, put)
+
     def add_labels(self, number: int, labels: Iterable[str]) -> PullRequest:
         wanted = list(labels)
 
