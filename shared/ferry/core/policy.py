@@ -21,7 +21,11 @@ Schema (defaults in brackets)::
           soak: {min_duration: duration [0s], checks: [str]}
           windows: [{allow | deny: cron (5 fields), duration: duration, timezone: str [UTC]}]
         canary: {count: 5, failure_limit: 0, inconclusive_limit: 0,
-                 consecutive_error_limit: 4, progress_deadline: 30m}
+                 consecutive_error_limit: 4, progress_deadline: 30m,
+                 no_data: successful | failed | inconclusive [inconclusive], interval: 1m,
+                 metrics: [{name: str, prometheus: {query: PromQL, address: url},
+                            success_condition: str, failure_condition: str, interval: duration,
+                            count, failure_limit, inconclusive_limit, consecutive_error_limit}]}
     approvers: {teams: {<team>: [user]}}
     previews: {label: preview, ttl: 48h, ttl_from: last_activity | created, max_ttl: 7d,
                quota_per_team: 5, warn_before: 2h}
@@ -55,6 +59,7 @@ from pydantic.functional_validators import PlainValidator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from .conditions import compile_condition
 from .names import check_label
 
 BUILD = "build"
@@ -172,12 +177,62 @@ class Gates(_Model):
     windows: list[Window] = Field(default_factory=list)
 
 
+class PrometheusQuery(_Model):
+    """The built-in Prometheus provider: QUERY (PromQL; {{service}}, {{env}} and {{digest}} are
+    filled in) run against ADDRESS (default: FERRY_PROMETHEUS_URL)."""
+
+    query: str = Field(min_length=1)
+    address: str | None = None
+
+
+class CanaryMetric(_Model):
+    """One metric of the canary analysis. The limits default to the canary block's."""
+
+    name: str = Field(min_length=1, max_length=100)
+    prometheus: PrometheusQuery | None = None
+    success_condition: str | None = None
+    failure_condition: str | None = None
+    interval: Duration | None = None
+    count: int | None = Field(default=None, ge=1)
+    failure_limit: int | None = Field(default=None, ge=0)
+    inconclusive_limit: int | None = Field(default=None, ge=0)
+    consecutive_error_limit: int | None = Field(default=None, ge=0)
+
+    @field_validator("success_condition", "failure_condition")
+    @classmethod
+    def _condition(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_condition(value)  # refused at load time, not when the canary runs
+        return value
+
+
 class Canary(_Model):
     count: int = Field(default=5, ge=1)
     failure_limit: int = Field(default=0, ge=0)
     inconclusive_limit: int = Field(default=0, ge=0)
     consecutive_error_limit: int = Field(default=4, ge=0)
     progress_deadline: Duration = timedelta(minutes=30)
+    # The run's phase when no measurement arrives within progress_deadline.
+    no_data: Literal["successful", "failed", "inconclusive"] = "inconclusive"
+    # How often the built-in provider runs each metric's query (a metric may set its own).
+    interval: Duration = timedelta(minutes=1)
+    metrics: list[CanaryMetric] = Field(default_factory=list)
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique(cls, value: list[CanaryMetric]) -> list[CanaryMetric]:
+        names = [m.name for m in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"metric names must be unique, got {', '.join(twice)} twice")
+        return value
+
+    @field_validator("interval", "progress_deadline")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
 
 
 class EnvironmentPolicy(_Model):
