@@ -356,7 +356,6 @@ def test_comments_labels_statuses_round_trip(repo: Path, client: Path) -> None:
     assert got.updated_at >= got.created_at
 
 
-
 def test_update_body_writes_only_a_changed_description(repo: Path, client: Path) -> None:
     forge = LocalForge(repo)
     push_branch(client, "b", {"b.txt": "b\n"})
@@ -368,6 +367,7 @@ def test_update_body_writes_only_a_changed_description(repo: Path, client: Path)
     assert LocalForge(repo).get_pr(pr.number).body == "gates: passed"
     assert changed.updated_at > pr.updated_at
     assert same.updated_at == changed.updated_at
+
 
 # ------------------------------------------------------------------ several processes at once
 

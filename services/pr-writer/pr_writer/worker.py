@@ -10,7 +10,8 @@ from ferry.core.errors import Rejected
 from ferry.core.events import Change, Event, PromotionCommand
 from ferry.runtime import failpoints, resources
 from ferry.runtime.worker import WorkerContext, WorkerSpec
-from pr_writer.body import body, title
+from pr_writer import rollback
+from pr_writer.body import body, commit_message, title
 
 # A merge that conflicts is redone from the new main this many times before it is given up.
 MERGE_ATTEMPTS = 3
@@ -31,6 +32,8 @@ def handle_promotion(event: Event, ctx: WorkerContext) -> None:
                 _merge(event, ctx)
             elif event.kind == "close":
                 _close(event, ctx)
+            elif event.kind == "rollback":
+                rollback.roll_back(event, ctx)
             else:
                 raise Rejected(f"promotion kind {event.kind!r} is not handled by this version")
         except Rejected as e:
@@ -66,13 +69,7 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
         except PermanentForgeError as e:
             raise Rejected(f"forge refused the pull request for {cmd.subject}: {e}") from e
         ctx.audit("open_pr", cmd.subject, "opened", f"PR #{pr.number}", cmd)
-    PromotionStore(ctx.bus).remember(
-        cmd.promotion_id,
-        service=cmd.service,
-        digest=cmd.digest,
-        source_env=cmd.source_env,
-        target_env=cmd.target_env,
-    )
+    _remember(ctx, cmd)
     failpoints.hit("pr-writer.after-open")
     _publish(ctx, cmd, "pr_opened", pr.number)
     if cmd.auto_merge and pr.state == "open":
@@ -113,7 +110,9 @@ def _close(cmd: PromotionCommand, ctx: WorkerContext) -> None:
         _publish(ctx, cmd, "pr_closed", pr.number, reason=cmd.reason)
 
 
-def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: ANN202
+def _do_merge(  # noqa: ANN202
+    ctx: WorkerContext, cmd: PromotionCommand, number: int, *, supersedable: bool = True
+):
     """Merge the PR unless a newer build superseded it. When main moved under the branch and the
     merge conflicts (another promotion changed the same line), cut the branch again from the new
     main and retry: the change is one line, so redoing it is always right."""
@@ -121,7 +120,7 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
 
     forge = ctx.resources["forge"]
     for attempt in range(1, MERGE_ATTEMPTS + 1):
-        successor = _successor(ctx, cmd)
+        successor = _successor(ctx, cmd) if supersedable else None
         if successor is not None:
             reason = (
                 f"superseded by {successor.digest} (promotion {successor.promotion_id}), "
@@ -130,7 +129,9 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
             ctx.audit("merge_pr", cmd.subject, "closed", reason, cmd)
             return forge.close_pr(number, comment=reason)
         try:
-            pr = forge.merge_pr(number)
+            pr = forge.merge_pr(
+                number, message=commit_message(cmd, f"Merge pull request #{number}: {title(cmd)}")
+            )
         except MergeConflict as e:
             if attempt == MERGE_ATTEMPTS:
                 raise Rejected(f"cannot merge PR #{number}: {e}") from e
@@ -159,10 +160,20 @@ def _cut_branch(ctx: WorkerContext, cmd: PromotionCommand, branch: str) -> str |
             service=cmd.service,
             env=cmd.target_env,
             digest=cmd.digest,
-            message=f"{title(cmd)}\n\nPromotion {cmd.promotion_id}.",
+            message=commit_message(cmd),
         )
     except (ValuesError, PromotionError) as e:
         raise Rejected(f"cannot promote {cmd.subject}: {e}") from e
+
+
+def _remember(ctx: WorkerContext, cmd: PromotionCommand) -> None:
+    PromotionStore(ctx.bus).remember(
+        cmd.promotion_id,
+        service=cmd.service,
+        digest=cmd.digest,
+        source_env=cmd.source_env,
+        target_env=cmd.target_env,
+    )
 
 
 def _successor(ctx: WorkerContext, cmd: PromotionCommand) -> Candidate | None:

@@ -207,6 +207,39 @@ class GitOpsRepo:
         """The image repository of SERVICE in ENV according to main."""
         return self.at_main().repository(service, env)
 
+    def pin_history(self, service: str, env: str, limit: int = 100) -> list[tuple[str, str]]:
+        """(commit, digest) for each change of what SERVICE pins in ENV on main, newest first:
+        the values file's history along main's first parents (the merges of pull requests)."""
+        commit = self.main_commit()
+        policy = self._policy_at(commit)
+        path = policy.values_path(env, service)
+        log = git(
+            *self._object_git_args(),
+            "log",
+            "--first-parent",
+            "--format=%H",
+            f"-n{limit}",
+            commit,
+            "--",
+            path,
+        )
+        history: list[tuple[str, str]] = []
+        for sha in log.split():
+            text = self._read_at(sha, path)
+            digest = _read_value(text, policy.digest_key, path) if text is not None else None
+            if digest and (not history or history[-1][1] != digest):
+                history.append((sha, digest))
+        return history
+
+    def pinned_before(self, service: str, env: str, digest: str) -> str | None:
+        """The digest SERVICE pinned in ENV before DIGEST was last pinned there (None when
+        DIGEST was never pinned, or nothing was before it)."""
+        pins = [d for _, d in self.pin_history(service, env)]
+        if digest not in pins:
+            return None
+        older = pins[pins.index(digest) + 1 :]
+        return older[0] if older else None
+
     def services(self) -> list[str]:
         """Services that have a values file on main for at least one environment."""
         commit = self.main_commit()

@@ -192,3 +192,31 @@ class PromotionStore:
     def get(self, promotion_id: str) -> dict[str, str] | None:
         raw = self.bus.redis.hgetall(self.bus.settings.key("promotion", promotion_id))
         return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+
+class RollbackStore:
+    """Digests rolled back out of an environment: gate-evaluator must not promote such a digest
+    there again on its own (a person may, with `ferry promote`, or a newer build replaces it).
+
+    Key: <prefix>rolledback:<service>:<env>, a hash digest -> JSON {to, actor, reason, at,
+    promotion_id}."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    def _key(self, service: str, env: str) -> str:
+        return self.bus.settings.key("rolledback", service, env)
+
+    def mark(self, service: str, env: str, digest: str, **info: str | None) -> None:
+        self.bus.redis.hset(self._key(service, env), digest, json.dumps(info, sort_keys=True))
+
+    def get(self, service: str, env: str, digest: str) -> dict[str, str | None] | None:
+        raw = self.bus.redis.hget(self._key(service, env), digest)
+        return json.loads(raw) if raw is not None else None
+
+    def is_rolled_back(self, service: str, env: str, digest: str) -> bool:
+        return bool(self.bus.redis.hexists(self._key(service, env), digest))
+
+    def forget(self, service: str, env: str, digest: str) -> None:
+        """A person asked for DIGEST in ENV again: it is no longer held back."""
+        self.bus.redis.hdel(self._key(service, env), digest)

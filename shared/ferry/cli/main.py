@@ -7,7 +7,14 @@ import sys
 
 import typer
 
-from ferry.cli import dlq, pr, publish, views, workers  # noqa: F401 - registers the commands
+from ferry.cli import (  # noqa: F401 - registers the commands
+    dlq,
+    pr,
+    publish,
+    rollback,
+    views,
+    workers,
+)
 from ferry.cli.app import CliError, app
 
 # --- entry point ------------------------------------------------------------------------------

@@ -170,6 +170,11 @@ class PromotionCommand(_Subject):
     auto_merge: bool = False
     evidence: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = None
+    # A rollback: the digest it takes out of target_env (digest is the one it pins back),
+    # who asked, and whether they override an active deny window.
+    rollback_of: Digest | None = None
+    actor: str | None = None
+    force: bool = False
 
     @property
     def subject(self) -> str:
@@ -189,6 +194,7 @@ class Change(_Subject):
     pr: int | None = None
     merge_commit: str | None = None
     reason: str | None = None
+    rollback_of: Digest | None = None  # set on the changes of a rollback
 
 
 class CanaryMeasurement(_Subject):
