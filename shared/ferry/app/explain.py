@@ -12,6 +12,8 @@ from typing import Any
 from ferry.adapters.bus import Bus
 from ferry.adapters.gitops import GitOpsRepo
 from ferry.adapters.state import CandidateStore, EvidenceStore
+from ferry.app.canary import canary_state
+from ferry.app.canary import describe as describe_canary
 from ferry.app.facts import gather
 from ferry.core.errors import Rejected
 from ferry.core.events import promotion_id
@@ -29,6 +31,7 @@ class Explanation:
     reasons: list[str] = field(default_factory=list)
     gates: list[dict[str, str]] = field(default_factory=list)
     pull_request: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None  # the canary-watcher's analysis (ferry.app.canary)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +47,7 @@ def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> E
         )
     source = env_policy.promote_from
     out = Explanation(service=service, env=env, pinned=main.pinned(service, env), source=source)
+    out.canary = canary_state(bus, policy, service, env)
     candidate = CandidateStore(bus).get(service, env)
     if source == "build":
         out.next_digest = candidate.digest if candidate else None
@@ -101,6 +105,8 @@ def render(e: Explanation) -> list[str]:
     if e.pull_request:
         pr = e.pull_request
         lines.append(f"  pull request:    #{pr['number']} ({pr['state']})")
+    if e.canary is not None:
+        lines.append(f"  canary:          {describe_canary(e.canary)}")
     lines += [f"  why:             {r}" for r in e.reasons[:1]]
     lines += [f"                   {r}" for r in e.reasons[1:]]
     return lines

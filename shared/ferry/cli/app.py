@@ -34,6 +34,17 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
+def check_names(service: str, env: str) -> None:
+    """Fail with one line unless SERVICE and ENV are DNS labels."""
+    from ferry.core.names import check_label
+
+    for value, what in ((service, "service"), (env, "environment")):
+        try:
+            check_label(value, what)
+        except ValueError as e:
+            fail(str(e))
+
+
 def load_settings() -> Settings:
     return Settings()
 

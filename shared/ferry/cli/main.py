@@ -8,6 +8,7 @@ import sys
 import typer
 
 from ferry.cli import (  # noqa: F401 - registers the commands
+    canary,
     dlq,
     pr,
     publish,

@@ -9,9 +9,9 @@ import typer
 from ferry.app.reports import audit_records, platform_manifest, short_subject, status_table
 from ferry.cli.app import (
     app,
+    check_names,
     connect_bus,
     echo_json,
-    fail,
     load_settings,
     open_forge,
     open_repo,
@@ -25,16 +25,22 @@ from ferry.cli.app import (
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Service x environment: the digest pinned on the GitOps repository's main."""
+    from ferry.app.canary import canaries, describe
+
     settings = load_settings()
     table = status_table(settings)
+    watched = canaries(connect_bus(settings), open_repo(settings).policy(), list(table))
     if as_json:
-        echo_json({"services": table})
+        echo_json({"services": table, "canaries": watched})
         return
     envs = list(next(iter(table.values())).keys()) if table else []
     rows = [["SERVICE", *[e.upper() for e in envs]]]
     for service, pins in table.items():
         rows.append([service, *[short(pins[e]) for e in envs]])
     print_rows(rows)
+    for service, by_env in watched.items():
+        for env, state in by_env.items():
+            typer.echo(f"canary {service} in {env}: {describe(state)}")
 
 
 # --- manifest ---------------------------------------------------------------------------------
@@ -67,13 +73,8 @@ def explain(
     """Where SERVICE stands in ENV and why: what is pinned, what comes next, each gate."""
     from ferry.app.explain import explain as gather
     from ferry.app.explain import render
-    from ferry.core.names import check_label
 
-    for value, what in ((service, "service"), (env, "environment")):
-        try:
-            check_label(value, what)
-        except ValueError as e:
-            fail(str(e))
+    check_names(service, env)
     settings = load_settings()
     try:
         forge = open_forge()

@@ -198,13 +198,28 @@ class Change(_Subject):
 
 
 class CanaryMeasurement(_Subject):
+    """What the canary-watcher judges: a `measurement` of one metric of the canary of DIGEST in
+    ENV, or a person's word on a paused canary (`promote`: it is good; `abort`: roll it back)."""
+
     on_stream: ClassVar[str] = "canary"
-    kind: Literal["measurement"] = "measurement"
-    digest: Digest
+    kind: Literal["measurement", "promote", "abort"] = "measurement"
+    digest: Digest | None = None
     env: Label
-    metric: str
-    phase: Literal["successful", "failed", "inconclusive", "error"]
-    value: str | None = None
+    metric: str | None = Field(default=None, min_length=1, max_length=100)
+    phase: Literal["successful", "failed", "inconclusive", "error"] | None = None
+    value: str | None = Field(default=None, max_length=1000)
+    actor: str | None = None
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> CanaryMeasurement:
+        if self.kind == "measurement":
+            missing = [f for f in ("digest", "metric", "phase") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"a measurement needs {', '.join(repr(f) for f in missing)}")
+        elif not self.actor:
+            raise ValueError(f"a canary {self.kind} needs 'actor': who decides")
+        return self
 
 
 class PreviewEvent(Event):

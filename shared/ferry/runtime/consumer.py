@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -110,6 +111,16 @@ async def serve(
         group=spec.name,
         redis=scrub_text(url),
     )
+    background = None
+    halt = threading.Event()
+    if spec.background is not None:
+        background = threading.Thread(
+            target=_run_background,
+            args=(spec, ctx, halt, log),
+            name=f"{spec.name}-due",
+            daemon=True,
+        )
+        background.start()
     if ready:
         ready()
     stop = stop or asyncio.Event()
@@ -126,11 +137,27 @@ async def serve(
                 except Exception as e:  # noqa: BLE001 - a failed tick is retried at the next one
                     log.warning("tick failed", error=f"{type(e).__name__}: {e}")
     finally:
+        halt.set()
+        if background is not None:
+            await asyncio.to_thread(background.join, 10)
         if http is not None:
             http.close()
         if subscribers:
             await broker.stop()
         log.info("worker stopped")
+
+
+def _run_background(spec: WorkerSpec, ctx: WorkerContext, halt: threading.Event, log: Any) -> None:
+    """The worker's background loop, started again after a failure (Redis away, a bug)."""
+    assert spec.background is not None
+    while not halt.is_set():
+        try:
+            spec.background(ctx, halt)
+        except Exception as e:  # noqa: BLE001 - keep going; the due times are still in Redis
+            log.warning(
+                "background loop failed; starting it again", error=f"{type(e).__name__}: {e}"
+            )
+            halt.wait(1.0)
 
 
 async def _heal(bus: Bus, spec: WorkerSpec, subscribers: list[tuple[str, Any]], log: Any) -> None:

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     lock_ttl_ms: int = Field(default=10_000, ge=100)
     # How often gate-evaluator looks again at promotions that wait for time or people.
     tick_s: float = Field(default=15.0, gt=0)
+    # The Prometheus server canary-watcher's built-in provider queries, for the canary metrics
+    # whose `prometheus` block names no address.
+    prometheus_url: str | None = None
     # /healthz, /readyz and /metrics; unset: no HTTP server (`ferry up` gives each worker
     # FERRY_HTTP_PORT + its index when this is set).
     http_port: int | None = Field(default=None, ge=0, le=65535)

@@ -3,6 +3,7 @@ a handler gets."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,3 +48,6 @@ class WorkerSpec:
     joins: tuple[str, ...] = ()
     # Called every FERRY_TICK_S (in a thread) for what time, not an event, moves on.
     tick: Callable[[WorkerContext], None] | None = None
+    # Runs in a thread of its own beside the consumers until the event is set: for work that
+    # waits on due times (it should sleep in short steps and return soon after the event).
+    background: Callable[[WorkerContext, threading.Event], None] | None = None
