@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from ferry.core.errors import Rejected
-from ferry.core.names import check_digest, check_label
+from ferry.core.errors import Rejected, one_line, quote
+from ferry.core.names import check_digest, check_label, check_name
 
 
 def now_utc() -> datetime:
@@ -59,7 +59,7 @@ class Event(BaseModel):
     json_fields: ClassVar[frozenset[str]] = frozenset()
 
     kind: str
-    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=200)
+    event_id: Name = Field(default_factory=new_event_id)
     occurred_at: datetime = Field(default_factory=now_utc)
 
     @model_validator(mode="before")
@@ -72,10 +72,7 @@ class Event(BaseModel):
             if value == "":
                 continue  # an empty field is an absent one
             if key in cls.json_fields and isinstance(value, str):
-                try:
-                    value = json.loads(value)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"field {key!r} must be JSON ({e.msg} at char {e.pos})") from e
+                value = _load_json(key, value, ValueError)
             out[key] = value
         return out
 
@@ -105,10 +102,16 @@ def _as_digest(value: str, info: ValidationInfo) -> str:
     return check_digest(value, info.field_name or "digest")
 
 
+def _as_name(value: str, info: ValidationInfo) -> str:
+    return check_name(value, info.field_name or "name")
+
+
 # A service or environment name: it reaches paths and branch names, so only DNS labels pass.
 Label = Annotated[str, AfterValidator(_as_label)]
 # An immutable image digest: build once, promote the digest.
 Digest = Annotated[str, AfterValidator(_as_digest)]
+# Any other name (a person, a check, an image, an id): one line, no surrounding whitespace.
+Name = Annotated[str, AfterValidator(_as_name)]
 
 
 class _Subject(Event):
@@ -122,12 +125,12 @@ class CiResult(_Subject):
 
     on_stream: ClassVar[str] = "ci"
     kind: Literal["ci"] = "ci"
-    image: str | None = None
+    image: Name | None = None
     digest: Digest
-    commit: str | None = None
-    author: str | None = None
+    commit: Name | None = None
+    author: Name | None = None
     env: Label | None = None
-    check: str | None = None
+    check: Name | None = None
     status: Literal["success", "failure"] = "success"
     built_at: datetime | None = None
     url: str | None = None
@@ -138,7 +141,7 @@ class CiResult(_Subject):
         if value is not None and ("@" in value or ":" in value.rsplit("/", 1)[-1]):
             raise ValueError(
                 f"image must be a repository without tag or digest "
-                f"(e.g. registry.example.com/shop/api), got {value!r}"
+                f"(e.g. registry.example.com/shop/api), got {quote(value)}"
             )
         return value
 
@@ -150,8 +153,8 @@ class Signal(_Subject):
     kind: Literal["approval", "rejection", "check"]
     digest: Digest
     env: Label
-    actor: str | None = None
-    check: str | None = None
+    actor: Name | None = None
+    check: Name | None = None
     status: Literal["success", "failure"] | None = None
     reason: str | None = None
 
@@ -162,11 +165,11 @@ class PromotionCommand(_Subject):
     on_stream: ClassVar[str] = "promotions"
     json_fields: ClassVar[frozenset[str]] = frozenset({"evidence"})
     kind: Literal["open", "merge", "close", "rollback"]
-    promotion_id: str
+    promotion_id: Name
     digest: Digest
-    source_env: str
+    source_env: Label  # an environment, or "build"
     target_env: Label
-    strategy: str = "direct"
+    strategy: Name = "direct"
     auto_merge: bool = False
     evidence: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = None
@@ -187,12 +190,12 @@ class Change(_Subject):
 
     on_stream: ClassVar[str] = "changes"
     kind: Literal["pr_opened", "pr_merged", "pr_closed", "promotion_failed", "verified"]
-    promotion_id: str
+    promotion_id: Name
     digest: Digest
     env: Label
-    source_env: str | None = None
+    source_env: Label | None = None
     pr: int | None = None
-    merge_commit: str | None = None
+    merge_commit: Name | None = None
     reason: str | None = None
     rollback_of: Digest | None = None  # set on the changes of a rollback
 
@@ -205,10 +208,10 @@ class CanaryMeasurement(_Subject):
     kind: Literal["measurement", "promote", "abort"] = "measurement"
     digest: Digest | None = None
     env: Label
-    metric: str | None = Field(default=None, min_length=1, max_length=100)
+    metric: Name | None = Field(default=None, max_length=100)
     phase: Literal["successful", "failed", "inconclusive", "error"] | None = None
     value: str | None = Field(default=None, max_length=1000)
-    actor: str | None = None
+    actor: Name | None = None
     reason: str | None = None
 
     @model_validator(mode="after")
@@ -226,9 +229,9 @@ class PreviewEvent(Event):
     on_stream: ClassVar[str] = "previews"
     json_fields: ClassVar[frozenset[str]] = frozenset({"labels"})
     kind: Literal["opened", "updated", "labeled", "unlabeled", "closed", "extend"]
-    repo: str
+    repo: Name
     pr: int
-    team: str | None = None
+    team: Name | None = None
     labels: list[str] = Field(default_factory=list)
     until: datetime | None = None
 
@@ -259,6 +262,12 @@ class DeadLetter(Event):
     deliveries: int
     worker: str
 
+    @field_validator("error", mode="before")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        # A reason is read in `ferry dlq ls`: one line, bounded; the payload keeps the whole entry.
+        return one_line(value) if isinstance(value, str) else value
+
 
 MODELS: dict[str, type[Event]] = {
     m.on_stream: m
@@ -284,7 +293,7 @@ def describe(error: ValidationError) -> str:
         if err["type"] == "missing":
             parts.append(f"field {field!r} is required")
         elif err["type"] == "literal_error":
-            parts.append(f"field {field!r}: {msg}, got {err.get('input')!r}")
+            parts.append(f"field {field!r}: {msg}, got {quote(err.get('input'))}")
         elif msg.startswith(field):
             parts.append(msg)
         else:
@@ -293,32 +302,95 @@ def describe(error: ValidationError) -> str:
 
 
 def decode_fields(raw: Mapping[Any, Any]) -> dict[str, str]:
-    """Stream entry fields as str -> str (redis-py hands out bytes)."""
-    out = {}
-    for key, value in raw.items():
-        k = key.decode() if isinstance(key, bytes) else str(key)
-        v = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        out[k] = v
-    return out
+    """Stream entry fields as str -> str (redis-py hands out bytes); see decode_entry."""
+    return decode_entry(raw)[0]
 
 
-def parse(stream: str, fields: Mapping[str, str], *, entry_id: str | None = None) -> Event:
+def decode_entry(raw: Mapping[Any, Any]) -> tuple[dict[str, str], list[bytes]]:
+    """Stream entry fields as str -> str, and the names (as sent) of the fields whose name or
+    value is not UTF-8. Such an entry is kept readable and reversible rather than lost: all of
+    its names and values are written with backslash escapes (byte 0xff as \\xff, a backslash as
+    \\\\)."""
+    items = [(_as_bytes(k), _as_bytes(v)) for k, v in raw.items()]
+    try:
+        return {k.decode(): v.decode() for k, v in items}, []
+    except UnicodeDecodeError:
+        pass
+    fields, not_text = {}, []
+    for k, v in items:
+        fields[_escaped(k)] = _escaped(v)
+        if not (_is_utf8(k) and _is_utf8(v)):
+            not_text.append(k)
+    return fields, not_text
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _escaped(value: bytes) -> str:
+    return value.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def _load_json(field: str, text: str, error: type[Exception]) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(
+            f"field {field!r} is not valid JSON ({e.msg} at char {e.pos}): "
+            "send one JSON object, or one field per attribute"
+            if field == "json"
+            else f"field {field!r} must be JSON ({e.msg} at char {e.pos})"
+        ) from e
+    except RecursionError as e:
+        raise error(f"field {field!r} is JSON nested too deeply to read: flatten it") from e
+
+
+def parse(
+    stream: str,
+    fields: Mapping[str, str],
+    *,
+    entry_id: str | None = None,
+    not_text: Collection[bytes] = (),
+) -> Event:
     """Validate the fields of one entry of STREAM (short name, e.g. "ci") into its event model.
+    NOT_TEXT names fields that arrived as bytes which are not UTF-8 (see decode_entry).
 
-    Raises InvalidEvent with a sentence that names the field and the value.
+    Raises InvalidEvent with a one-line sentence that names the field and quotes at most a short
+    prefix of the value, whatever the entry holds.
     """
+    try:
+        return _parse(stream, fields, entry_id, not_text)
+    except InvalidEvent:
+        raise
+    except Exception as e:  # noqa: BLE001 - hostile input must end as a sentence, never a crash
+        raise InvalidEvent(one_line(f"entry cannot be read: {type(e).__name__}: {e}")) from e
+
+
+def _parse(
+    stream: str, fields: Mapping[str, str], entry_id: str | None, not_text: Collection[bytes]
+) -> Event:
     model = MODELS.get(stream)
     if model is None:
         raise InvalidEvent(f"no event belongs on stream {stream!r}")
+    if not_text:
+        names = ", ".join(quote(name) for name in list(not_text)[:3])
+        raise InvalidEvent(
+            f"field {names} is not UTF-8 text: send names and values as UTF-8 (the dead "
+            "letter's payload keeps the entry with backslash escapes: \\xff is byte 0xff, "
+            "\\\\ a backslash)"
+        )
     data: dict[str, Any] = dict(fields)
     if set(data) == {"json"} or ("json" in data and "kind" not in data):
-        try:
-            loaded = json.loads(data["json"])
-        except json.JSONDecodeError as e:
-            raise InvalidEvent(
-                f"field 'json' is not valid JSON ({e.msg} at char {e.pos}): "
-                "send one JSON object, or one field per attribute"
-            ) from e
+        loaded = _load_json("json", data["json"], InvalidEvent)
         if not isinstance(loaded, dict):
             raise InvalidEvent("field 'json' must hold a JSON object")
         data = loaded
@@ -330,7 +402,7 @@ def parse(stream: str, fields: Mapping[str, str], *, entry_id: str | None = None
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise InvalidEvent(describe(e)) from e
+        raise InvalidEvent(one_line(describe(e))) from e
 
 
 def _kinds(model: type[Event]) -> str:
