@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from ferry.core.events import AuditRecord, DeadLetter, Event
-from ferry.runtime.logging import scrub_text
+from ferry.runtime.logging import one_reason, scrub_fields
 from ferry.runtime.settings import Settings
 
 # Keep streams long: trimming must never overtake the reclaim threshold (DESIGN.md §4 pitfalls).
@@ -50,6 +50,11 @@ return 0
 """
 
 
+def _fields(event: Event) -> dict[str, str]:
+    """EVENT's stream fields, scrubbed: no secret reaches a stream, whoever reads it later."""
+    return scrub_fields(event.to_fields())
+
+
 class LockTimeout(RuntimeError):
     """A per-subject lock stayed taken longer than we wait; the entry is retried later."""
 
@@ -72,7 +77,7 @@ class Bus:
     def publish(self, event: Event) -> str:
         """XADD EVENT to its stream; returns the entry id."""
         entry = self.redis.xadd(
-            self.stream(event.on_stream), event.to_fields(), maxlen=STREAM_MAXLEN, approximate=True
+            self.stream(event.on_stream), _fields(event), maxlen=STREAM_MAXLEN, approximate=True
         )
         return entry.decode()
 
@@ -80,7 +85,7 @@ class Bus:
         """XADD EVENT unless KEY was already used: the marker and the entry are written in one
         atomic step, so a redelivered message never publishes its effect twice."""
         args: list[Any] = [ONCE_TTL_S, STREAM_MAXLEN, event.event_id]
-        for k, v in event.to_fields().items():
+        for k, v in _fields(event).items():
             args += [k, v]
         entry = self._once(
             keys=[self.settings.key("once", key), self.stream(event.on_stream)], args=args
@@ -117,20 +122,19 @@ class Bus:
         error: str,
         deliveries: int,
     ) -> None:
-        """Move an entry to the DLQ and acknowledge it, in one transaction."""
+        """Move an entry to the DLQ and acknowledge it, in one transaction. The payload keeps the
+        whole entry; the reason (ERROR) is one line of bounded length (see DeadLetter)."""
         letter = DeadLetter(
             event_id=f"dlq:{group}:{short}:{entry_id}",
             stream=self.stream(short),
             entry_id=entry_id,
             payload=fields,
-            error=scrub_text(error),
+            error=one_reason(error),
             deliveries=deliveries,
             worker=group,
         )
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.stream("dlq"), letter.to_fields(), maxlen=STREAM_MAXLEN, approximate=True
-            )
+            pipe.xadd(self.stream("dlq"), _fields(letter), maxlen=STREAM_MAXLEN, approximate=True)
             pipe.xack(self.stream(short), group, entry_id)
             pipe.delete(self._error_key(group, short, entry_id))
             pipe.execute()
@@ -159,7 +163,7 @@ class Bus:
         return self.settings.key("error", group, short, entry_id)
 
     def remember_error(self, group: str, short: str, entry_id: str, error: str) -> None:
-        self.redis.set(self._error_key(group, short, entry_id), scrub_text(error), ex=7 * 24 * 3600)
+        self.redis.set(self._error_key(group, short, entry_id), one_reason(error), ex=7 * 24 * 3600)
 
     def last_error(self, group: str, short: str, entry_id: str) -> str | None:
         value = self.redis.get(self._error_key(group, short, entry_id))

@@ -17,10 +17,9 @@ from typing import Any
 import redis
 
 from ferry.adapters.bus import Bus
-from ferry.core.events import decode_fields
 from ferry.runtime.dispatcher import Dispatcher
 from ferry.runtime.health import start_http
-from ferry.runtime.logging import get_logger, scrub_text
+from ferry.runtime.logging import get_logger, one_reason, scrub_text
 from ferry.runtime.settings import Settings
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 
@@ -57,9 +56,19 @@ async def serve(
         async def consume(message: RedisStreamMessage) -> None:
             raw_id = message.raw_message["message_ids"][0]
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            fields = decode_fields(message.raw_message["data"])
-            deliveries = await message.get_delivery_count() if reclaim else 1
-            await asyncio.to_thread(dispatcher.process, short, entry_id, fields, deliveries)
+            try:
+                deliveries = await message.get_delivery_count() if reclaim else 1
+                # The dispatcher decodes the fields itself: a failure there is a dead letter.
+                await asyncio.to_thread(
+                    dispatcher.process, short, entry_id, message.raw_message["data"], deliveries
+                )
+            except Exception as e:  # noqa: BLE001 - Redis failed us; the entry stays pending
+                log.warning(
+                    "entry left pending; it will be reclaimed",
+                    stream=bus.stream(short),
+                    entry_id=entry_id,
+                    error=one_reason(f"{type(e).__name__}: {e}"),
+                )
 
         return consume
 
@@ -81,6 +90,7 @@ async def serve(
                 ),
                 ack_policy=AckPolicy.MANUAL,
                 no_reply=True,
+                parser=_fields_untouched,
             )
             sub(consumer_for(short, reclaim))
             subscribers.append((short, sub))
@@ -158,6 +168,16 @@ def _run_background(spec: WorkerSpec, ctx: WorkerContext, halt: threading.Event,
                 "background loop failed; starting it again", error=f"{type(e).__name__}: {e}"
             )
             halt.wait(1.0)
+
+
+async def _fields_untouched(message: dict[str, Any], original: Callable[..., Any]) -> Any:
+    """FastStream's parser would encode the entry's fields as JSON before our handler runs: a field
+    name that is not UTF-8 makes that raise outside the handler, so the entry would stay pending
+    with no dead letter, for ever, and a megabyte entry is encoded for nothing. Parse an empty
+    body instead and hand the handler the entry as read; the dispatcher decodes it."""
+    parsed = await original({**message, "data": {}})
+    parsed.raw_message = message
+    return parsed
 
 
 async def _heal(bus: Bus, spec: WorkerSpec, subscribers: list[tuple[str, Any]], log: Any) -> None:

@@ -1,15 +1,19 @@
-"""The dispatcher's policy for one entry: validate -> count deliveries -> handle -> ack, and a
-dead letter for whatever cannot succeed."""
+"""The dispatcher's policy for one entry: decode -> validate -> count deliveries -> handle -> ack,
+and a dead letter for whatever cannot succeed. Everything between the read and the ack happens
+here, so that no failure, however odd the entry, can leave it pending for ever."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 
 from ferry.core.errors import Rejected
-from ferry.core.events import InvalidEvent, parse
+from ferry.core.events import InvalidEvent, decode_entry, parse
 from ferry.runtime.health import Metrics
+from ferry.runtime.logging import one_reason, scrub_fields
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 
 
@@ -23,14 +27,15 @@ class Dispatcher:
         self.ctx = ctx
         self.metrics = metrics or Metrics()
 
-    def process(self, short: str, entry_id: str, fields: dict[str, str], deliveries: int) -> str:
-        """Handle one entry; returns what happened ("done", "dead", "retry")."""
+    def process(self, short: str, entry_id: str, raw: Mapping[Any, Any], deliveries: int) -> str:
+        """Handle one entry (its fields as read: bytes or str); returns what happened ("done",
+        "dead", "retry")."""
         started = time.perf_counter()
-        outcome = self._process(short, entry_id, fields, deliveries)
+        outcome = self._process(short, entry_id, raw, deliveries)
         self.metrics.observe(self.spec.name, short, outcome, time.perf_counter() - started)
         return outcome
 
-    def _process(self, short: str, entry_id: str, fields: dict[str, str], deliveries: int) -> str:
+    def _process(self, short: str, entry_id: str, raw: Mapping[Any, Any], deliveries: int) -> str:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             worker=self.spec.name,
@@ -39,10 +44,14 @@ class Dispatcher:
             deliveries=deliveries,
         )
         bus, group, log = self.ctx.bus, self.spec.name, self.ctx.log
+        # A secret a producer put into an entry goes no further: not into a reason, a log line,
+        # a pull request or the dead letter.
+        fields, not_text = decode_entry(raw)
+        fields = scrub_fields(fields)
         try:
-            event = parse(short, fields, entry_id=entry_id)
+            event = parse(short, fields, entry_id=entry_id, not_text=not_text)
         except InvalidEvent as e:
-            log.warning("invalid entry", error=str(e))
+            log.warning("invalid entry", error=one_reason(str(e)))
             bus.dead_letter(short, group, entry_id, fields, f"invalid entry: {e}", deliveries)
             return "dead"
         structlog.contextvars.bind_contextvars(
@@ -62,11 +71,11 @@ class Dispatcher:
         try:
             self.spec.handlers[short](event, self.ctx)
         except Rejected as e:
-            log.warning("rejected", error=str(e))
+            log.warning("rejected", error=one_reason(str(e)))
             bus.dead_letter(short, group, entry_id, fields, str(e), deliveries)
             return "dead"
         except Exception as e:  # noqa: BLE001 - any other failure is retried, then dead-lettered
-            error = f"{type(e).__name__}: {e}"
+            error = one_reason(f"{type(e).__name__}: {e}")
             if deliveries >= max_deliveries:
                 log.error("dead letter", error=error)
                 bus.dead_letter(

@@ -1,32 +1,92 @@
 """structlog set up once per process: JSON lines on stderr, context (event_id, promotion_id) bound
-per message with contextvars, and secrets scrubbed from every line."""
+per message with contextvars, and secrets scrubbed from every line.
+
+Two kinds of secret are scrubbed: the user information of any URL (`redis://:PASSWORD@host`,
+`https://user:token@host`), and every secret value this process was configured with (the
+settings register them: FERRY_FORGE_TOKEN, the password in FERRY_REDIS_URL), wherever it appears.
+The scrubber runs in time linear in its input, so a megabyte of hostile text cannot stall it."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
 
+from ferry.core.errors import one_line
+
+MASK = "***"
 _SECRET_KEYS = re.compile(r"(token|secret|password|authorization)", re.I)
-_URL_CREDENTIALS = re.compile(r"(\w+://)([^/@\s:]+(:[^/@\s]*)?)@")
+# scheme://userinfo@ — the look-behind lets a match start only where a scheme can start, which
+# keeps the search linear (a bare `\w+://` retried at every letter of a long word is quadratic).
+# The user information stops at the last '@' before anything a URL's userinfo cannot hold
+# unescaped ('/', whitespace, quotes), so it never swallows the JSON or text around the URL.
+_URL_CREDENTIALS = re.compile(r"(?<![\w+.-])([A-Za-z][\w+.-]*://)[\w.~%!$&()*+,;=:@-]*@")
+# Longest first, so that a secret containing another is masked whole.
+_secrets: tuple[str, ...] = ()
 
 
-def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Never let a token or a password in a URL reach a log line."""
-    for key, value in list(event_dict.items()):
-        if _SECRET_KEYS.search(key) and value not in (None, ""):
-            event_dict[key] = "***"
-        elif isinstance(value, str) and "@" in value:
-            event_dict[key] = _URL_CREDENTIALS.sub(r"\1***@", value)
-    return event_dict
+def add_secrets(values: Iterable[str | None]) -> None:
+    """Scrub each of VALUES from every log line and error sentence of this process from now on."""
+    global _secrets
+    _secrets = tuple(sorted({*_secrets, *(v for v in values if v)}, key=len, reverse=True))
 
 
 def scrub_text(text: str) -> str:
-    """Remove credentials from URLs in TEXT (used for error sentences that leave the process)."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text)
+    """TEXT without URL credentials and without any registered secret value."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if "://" in text and "@" in text:
+        text = _URL_CREDENTIALS.sub(rf"\1{MASK}@", text)
+    return text
+
+
+def one_reason(text: str) -> str:
+    """TEXT as a reason that leaves the process (a log line, a dead letter): scrubbed first, so
+    that cutting it cannot leave half a secret behind, then one line of bounded length."""
+    return one_line(scrub_text(text))
+
+
+def scrub_fields(fields: Mapping[str, str]) -> dict[str, str]:
+    """Stream entry FIELDS with secrets scrubbed from every name and value."""
+    return {scrub_text(k): scrub_text(v) for k, v in fields.items()}
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, Mapping):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_scrub_value(v) for v in value]
+    return value
+
+
+def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Never let a token, a configured secret or a password in a URL reach a log line."""
+    for key, value in list(event_dict.items()):
+        if _SECRET_KEYS.search(key) and value not in (None, ""):
+            event_dict[key] = MASK
+        else:
+            event_dict[key] = _scrub_value(value)
+    return event_dict
+
+
+def _scrub_line(_: Any, __: str, line: str) -> str:
+    # After rendering: whatever a renderer produced from values the first pass did not see.
+    return scrub_text(line)
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    """Libraries log through the standard library (FastStream, redis-py): scrub those lines too,
+    tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub_text(super().format(record))
 
 
 class _CurrentStderr:
@@ -53,6 +113,7 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
         structlog.processors.format_exc_info,
         _scrub,
         renderer,
+        _scrub_line,
     ]
     structlog.configure(
         processors=processors,
@@ -64,7 +125,9 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     )
     # FastStream and other libraries log through the standard library: keep them quiet and on
     # stderr so that only Ferry's structured lines tell the story.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())  # type: ignore[arg-type]
+    handler.setFormatter(_ScrubbingFormatter(logging.BASIC_FORMAT))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def get_logger(**bound: Any) -> Any:

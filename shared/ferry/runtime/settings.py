@@ -6,9 +6,14 @@ import os
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ferry.runtime.logging import add_secrets
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def _default_consumer() -> str:
@@ -49,6 +54,34 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        # Checked here, so that a wrong URL is one line from every command, not a traceback from
+        # inside redis-py; the sentences never quote the URL, which may hold a password.
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in REDIS_SCHEMES:
+            shown = f"{parts.scheme!r}" if parts.scheme else "none"
+            raise ValueError(
+                f"FERRY_REDIS_URL must start with redis://, rediss:// or unix:// "
+                f"(e.g. redis://:PASSWORD@host:6379/0), got scheme {shown}"
+            )
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked
+        except ValueError:
+            raise ValueError("FERRY_REDIS_URL has a port that is not a number") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("FERRY_REDIS_URL names no host (e.g. redis://:PASSWORD@host:6379/0)")
+        return value
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        # As soon as a secret is known, no log line or error sentence of this process shows it.
+        add_secrets(self.secret_values())
+        return self
+
     @model_validator(mode="after")
     def _lock_expires_before_reclaim(self) -> Settings:
         if self.lock_ttl_ms >= self.claim_idle_ms:
@@ -57,6 +90,15 @@ class Settings(BaseSettings):
                 f"({self.claim_idle_ms}): a reclaimed entry must find a dead replica's lock expired"
             )
         return self
+
+    def secret_values(self) -> list[str]:
+        """Every secret this configuration holds: each SecretStr setting, and the password in
+        FERRY_REDIS_URL (as written and URL-decoded)."""
+        values = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr)]
+        password = urlsplit(self.redis_url).password if self.redis_url else None
+        if password:
+            values += [password, unquote(password)]
+        return values
 
     def stream(self, name: str) -> str:
         """The Redis key of stream NAME ("ci" -> "ferry:ci")."""
