@@ -34,15 +34,26 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
-def check_names(service: str, env: str) -> None:
-    """Fail with one line unless SERVICE and ENV are DNS labels."""
+def check_names(**names: str | None) -> None:
+    """Refuse a service or environment argument that is not a DNS label ("api\\n" included),
+    before anything is read or published: check_names(service=..., environment=...)."""
     from ferry.core.names import check_label
 
-    for value, what in ((service, "service"), (env, "environment")):
-        try:
-            check_label(value, what)
-        except ValueError as e:
-            fail(str(e))
+    for what, value in names.items():
+        if value is not None:
+            try:
+                check_label(value, what)
+            except ValueError as e:
+                fail(str(e))
+
+
+def given(fields: dict[str, str | None]) -> dict[str, str]:
+    """The options given for an event, scrubbed: a secret pasted into one never reaches an error
+    line whole or in part (a sentence quotes only a prefix of a bad value)."""
+    from ferry.runtime.logging import scrub_fields
+
+    load_settings()  # reading the settings registers the secrets to scrub
+    return scrub_fields({k: v for k, v in fields.items() if v is not None})
 
 
 def load_settings() -> Settings:

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import typer
 
-from ferry.cli.app import app, check_names, connect_bus, fail, load_settings, open_repo, publish_app
+from ferry.cli.app import (
+    app,
+    check_names,
+    connect_bus,
+    fail,
+    given,
+    load_settings,
+    open_repo,
+    publish_app,
+)
 
 canary_app = typer.Typer(
     help="Decide a paused (inconclusive) canary: promote it, or abort and roll back.",
@@ -42,7 +51,7 @@ def _publish(fields: dict[str, str | None]) -> None:
     from ferry.core.events import InvalidEvent, parse
 
     try:
-        event = parse("canary", {k: v for k, v in fields.items() if v is not None})
+        event = parse("canary", given(fields))
     except InvalidEvent as e:
         fail(str(e))
     entry = connect_bus(load_settings()).publish(event)
@@ -53,7 +62,7 @@ def _decide(kind: str, service: str, env: str, actor: str, reason: str | None) -
     from ferry.adapters.canary_state import CanaryStore
     from ferry.core.rollback import approvers_of
 
-    check_names(service, env)
+    check_names(service=service, environment=env)
     settings = load_settings()
     policy = open_repo(settings).policy()
     env_policy = policy.environment(env, service)

@@ -8,6 +8,7 @@ import typer
 
 from ferry.cli.app import (
     app,
+    check_names,
     connect_bus,
     dlq_app,
     echo_json,
@@ -94,6 +95,7 @@ def replay_cmd(
     are done again."""
     from ferry.app.replay import replay, stream_bound
 
+    check_names(service=service)
     first = start if start == "-" else stream_bound(start, "--from")
     last = end if end == "+" else stream_bound(end, "--to")
     chosen = replay(

@@ -4,6 +4,8 @@ its own module; importing them registers their commands on the one typer app."""
 from __future__ import annotations
 
 import sys
+import traceback
+from typing import NoReturn
 
 import typer
 
@@ -45,9 +47,16 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; every mistake ends as one line on stderr and exit code 2."""
+    """Run the CLI; every mistake ends as one line on stderr and exit code 2. Nothing it prints
+    carries a secret: every error goes through the scrubber."""
     import pydantic
     import redis
+
+    from ferry.runtime.logging import scrub_text
+
+    def say(message: str, code: int = 2) -> NoReturn:
+        typer.echo(f"error: {scrub_text(message)}", err=True)
+        sys.exit(code)
 
     command = typer.main.get_command(app)
     try:
@@ -61,26 +70,19 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(e, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         message = e.format_message() if hasattr(e, "format_message") else str(e)
-        typer.echo(f"error: {message}{hint}", err=True)
-        sys.exit(2)
+        say(f"{message}{hint}")
     except pydantic.ValidationError as e:
         from ferry.core.events import describe
 
-        typer.echo(f"error: invalid setting: {describe(e)}", err=True)
-        sys.exit(2)
+        say(f"invalid setting: {describe(e)}")
     except redis.ConnectionError as e:
-        typer.echo(
-            f"error: cannot reach Redis ({e}): is `ferry up` running, or FERRY_REDIS_URL right?",
-            err=True,
-        )
-        sys.exit(2)
+        say(f"cannot reach Redis ({e}): is `ferry up` running, or FERRY_REDIS_URL right?")
     except Exception as e:  # noqa: BLE001
         if isinstance(e, _known_errors()):
-            from ferry.runtime.logging import scrub_text
-
-            typer.echo(f"error: {scrub_text(str(e))}", err=True)
-            sys.exit(2)
-        raise
+            say(str(e))
+        # A bug: the traceback helps, but it is scrubbed like every other line.
+        sys.stderr.write(scrub_text(traceback.format_exc()))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

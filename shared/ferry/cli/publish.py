@@ -9,6 +9,7 @@ from ferry.cli.app import (
     connect_bus,
     echo_json,
     fail,
+    given,
     load_settings,
     publish_app,
 )
@@ -49,7 +50,7 @@ def publish_ci(
         "event_id": event_id,
     }
     try:
-        event = parse("ci", {k: v for k, v in fields.items() if v is not None})
+        event = parse("ci", given(fields))
     except InvalidEvent as e:
         fail(str(e))
     assert isinstance(event, CiResult)
@@ -85,7 +86,7 @@ def _publish_signal(**fields: str | None) -> None:
     from ferry.core.events import InvalidEvent, parse
 
     try:
-        event = parse("signals", {k: v for k, v in fields.items() if v is not None})
+        event = parse("signals", given(fields))
     except InvalidEvent as e:
         fail(str(e))
     entry = connect_bus(load_settings()).publish(event)

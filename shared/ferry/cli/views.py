@@ -52,6 +52,7 @@ def manifest(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """The platform version of ENV: its services' digests and a hash that names the set."""
+    check_names(environment=env)
     found = platform_manifest(load_settings(), env)
     if as_json:
         echo_json(found)
@@ -74,7 +75,7 @@ def explain(
     from ferry.app.explain import explain as gather
     from ferry.app.explain import render
 
-    check_names(service, env)
+    check_names(service=service, environment=env)
     settings = load_settings()
     try:
         forge = open_forge()
@@ -98,6 +99,7 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Why digests moved or did not: the newest decisions of every worker, in words."""
+    check_names(service=service)
     records = audit_records(load_settings(), service, limit)
     if as_json:
         echo_json([json.loads(r.model_dump_json()) for r in records])
