@@ -38,6 +38,13 @@ def argv_for(junk: str) -> list[tuple[list[str], str]]:
         (["manifest", f"prod{j}"], "environment"),
         (["audit", "--service", f"api{j}"], "service"),
         (["replay", "ci", "--service", f"api{j}"], "service"),
+        (["publish", "canary", "--service", "api", "--digest", D, "--env", f"prod{j}", "--metric",
+          "error-rate", "--phase", "successful"], "env"),
+        (["publish", "canary", "--service", "api", "--digest", D, "--env", "prod", "--metric",
+          f"error-rate{j}", "--phase", "successful"], "metric"),
+        (["canary", "promote", f"api{j}", "prod", "--as", "lead"], "service"),
+        (["canary", "abort", "api", f"prod{j}", "--as", "lead"], "environment"),
+        (["canary", "promote", "api", "prod", "--as", f"lead{j}"], "actor"),
     ]  # fmt: skip
 
 
@@ -51,5 +58,5 @@ def test_whitespace_in_any_name_is_one_line_and_nothing_is_published(
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1, (argv, err)
         assert lines[0].startswith("error: ") and field in lines[0], (argv, err)
-    for short in ("ci", "signals"):
+    for short in ("ci", "signals", "canary"):
         assert env.bus.redis.xlen(env.bus.stream(short)) == 0

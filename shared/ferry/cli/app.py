@@ -35,14 +35,16 @@ def fail(message: str) -> NoReturn:
 
 
 def check_names(**names: str | None) -> None:
-    """Refuse a service or environment argument that is not a DNS label ("api\\n" included),
-    before anything is read or published: check_names(service=..., environment=...)."""
-    from ferry.core.names import check_label
+    """Refuse, before anything is read or published, a service or environment argument that is
+    not a DNS label and any other name (actor, check) with surrounding whitespace or control
+    characters ("api\\n" included): check_names(service=..., environment=..., actor=...)."""
+    from ferry.core.names import check_label, check_name
 
     for what, value in names.items():
         if value is not None:
+            check = check_label if what in ("service", "environment") else check_name
             try:
-                check_label(value, what)
+                check(value, what)
             except ValueError as e:
                 fail(str(e))
 

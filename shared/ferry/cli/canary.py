@@ -62,7 +62,7 @@ def _decide(kind: str, service: str, env: str, actor: str, reason: str | None) -
     from ferry.adapters.canary_state import CanaryStore
     from ferry.core.rollback import approvers_of
 
-    check_names(service=service, environment=env)
+    check_names(service=service, environment=env, actor=actor)
     settings = load_settings()
     policy = open_repo(settings).policy()
     env_policy = policy.environment(env, service)

@@ -52,10 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     import pydantic
     import redis
 
+    from ferry.core.errors import one_line
     from ferry.runtime.logging import scrub_text
 
     def say(message: str, code: int = 2) -> NoReturn:
-        typer.echo(f"error: {scrub_text(message)}", err=True)
+        typer.echo(f"error: {one_line(scrub_text(message), limit=1000)}", err=True)
         sys.exit(code)
 
     command = typer.main.get_command(app)
