@@ -11,18 +11,24 @@ from pathlib import Path
 from ferry.adapters.canary_state import CanaryStore
 from tests.helpers import Cluster, digest_of, run_cli, wait_until
 
-POLICY = """\
+# prod takes every build, as a canary (no braces: the tests add to it with str.format).
+PROD_CANARY = """\
 environments:
   prod:
     promote_from: build
     auto_merge: true
     strategy: canary
+"""
+POLICY = (
+    PROD_CANARY
+    + """\
     gates:
       approval: {{min_approvals: 0, approvers: ["team:sre"]}}
     canary: {{count: 3, progress_deadline: {deadline}}}
 approvers:
   teams: {{sre: [sre-oncall-1]}}
 """
+)
 
 
 def canary_cluster(env: Cluster, deadline: str = "30m") -> None:

@@ -12,6 +12,7 @@ from ferry.core.canary import Measurement, Verdict, judge
 from ferry.core.events import Change, Event
 from ferry.core.policy import Canary
 from ferry.core.rollback import CANARY_WATCHER, rollback_command
+from ferry.core.windows import human
 from ferry.runtime import resources
 from ferry.runtime.worker import WorkerContext
 
@@ -51,7 +52,7 @@ def start(ctx: WorkerContext, a: Analysis, canary: Canary, cause: Event) -> None
         subject(a),
         "started",
         f"analysis of {len(canary.metrics) or 'any'} metrics, {canary.count} measurements each, "
-        f"progress deadline {canary.progress_deadline}",
+        f"progress deadline {human(canary.progress_deadline)}",
         cause,
     )
 

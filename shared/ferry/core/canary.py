@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from ferry.core.conditions import MeasurementPhase
 from ferry.core.policy import Canary, CanaryMetric
+from ferry.core.windows import human
 
 Phase = Literal["successful", "running", "inconclusive", "error", "failed"]
 # Worst last: the run takes the worst phase of its metrics.
@@ -170,16 +171,10 @@ def judge(
     if now >= deadline:
         since = "since the last one" if measurements else "since the analysis started"
         reason = (
-            f"no data: no measurement for {_span(canary.progress_deadline)} {since} "
+            f"no data: no measurement for {human(canary.progress_deadline)} {since} "
             f"(progress_deadline); no_data is {canary.no_data}"
         )
         return Verdict(canary.no_data, reason, metrics, deadline=None)
     running = [v.reason for v in metrics if v.phase == "running"]
     reason = "; ".join(running) if running else "waiting for the first measurement"
     return Verdict("running", reason, metrics, deadline=deadline)
-
-
-def _span(delta: timedelta) -> str:
-    from ferry.core.windows import human
-
-    return human(delta)
