@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import latency, micro, throughput
+from bench import hostile, latency, micro, throughput
 from bench.env import machine, services
 from bench.report import render
 
@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             results["pr_parts"] = micro.pr_writer_parts(
                 url, root, args.events, 4 if args.quick else 10
             )
+            step("hostile input: scrubbing and refusing a megabyte")
+            results["hostile"] = hostile.run(url)
         results["elapsed_s"] = time.perf_counter() - t_all
     finally:
         server.stop()

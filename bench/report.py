@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from bench import micro as M
+from bench.hostile import render as render_hostile
 from bench.latency import BARE_STEPS
 from bench.throughput import MODES
 
@@ -537,6 +538,8 @@ def render(res: dict[str, Any]) -> str:
             if e:
                 w(e)
         w("```\n")
+    if "hostile" in res:
+        out.extend(render_hostile(res["hostile"]))
     w("## Startup\n")
     w(
         f"Time from `Popen` to the consumer appearing in its group: gate-evaluator "
