@@ -25,12 +25,34 @@ class GitError(RuntimeError):
         super().__init__(f"git {' '.join(args)} failed ({returncode}): {self.stderr}")
 
 
+def _credential_env(env: dict[str, str]) -> dict[str, str]:
+    """Hand FERRY_FORGE_TOKEN to git through a credential helper that reads it from git's own
+    environment when a forge asks: the token is never in a command line, a remote URL, a
+    `.git/config` or a credential store (the empty helper first drops any configured store)."""
+    if not env.get("FERRY_FORGE_TOKEN"):
+        return {}
+    user = "oauth2" if env.get("FERRY_FORGE") == "gitlab" else "x-access-token"
+    helper = (
+        '!f() { test "$1" = get || exit 0; echo username=' + user + "; "
+        'echo "password=$FERRY_FORGE_TOKEN"; }; f'
+    )
+    n = int(env.get("GIT_CONFIG_COUNT") or 0)
+    return {
+        "GIT_CONFIG_COUNT": str(n + 2),
+        f"GIT_CONFIG_KEY_{n}": "credential.helper",
+        f"GIT_CONFIG_VALUE_{n}": "",
+        f"GIT_CONFIG_KEY_{n + 1}": "credential.helper",
+        f"GIT_CONFIG_VALUE_{n + 1}": helper,
+    }
+
+
 def git_bytes(
     *args: str, cwd: str | Path | None = None, check: bool = True, input: bytes | None = None
 ) -> bytes:
     """Run `git ARGS` in CWD and return its stdout byte for byte (file contents keep their
     CRLFs and final newlines)."""
     env = {**_IDENTITY, **os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    env.update(_credential_env(env))
     proc = subprocess.run(
         ["git", *args],
         cwd=str(cwd) if cwd is not None else None,

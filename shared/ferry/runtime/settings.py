@@ -32,6 +32,17 @@ class Settings(BaseSettings):
     forge: Literal["local", "github", "gitlab", "gitea"] = "local"
     forge_url: str | None = None
     forge_token: SecretStr | None = None
+    # owner/name (GitLab: the project path); unset: what FERRY_GITOPS_REPO's clone URL names
+    forge_repo: str | None = None
+    forge_merge_method: Literal["merge", "squash", "rebase"] = "merge"
+    # The fleet-wide request budget; unset: the provider's documented limits (0: no limit)
+    forge_writes_per_minute: int | None = Field(default=None, ge=0)
+    forge_writes_per_hour: int | None = Field(default=None, ge=0)
+    forge_requests_per_hour: int | None = Field(default=None, ge=0)
+    # How long one forge call waits for the budget before it gives up for now (and is retried)
+    forge_budget_wait_s: float = Field(default=30.0, gt=0)
+    forge_timeout_s: float = Field(default=30.0, gt=0)
+    forge_attempts: int = Field(default=6, ge=1)
     stream_prefix: str = "ferry:"
     consumer: str = Field(default_factory=_default_consumer)
     max_deliveries: int = Field(default=5, ge=1)

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 
 PRState = Literal["open", "merged", "closed"]
 StatusState = Literal["pending", "success", "failure"]
+ReviewState = Literal["approved", "changes_requested", "commented"]
+MergeMethod = Literal["merge", "squash", "rebase"]
 
 PR_STATES: tuple[str, ...] = ("open", "merged", "closed")
 STATUS_STATES: tuple[str, ...] = ("pending", "success", "failure")
@@ -52,6 +54,16 @@ class PullRequest(BaseModel):
     url: str
 
 
+class Review(BaseModel):
+    """A person's review of a PR, as every forge reports it: their word and the head it saw."""
+
+    author: str
+    state: ReviewState
+    at: datetime | None = None
+    commit: str | None = None
+    body: str = ""
+
+
 class ForgeError(RuntimeError):
     """Base of every forge error. Unless it is a `PermanentForgeError`, retrying may help."""
 
@@ -74,6 +86,10 @@ class PullRequestNotFound(PermanentForgeError):
 
 class MergeConflict(PermanentForgeError):
     """The head branch does not merge cleanly into the base branch."""
+
+
+class HeadMoved(PermanentForgeError):
+    """The PR's head is no longer the commit that was evaluated: it was not merged."""
 
 
 @runtime_checkable
@@ -106,9 +122,12 @@ class Forge(Protocol):
         """PRs (all, or those in STATE), newest first."""
         ...
 
-    def merge_pr(self, number: int, *, message: str | None = None) -> PullRequest:
+    def merge_pr(
+        self, number: int, *, message: str | None = None, sha: str | None = None
+    ) -> PullRequest:
         """Merge the PR. A merged PR is returned as it is; a closed one raises ForgeError;
-        a conflict raises MergeConflict."""
+        a conflict raises MergeConflict. With SHA, merge only if the head is still that commit
+        (the one that was evaluated): a head that moved raises HeadMoved."""
         ...
 
     def close_pr(self, number: int, *, comment: str | None = None) -> PullRequest:
@@ -135,4 +154,8 @@ class Forge(Protocol):
         self, number: int, context: str, state: str, description: str = ""
     ) -> PullRequest:
         """Set the commit status CONTEXT to STATE (pending, success or failure)."""
+        ...
+
+    def reviews(self, number: int) -> list[Review]:
+        """The reviews people left on the PR, oldest first."""
         ...

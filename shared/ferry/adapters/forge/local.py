@@ -34,10 +34,12 @@ from ferry.adapters.forge.base import (
     STATUS_STATES,
     Comment,
     ForgeError,
+    HeadMoved,
     MergeConflict,
     PermanentForgeError,
     PullRequest,
     PullRequestNotFound,
+    Review,
     TransientForgeError,
     utcnow,
 )
@@ -250,13 +252,21 @@ class LocalForge:
 
     # ---------------------------------------------------------------- merging and closing
 
-    def merge_pr(self, number: int, *, message: str | None = None) -> PullRequest:
+    def merge_pr(
+        self, number: int, *, message: str | None = None, sha: str | None = None
+    ) -> PullRequest:
         with self._locked():
             pr = self.get_pr(number)
             if pr.state == "merged":
                 return pr
             if pr.state == "closed":
                 raise PermanentForgeError(f"pull request #{number} is closed: it cannot be merged")
+            head_now = self._branch_sha(pr.head)
+            if sha is not None and head_now is not None and head_now != sha:
+                raise HeadMoved(
+                    f"pull request #{number}: '{pr.head}' is at {head_now[:12]}, not the "
+                    f"evaluated {sha[:12]}: not merged"
+                )
             if self._branch_sha(pr.head) is None:
                 raise PermanentForgeError(
                     f"pull request #{number}: branch '{pr.head}' no longer exists in {self.repo}"
@@ -266,7 +276,7 @@ class LocalForge:
                     f"pull request #{number}: base branch '{pr.base}' does not exist in {self.repo}"
                 )
             msg = message or f"Merge pull request #{number} from {pr.head}"
-            merge_commit, head_sha = self._merge(pr, msg)
+            merge_commit, head_sha = self._merge(pr, msg, sha)
             now = utcnow()
             pr.state = "merged"
             pr.merge_commit = merge_commit
@@ -345,6 +355,12 @@ class LocalForge:
             return True
 
         return self._mutate(number, put)
+
+    def reviews(self, number: int) -> list[Review]:
+        # People review on a real forge; the local forge has none (approvals come by `ferry
+        # approve`).
+        self.get_pr(number)
+        return []
 
     # ---------------------------------------------------------------- internals: records
 
@@ -495,7 +511,7 @@ class LocalForge:
         os.replace(tmp, work)
         return work
 
-    def _merge(self, pr: PullRequest, message: str) -> tuple[str, str]:
+    def _merge(self, pr: PullRequest, message: str, sha: str | None = None) -> tuple[str, str]:
         """Merge PR's head into its base with a merge commit and push it; return
         (merge commit, merged head sha). Retried when the base moves under us."""
         work = self._work_tree()
@@ -521,6 +537,11 @@ class LocalForge:
             base_sha, head_sha = git(
                 "rev-parse", "refs/ferry/base", "refs/ferry/head", cwd=work
             ).split()
+            if sha is not None and head_sha != sha:
+                raise HeadMoved(
+                    f"pull request #{pr.number}: '{pr.head}' moved to {head_sha[:12]} after "
+                    f"{sha[:12]} was evaluated: not merged"
+                )
             if self._is_ancestor(work, head_sha, base_sha):
                 # already in the base: a merge pushed just before a crash, or by hand
                 return self._find_merge(work, pr, head_sha, base_sha), head_sha
