@@ -1,0 +1,82 @@
+"""The whole flow on each HTTP forge, against the fake forge: build -> dev -> staging -> gated
+prod by merged pull requests, `ferry pr` on the provider, and the token nowhere it must not be."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ferry.adapters.gitops import GitOpsRepo
+from tests.e2e.test_prod_gates import load_test_passed, with_prod_policy
+from tests.forgefake import FakeForge
+from tests.forgefake.setup import start_fake, use_fake
+from tests.helpers import Cluster, digest_of, run_cli
+
+
+def on_fake(env: Cluster, monkeypatch: pytest.MonkeyPatch, flavour: str) -> FakeForge:
+    """Move the cluster's GitOps repository onto a fake forge of FLAVOUR: workers and the CLI
+    talk to it over HTTP; the test reads main straight from the forge's bare repository."""
+    fake = start_fake(env.root, flavour, env.repo_path)
+    use_fake(monkeypatch, fake)
+    env._repo = GitOpsRepo(remote=str(fake.repo), workdir=env.root / "fake-reader")
+    return fake
+
+
+def secrets_found(token: str, env: Cluster) -> list[str]:
+    """Every place under the cluster's root (logs, clones, their .git/config) and in its streams
+    (audit, dead letters, changes) where TOKEN appears."""
+    found = [
+        str(path)
+        for path in Path(env.root).rglob("*")
+        if path.is_file() and token.encode() in path.read_bytes()
+    ]
+    for stream in ("audit", "dlq", "changes", "promotions"):
+        if any(token in json.dumps(e) for e in env.entries(stream)):
+            found.append(f"stream {stream}")
+    return found
+
+
+@pytest.mark.parametrize("flavour", ["github", "gitea", "gitlab"])
+def test_build_to_gated_prod_on_each_forge(
+    env: Cluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flavour: str
+) -> None:
+    env.init_repo(["api"])
+    with_prod_policy(env, auto_merge=True)
+    fake = on_fake(env, monkeypatch, flavour)
+    try:
+        env.start("gate-evaluator", **fake.settings_env())
+        env.start("pr-writer", **fake.settings_env())
+        d = digest_of(f"api-{flavour}")
+        env.build("api", d, author="alice")
+        env.wait_pinned("api", "dev", d)
+        env.build("api", d, env="dev", check="integration")
+        env.wait_pinned("api", "staging", d)
+        assert load_test_passed(capsys, d) == 0
+        assert run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")[0] == 0
+        env.wait_pinned("api", "prod", d, timeout=40)
+
+        prs = {p.title.split(":")[0]: p for p in fake_prs(fake)}
+        assert set(prs) == {"Promote api to dev", "Promote api to staging", "Promote api to prod"}
+        assert all(p.merged for p in prs.values())
+        assert {"ferry", "env/prod"} <= set(prs["Promote api to prod"].labels)
+        # ferry pr ls|show through the provider
+        code, out, _ = run_cli(capsys, "pr", "ls", "--json")
+        assert code == 0
+        listed = json.loads(out)
+        assert [p["state"] for p in listed] == ["merged"] * 3
+        assert [p["number"] for p in listed] == sorted(
+            (p.number for p in prs.values()), reverse=True
+        )
+        code, out, _ = run_cli(capsys, "pr", "show", str(listed[0]["number"]))
+        assert code == 0 and "state: merged" in out
+        assert secrets_found(fake.token, env) == []
+    finally:
+        env.stop_all()
+        fake.stop()
+
+
+def fake_prs(fake: FakeForge) -> list:  # noqa: ANN001
+    with fake.lock:
+        return list(fake.pulls.values())
