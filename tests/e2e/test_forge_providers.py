@@ -4,6 +4,7 @@ prod by merged pull requests, `ferry pr` on the provider, and the token nowhere 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,16 +62,28 @@ def test_build_to_gated_prod_on_each_forge(
         assert set(prs) == {"Promote api to dev", "Promote api to staging", "Promote api to prod"}
         assert all(p.merged for p in prs.values())
         assert {"ferry", "env/prod"} <= set(prs["Promote api to prod"].labels)
+        # a second build reaches staging, and is rolled back there
+        d2 = digest_of(f"api-{flavour}-2")
+        env.build("api", d2, author="alice")
+        env.wait_pinned("api", "dev", d2)
+        env.build("api", d2, env="dev", check="integration")
+        env.wait_pinned("api", "staging", d2)
+        code, _, err = run_cli(capsys, "rollback", "api", "staging", "--as", "alice")
+        assert code == 0, err
+        env.wait_pinned("api", "staging", d)
+        [rollback] = [p for p in fake_prs(fake) if "rollback" in p.labels]
+        assert rollback.merged
+        message = fake_git_log(fake)
+        assert f"Ferry-Rollback-Of: {d2}" in message and f"Ferry-Digest: {d}" in message
+
         # ferry pr ls|show through the provider
         code, out, _ = run_cli(capsys, "pr", "ls", "--json")
         assert code == 0
         listed = json.loads(out)
-        assert [p["state"] for p in listed] == ["merged"] * 3
-        assert [p["number"] for p in listed] == sorted(
-            (p.number for p in prs.values()), reverse=True
-        )
-        code, out, _ = run_cli(capsys, "pr", "show", str(listed[0]["number"]))
-        assert code == 0 and "state: merged" in out
+        assert [p["state"] for p in listed] == ["merged"] * 6
+        assert [p["number"] for p in listed] == list(range(6, 0, -1))
+        code, out, _ = run_cli(capsys, "pr", "show", str(rollback.number))
+        assert code == 0 and "state: merged" in out and "rollback" in out
         assert secrets_found(fake.token, env) == []
     finally:
         env.stop_all()
@@ -80,3 +93,13 @@ def test_build_to_gated_prod_on_each_forge(
 def fake_prs(fake: FakeForge) -> list:  # noqa: ANN001
     with fake.lock:
         return list(fake.pulls.values())
+
+
+def fake_git_log(fake: FakeForge) -> str:
+    """The message of the last commit on the forge's main."""
+    return subprocess.run(
+        ["git", f"--git-dir={fake.repo}", "log", "-1", "--format=%B", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
