@@ -226,14 +226,39 @@ class CanaryMeasurement(_Subject):
 
 
 class PreviewEvent(Event):
+    """What happened to an application pull request that may carry a preview environment.
+
+    `labels` is the PR's whole label set on `opened` (and on `updated` when given), the labels
+    added on `labeled` and those removed on `unlabeled`. `until` is an absolute end for the
+    preview; on `extend` it is the end asked for (absent: one more TTL from now)."""
+
     on_stream: ClassVar[str] = "previews"
     json_fields: ClassVar[frozenset[str]] = frozenset({"labels"})
     kind: Literal["opened", "updated", "labeled", "unlabeled", "closed", "extend"]
     repo: Name
-    pr: int
-    team: Name | None = None
+    pr: int = Field(ge=1)
+    team: Name | None = Field(default=None, max_length=100)
     labels: list[str] = Field(default_factory=list)
     until: datetime | None = None
+    actor: Name | None = None
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        parts = value.split("/")
+        if len(parts) < 2 or any(not p or p in (".", "..") or p.strip() != p for p in parts):
+            raise ValueError(f"repo must be OWNER/NAME (e.g. shop/web), got {value!r}")
+        return value
+
+    @field_validator("until", mode="after")
+    @classmethod
+    def _until_utc(cls, value: datetime | None) -> datetime | None:
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+    @property
+    def subject(self) -> str:
+        """The pull request, as logs and audit records name it."""
+        return f"{self.repo}#{self.pr}"
 
 
 class AuditRecord(Event):

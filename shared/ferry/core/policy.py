@@ -27,8 +27,10 @@ Schema (defaults in brackets)::
                             success_condition: str, failure_condition: str, interval: duration,
                             count, failure_limit, inconclusive_limit, consecutive_error_limit}]}
     approvers: {teams: {<team>: [user]}}
-    previews: {label: preview, ttl: 48h, ttl_from: last_activity | created, max_ttl: 7d,
-               quota_per_team: 5, warn_before: 2h}
+    previews: {label: preview, required_labels: [], excluded_labels: [], ttl: 48h,
+               ttl_from: last_activity | created, max_ttl: 7d, quota_per_team: 5 (null: none),
+               evict: never | oldest | least_active, warn_before: 2h (0s: none),
+               dry_run: false}
     services:                           # optional per-service overrides, deep-merged
       <service>: {environments: {<env>: <any subset of an environment>}}
 
@@ -279,12 +281,33 @@ class Approvers(_Model):
 
 
 class Previews(_Model):
-    label: str = "preview"
+    """Per-PR preview environments: how long they live and how many a team may have."""
+
+    label: str = Field(default="preview", min_length=1)
+    required_labels: list[str] = Field(default_factory=list)  # needed besides `label`
+    excluded_labels: list[str] = Field(default_factory=list)  # any of these: not a preview
     ttl: Duration = timedelta(hours=48)
     ttl_from: Literal["last_activity", "created"] = "last_activity"
     max_ttl: Duration = timedelta(days=7)
-    quota_per_team: int = Field(default=5, ge=0)
-    warn_before: Duration = timedelta(hours=2)
+    quota_per_team: int | None = Field(default=5, ge=0)  # null: no quota
+    # Beyond the quota the newcomer is refused, unless this names which preview makes room.
+    evict: Literal["never", "oldest", "least_active"] = "never"
+    warn_before: Duration = timedelta(hours=2)  # 0s: no warning
+    dry_run: bool = False  # report what would be done (ferry previews ls, audit); act on nothing
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Previews:
+        if self.ttl <= timedelta(0):
+            raise ValueError("ttl must be longer than 0s")
+        if self.max_ttl < self.ttl:
+            raise ValueError(
+                f"max_ttl ({format_duration(self.max_ttl)}) must not be shorter than ttl "
+                f"({format_duration(self.ttl)})"
+            )
+        clash = set(self.excluded_labels) & {self.label, *self.required_labels}
+        if clash:
+            raise ValueError(f"excluded_labels must not name a required label, got {sorted(clash)}")
+        return self
 
 
 class ServiceOverrides(_Model):

@@ -1,0 +1,220 @@
+"""The expiry rule and the quota of preview environments (ferry.core.previews): plain values in,
+a state, a reason and what is due out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ferry.core.events import PreviewEvent
+from ferry.core.policy import PolicyError, Previews, load_policy
+from ferry.core.previews import Mark, admit, preview_status
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+POLICY = Previews(ttl="2h", max_ttl="6h", warn_before="30m", quota_per_team=2)
+
+
+def ev(kind: str, at: datetime, labels: tuple[str, ...] = (), **kw: object) -> PreviewEvent:
+    return PreviewEvent(
+        kind=kind, repo="shop/web", pr=7, occurred_at=at, labels=list(labels), team="web", **kw
+    )
+
+
+def admitted(at: datetime = T0, period: datetime = T0) -> Mark:
+    return Mark(kind="admitted", at=at, period=period)
+
+
+def opened(at: datetime = T0) -> list[PreviewEvent | Mark]:
+    return [ev("opened", at, ("preview",)), admitted(at, at)]
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def test_a_labelled_pr_is_active_until_its_ttl_then_due_for_reaping() -> None:
+    history = opened()
+    status = preview_status(POLICY, history, T0 + HOUR)
+    assert (status.state, status.action) == ("active", None)
+    assert status.expires_at == T0 + 2 * HOUR
+    assert status.due == T0 + 90 * timedelta(minutes=1)  # the warning comes first
+    reap = preview_status(POLICY, history, T0 + 2 * HOUR)
+    assert reap.action == "reap" and reap.reason == f"expired at {(T0 + 2 * HOUR).isoformat()}"
+
+
+def test_warning_is_due_warn_before_the_end_and_once_per_end() -> None:
+    history = opened()
+    at = T0 + 90 * timedelta(minutes=1)
+    assert preview_status(POLICY, history, at - timedelta(seconds=1)).action is None
+    assert preview_status(POLICY, history, at).action == "warn"
+    warned = [*history, Mark(kind="warned", at=at, period=T0, for_end=T0 + 2 * HOUR)]
+    status = preview_status(POLICY, warned, at + timedelta(minutes=1))
+    assert (status.state, status.action, status.due) == ("warned", None, T0 + 2 * HOUR)
+    # An extension moves the end: the next warning is about the new end.
+    extended = [*warned, ev("extend", at + timedelta(minutes=5))]
+    status = preview_status(POLICY, extended, at + timedelta(minutes=6))
+    assert status.state == "active" and status.expires_at == at + timedelta(minutes=5) + 2 * HOUR
+
+
+def test_last_activity_restarts_the_ttl_but_created_does_not() -> None:
+    history = [*opened(), ev("updated", T0 + HOUR)]
+    assert preview_status(POLICY, history, T0).expires_at == T0 + 3 * HOUR
+    created = POLICY.model_copy(update={"ttl_from": "created"})
+    assert preview_status(created, history, T0).expires_at == T0 + 2 * HOUR
+
+
+def test_absolute_until_replaces_the_ttl_within_max_ttl() -> None:
+    history = [ev("opened", T0, ("preview",), until=T0 + 30 * timedelta(minutes=1)), admitted()]
+    assert preview_status(POLICY, history, T0).expires_at == T0 + 30 * timedelta(minutes=1)
+    far = [ev("opened", T0, ("preview",), until=T0 + 30 * HOUR), admitted()]
+    assert preview_status(POLICY, far, T0).expires_at == T0 + 6 * HOUR
+
+
+def test_required_and_excluded_labels_decide_what_is_a_preview() -> None:
+    policy = POLICY.model_copy(update={"required_labels": ["deploy"], "excluded_labels": ["wip"]})
+    only_label = [ev("opened", T0, ("preview",))]
+    assert preview_status(policy, only_label, T0).state == "unknown"
+    both = [ev("opened", T0, ("preview", "deploy"))]
+    assert preview_status(policy, both, T0).state == "pending"
+    wip = [*both, admitted(), ev("labeled", T0 + HOUR, ("wip",))]
+    assert preview_status(policy, wip, T0 + HOUR).state == "unlabeled"
+
+
+def test_closing_or_unlabelling_ends_the_preview_and_relabelling_starts_a_new_one() -> None:
+    closed = [*opened(), ev("closed", T0 + HOUR)]
+    assert preview_status(POLICY, closed, T0 + HOUR).state == "closed"
+    reaped = [*opened(), Mark(kind="reaped", at=T0 + 2 * HOUR, period=T0, reason="expired")]
+    assert preview_status(POLICY, reaped, T0 + 2 * HOUR).state == "reaped"
+    again = T0 + 3 * HOUR
+    relabelled = [*reaped, ev("labeled", again, ("preview",))]
+    status = preview_status(POLICY, relabelled, again)
+    assert (status.state, status.period) == ("pending", again)
+
+
+def test_a_dry_run_reap_is_reported_once_and_the_label_stays() -> None:
+    history = [*opened(), Mark(kind="reaped", at=T0 + 2 * HOUR, period=T0, dry_run=True)]
+    status = preview_status(POLICY, history, T0 + 5 * HOUR)
+    assert (status.state, status.action) == ("reaped", None)
+
+
+def test_quota_refuses_the_newcomer_unless_the_policy_evicts() -> None:
+    live = {
+        "shop/web#1": preview_status(POLICY, opened(T0), T0 + HOUR),
+        "shop/web#2": preview_status(POLICY, [*opened(T0 + HOUR), ev("updated", T0)], T0 + HOUR),
+    }
+    refused = admit(POLICY, "web", "shop/web#3", live)
+    assert not refused.admit and "quota is 2" in refused.reason
+    evict = admit(POLICY.model_copy(update={"evict": "oldest"}), "web", "shop/web#3", live)
+    assert (evict.admit, evict.evict) == (True, "shop/web#1")
+    assert admit(POLICY, "web", "shop/web#1", live).admit  # counted once, as itself
+    assert admit(POLICY.model_copy(update={"quota_per_team": None}), "web", "x#3", live).admit
+
+
+def test_policy_checks_the_previews_block() -> None:
+    base = "environments: {dev: {promote_from: build}}\n"
+    with pytest.raises(PolicyError, match="max_ttl .1h. must not be shorter than ttl .2h."):
+        load_policy(base + "previews: {ttl: 2h, max_ttl: 1h}")
+    with pytest.raises(PolicyError, match="evict"):
+        load_policy(base + "previews: {evict: newest}")
+    policy = load_policy(base + "previews: {excluded_labels: [wip], dry_run: true}")
+    assert policy.previews.dry_run and policy.previews.excluded_labels == ["wip"]
+
+
+# --------------------------------------------------------------------------- properties
+
+MINUTE = timedelta(minutes=1)
+LABELS = st.lists(st.sampled_from(["preview", "deploy", "wip"]), max_size=3, unique=True)
+KINDS = st.sampled_from(["opened", "updated", "labeled", "unlabeled", "closed", "extend"])
+POLICIES = st.builds(
+    Previews,
+    ttl=st.integers(1, 180).map(lambda m: m * MINUTE),
+    ttl_from=st.sampled_from(["last_activity", "created"]),
+    max_ttl=st.integers(180, 600).map(lambda m: m * MINUTE),
+    warn_before=st.integers(0, 60).map(lambda m: m * MINUTE),
+    excluded_labels=st.sampled_from([[], ["wip"]]),
+)
+
+
+@st.composite
+def histories(draw: st.DrawFn, until: bool = True) -> list[PreviewEvent | Mark]:
+    """Events at few distinct instants (so that many share a timestamp), each period admitted."""
+    events = []
+    for i in range(draw(st.integers(1, 12))):
+        kind = draw(KINDS)
+        at = T0 + draw(st.integers(0, 8)) * 15 * MINUTE
+        offset = draw(st.none() | st.integers(0, 1000))
+        end = None if offset is None else at + offset * MINUTE
+        events.append(
+            PreviewEvent(
+                kind=kind,
+                event_id=f"e{i}",
+                repo="shop/web",
+                pr=7,
+                occurred_at=at,
+                labels=draw(LABELS),
+                until=end if until and (kind == "extend" or draw(st.booleans())) else None,
+            )
+        )
+    # Every instant may start a period; admit them all, as the worker would.
+    marks = [Mark(kind="admitted", at=e.occurred_at, period=e.occurred_at) for e in events]
+    return [*events, *marks]
+
+
+NOWS = st.integers(0, 24 * 60).map(lambda m: T0 + m * MINUTE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(POLICIES, histories(until=False), NOWS)
+def test_never_reaped_before_its_ttl(policy: Previews, history: list, now: datetime) -> None:
+    status = preview_status(policy, history, now)
+    if status.action != "reap":
+        return
+    assert status.period is not None and status.last_activity is not None
+    start = status.period
+    assert now >= start + policy.ttl
+    if policy.ttl_from == "last_activity":
+        activity = [
+            e.occurred_at
+            for e in history
+            if isinstance(e, PreviewEvent)
+            and e.kind in ("opened", "updated", "labeled")
+            and start <= e.occurred_at <= now
+        ]
+        assert now >= min(max(activity) + policy.ttl, start + policy.max_ttl)
+
+
+@settings(max_examples=300, deadline=None)
+@given(POLICIES, histories(), NOWS)
+def test_never_beyond_max_ttl_whatever_the_extensions(
+    policy: Previews, history: list, now: datetime
+) -> None:
+    status = preview_status(policy, history, now)
+    if status.expires_at is None or status.period is None:
+        return
+    assert status.expires_at <= status.period + policy.max_ttl
+    if status.state in ("active", "warned") and now >= status.period + policy.max_ttl:
+        assert status.action == "reap"
+
+
+@settings(max_examples=300, deadline=None)
+@given(POLICIES, histories(), NOWS, st.randoms(use_true_random=False))
+def test_same_timestamp_events_give_the_same_answer_in_any_order(
+    policy: Previews, history: list, now: datetime, rnd: object
+) -> None:
+    shuffled = list(history)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert preview_status(policy, shuffled, now) == preview_status(policy, history, now)
+
+
+@settings(max_examples=200, deadline=None)
+@given(POLICIES, histories(), NOWS)
+def test_a_warning_always_comes_before_the_expiry(
+    policy: Previews, history: list, now: datetime
+) -> None:
+    status = preview_status(policy, history, now)
+    if status.action == "warn":
+        assert status.expires_at is not None and now < status.expires_at
+        assert status.warn_at is not None and now >= status.warn_at
