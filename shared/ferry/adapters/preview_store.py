@@ -1,0 +1,266 @@
+"""preview-reaper's state in Redis: one record per application pull request (its events, the
+reaper's marks and the forge actions still to do), the due times in a sorted set, each team's live
+previews in a set. The one module that knows these keys.
+
+Every change to a record is an optimistic transaction (WATCH the record, compute, MULTI/EXEC), so
+an event and a timer touching the same preview at once never lose each other's work. A due preview
+is claimed atomically (a Lua script sets a per-preview lease), so of many replicas one handles it;
+a replica that dies holding a lease frees it when the lease expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import redis
+
+from ferry.adapters.bus import Bus
+from ferry.core.events import PreviewEvent
+from ferry.core.previews import Mark
+
+T = TypeVar("T")
+
+# Claim up to ARGV[3] previews due at ARGV[1] (epoch seconds): a preview is ours when its lease
+# key was free; one leased by another replica is pushed back to its lease's end, so that nobody
+# spins on it (its holder writes the real next due time when it is done).
+_CLAIM = """
+local out = {}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do
+  local lease = ARGV[5] .. member
+  if redis.call('SET', lease, ARGV[4], 'NX', 'PX', ARGV[2]) then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]) / 1000, member)
+    table.insert(out, member)
+  else
+    local left = math.max(redis.call('PTTL', lease), 1)
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + left / 1000, member)
+  end
+end
+return out
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+@dataclass
+class Action:
+    """One thing to do on the application PR, kept until the forge has done it."""
+
+    id: str  # e.g. "reap:<period>:label": one decision never acts twice
+    kind: str  # "remove_label" | "comment"
+    arg: str  # the label, or the comment's body
+    attempts: int = 0
+    error: str | None = None
+    next_try: float = 0.0  # epoch seconds
+
+
+@dataclass
+class Record:
+    """Everything known about one application pull request's preview."""
+
+    repo: str
+    pr: int
+    events: list[PreviewEvent] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+    outbox: list[Action] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)  # ids of actions done, oldest first
+    # Where the index lists it: the team whose live set holds it ("" for no team), and when the
+    # reaper must look at it next (epoch seconds).
+    live_team: str | None = None
+    due: float | None = None
+
+    @property
+    def key(self) -> str:
+        return member(self.repo, self.pr)
+
+    def add_event(self, event: PreviewEvent) -> bool:
+        """Keep EVENT unless it was seen already (a redelivery); True if it is new."""
+        if any(e.event_id == event.event_id for e in self.events):
+            return False
+        self.events.append(event)
+        return True
+
+    def history(self) -> list[PreviewEvent | Mark]:
+        return [*self.events, *self.marks]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "repo": self.repo,
+                "pr": self.pr,
+                "events": [e.to_fields() for e in self.events],
+                "marks": [_mark_to_dict(m) for m in self.marks],
+                "outbox": [a.__dict__ for a in self.outbox],
+                "done": self.done,
+                "live_team": self.live_team,
+                "due": self.due,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Record:
+        data = json.loads(text)
+        return cls(
+            repo=data["repo"],
+            pr=int(data["pr"]),
+            events=[PreviewEvent.model_validate(e) for e in data["events"]],
+            marks=[_mark_from_dict(m) for m in data["marks"]],
+            outbox=[Action(**a) for a in data["outbox"]],
+            done=list(data["done"]),
+            live_team=data.get("live_team"),
+            due=data.get("due"),
+        )
+
+
+def member(repo: str, pr: int) -> str:
+    """A preview's name in the index: OWNER/NAME#PR."""
+    return f"{repo}#{pr}"
+
+
+def _mark_to_dict(mark: Mark) -> dict[str, Any]:
+    return {
+        "kind": mark.kind,
+        "at": mark.at.isoformat(),
+        "period": mark.period.isoformat(),
+        "reason": mark.reason,
+        "for_end": mark.for_end.isoformat() if mark.for_end else None,
+        "dry_run": mark.dry_run,
+    }
+
+
+def _mark_from_dict(data: dict[str, Any]) -> Mark:
+    return Mark(
+        kind=data["kind"],
+        at=datetime.fromisoformat(data["at"]),
+        period=datetime.fromisoformat(data["period"]),
+        reason=data["reason"],
+        for_end=datetime.fromisoformat(data["for_end"]) if data["for_end"] else None,
+        dry_run=bool(data["dry_run"]),
+    )
+
+
+class PreviewStore:
+    """Records, due times, team sets and the local forge's action log of previews."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.redis: Any = bus.redis
+        self._claim = self.redis.register_script(_CLAIM)
+        self._renew = self.redis.register_script(_RENEW)
+
+    def _key(self, *parts: str) -> str:
+        return self.bus.settings.key("previews", *parts)
+
+    @property
+    def due_key(self) -> str:
+        return self._key("due")
+
+    @property
+    def wake_channel(self) -> str:
+        return self._key("wake")
+
+    def _team_key(self, team: str) -> str:
+        return self._key("team", team)
+
+    # ------------------------------------------------------------------ records
+
+    def load(self, key: str) -> Record | None:
+        raw = self.redis.get(self._key("record", key))
+        return Record.from_json(raw) if raw else None
+
+    def keys(self) -> list[str]:
+        return sorted(k.decode() for k in self.redis.smembers(self._key("all")))
+
+    def records(self) -> Iterator[Record]:
+        for key in self.keys():
+            record = self.load(key)
+            if record is not None:
+                yield record
+
+    def team_members(self, team: str) -> list[str]:
+        return sorted(k.decode() for k in self.redis.smembers(self._team_key(team)))
+
+    def change(
+        self,
+        repo: str,
+        pr: int,
+        step: Callable[[Record], T],
+        *,
+        lease: str | None = None,
+    ) -> T:
+        """Apply STEP to the record of REPO#PR (a new one if there is none) and store the result
+        with its index entries, atomically; STEP runs again if someone else wrote in between.
+        With LEASE (a claim's token), the claim is released in the same transaction."""
+        key = member(repo, pr)
+        record_key = self._key("record", key)
+        lease_key = self._key("lease", key)
+        while True:
+            with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(record_key, lease_key)
+                    raw = pipe.get(record_key)
+                    record = Record.from_json(raw) if raw else Record(repo=repo, pr=pr)
+                    old_team = record.live_team
+                    result = step(record)
+                    holds_lease = lease is not None and pipe.get(lease_key) == lease.encode()
+                    pipe.multi()
+                    pipe.set(record_key, record.to_json())
+                    pipe.sadd(self._key("all"), key)
+                    if old_team is not None and old_team != record.live_team:
+                        pipe.srem(self._team_key(old_team), key)
+                    if record.live_team is not None:
+                        pipe.sadd(self._team_key(record.live_team), key)
+                    if record.due is None:
+                        pipe.zrem(self.due_key, key)
+                    else:
+                        pipe.zadd(self.due_key, {key: record.due})
+                    if holds_lease:
+                        pipe.delete(lease_key)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    # ------------------------------------------------------------------ timers
+
+    def claim_due(self, now: float, lease_ms: int, limit: int = 50) -> tuple[str, list[str]]:
+        """Claim previews due at NOW for LEASE_MS; returns the lease token and their keys."""
+        token = uuid.uuid4().hex
+        keys = self._claim(
+            keys=[self.due_key],
+            args=[repr(now), lease_ms, limit, token, self._key("lease", "")],
+        )
+        return token, [k.decode() for k in keys]
+
+    def renew(self, key: str, token: str, lease_ms: int) -> bool:
+        """Keep the claim on KEY for LEASE_MS more, if TOKEN still holds it."""
+        return bool(self._renew(keys=[self._key("lease", key)], args=[token, lease_ms]))
+
+    def next_due(self) -> float | None:
+        """When the earliest preview is due (epoch seconds), or None."""
+        first = self.redis.zrange(self.due_key, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    def wake(self) -> None:
+        """Tell every replica's timer that a due time may have moved closer."""
+        self.redis.publish(self.wake_channel, b"1")
+
+    # ------------------------------------------------------------------ the local forge
+
+    def log_action(self, repo: str, pr: int, entry: dict[str, Any]) -> None:
+        """Record an action on the application PR that only the local forge's log will show."""
+        entry = {"at": time.time(), **entry}
+        self.redis.rpush(self._key("log", member(repo, pr)), json.dumps(entry))
+
+    def action_log(self, key: str) -> list[dict[str, Any]]:
+        return [json.loads(e) for e in self.redis.lrange(self._key("log", key), 0, -1)]
