@@ -3,14 +3,12 @@ quota refusals, replicas and restarts."""
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ferry.adapters.preview_store import PreviewStore, Record
+from ferry.adapters.preview_store import PreviewStore
 from ferry.core.events import PreviewEvent
 from ferry.core.policy import Previews
 from ferry.core.previews import preview_status
@@ -52,7 +50,7 @@ def test_quota_refusals_and_warnings_are_commented_once_each(cluster: Cluster) -
     cluster.init_repo()
     policy = with_previews(
         cluster,
-        "{label: preview, ttl: 3s, ttl_from: created, max_ttl: 1h, quota_per_team: 2, warn_before: 2s}",
+        "{ttl: 3s, ttl_from: created, max_ttl: 1h, quota_per_team: 2, warn_before: 2s}",
     )
     store = PreviewStore(cluster.bus)
     cluster.start("preview-reaper")
