@@ -137,3 +137,55 @@ def test_a_thousand_previews_reaped_on_time_by_two_replicas_one_restarted(
     assert late[0] >= 0, "reaped before its expiry"
     # Robust on a loaded machine, and still far from a minute-scale poll.
     assert worst < 10, late[-10:]
+
+
+def test_a_failing_forge_reaps_nothing_and_the_expired_are_reaped_once_it_answers(
+    cluster: Cluster,
+) -> None:
+    from tests.http_forge import GitHubIssues
+
+    cluster.init_repo()
+    policy = with_previews(cluster, "{ttl: 2s, max_ttl: 1h, quota_per_team: null, warn_before: 0s}")
+    store = PreviewStore(cluster.bus)
+    with GitHubIssues(token="s3cret-token") as forge:
+        forge.failing = True
+        cluster.start(
+            "preview-reaper",
+            FERRY_FORGE="github",
+            FERRY_FORGE_URL=forge.url,
+            FERRY_FORGE_TOKEN="s3cret-token",
+        )
+        now = datetime.now(UTC)
+        short = [f"shop/web#{pr}" for pr in range(1, 6)]
+        long = [f"shop/web#{pr}" for pr in range(6, 11)]
+        for pr in range(1, 11):
+            forge.labels[("shop/web", pr)] = {"preview", "needs-review"}
+            until = now + timedelta(seconds=2 if pr <= 5 else 600)
+            cluster.bus.publish(
+                opened("shop/web", pr, labels=["preview", "needs-review"], until=until)
+            )
+        # The expired ones are tried and fail, again and again; the others are never touched.
+        wait_until(lambda: sum(1 for c in forge.calls if c[2] == 503) >= 10, 30, "failed calls")
+        time.sleep(2)
+        assert {c[1].split("/")[5] for c in forge.calls} <= {"1", "2", "3", "4", "5"}
+        assert all(labels == {"preview", "needs-review"} for labels in forge.labels.values())
+        assert all(state(store, policy, k) == "active" for k in long)
+        assert all(store.load(k).outbox for k in short)  # type: ignore[union-attr]
+        forge.failing = False
+        wait_until(
+            lambda: all(forge.comments[("shop/web", pr)] for pr in range(1, 6)),
+            90,
+            "the expired previews reaped once the forge answers",
+        )
+        time.sleep(1)
+        for pr in range(1, 6):
+            assert forge.labels[("shop/web", pr)] == {"needs-review"}
+            [comment] = forge.comments[("shop/web", pr)]
+            assert comment.startswith("Ferry reaped this preview: expired at")
+        for pr in range(6, 11):
+            assert forge.labels[("shop/web", pr)] == {"preview", "needs-review"}
+            assert not forge.comments[("shop/web", pr)]
+        assert all(state(store, policy, k) == "active" for k in long)
+        assert all(not store.load(k).outbox for k in short)  # type: ignore[union-attr]
+    for proc in cluster.procs:
+        assert "s3cret-token" not in cluster.log_of(proc)

@@ -41,7 +41,9 @@ def decide(policy: Previews, record: Record, now: datetime, status: PreviewStatu
         )
         queue(record, mark, comment=warning(policy, record, status, now))
     elif status.action == "reap":
-        reason = f"expired at {status.expires_at.isoformat()} ({_rule(policy)})"
+        reason = status.reason
+        if reason.startswith("expired"):
+            reason += f" ({_rule(policy)})"
         mark = Mark(
             kind="reaped", at=now, period=status.period, reason=reason, dry_run=policy.dry_run
         )

@@ -13,6 +13,7 @@ from ferry.cli import (  # noqa: F401 - registers the commands
     canary,
     dlq,
     pr,
+    previews,
     publish,
     rollback,
     views,

@@ -230,17 +230,19 @@ class PreviewEvent(Event):
 
     `labels` is the PR's whole label set on `opened` (and on `updated` when given), the labels
     added on `labeled` and those removed on `unlabeled`. `until` is an absolute end for the
-    preview; on `extend` it is the end asked for (absent: one more TTL from now)."""
+    preview; on `extend` it is the end asked for (absent: one more TTL from now). `reap` is a
+    person's request to reap the preview now (`ferry previews reap`), with `actor` and `reason`."""
 
     on_stream: ClassVar[str] = "previews"
     json_fields: ClassVar[frozenset[str]] = frozenset({"labels"})
-    kind: Literal["opened", "updated", "labeled", "unlabeled", "closed", "extend"]
+    kind: Literal["opened", "updated", "labeled", "unlabeled", "closed", "extend", "reap"]
     repo: Name
     pr: int = Field(ge=1)
     team: Name | None = Field(default=None, max_length=100)
     labels: list[str] = Field(default_factory=list)
     until: datetime | None = None
     actor: Name | None = None
+    reason: str | None = None
 
     @field_validator("repo")
     @classmethod

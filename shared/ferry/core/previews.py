@@ -9,7 +9,8 @@ Within a period the preview ends at
 - `until`, when an event of the period set one (an absolute end), else
 - its start + `ttl` (`ttl_from: created`) or its last activity + `ttl` (`ttl_from: last_activity`),
 - pushed later by each `extend` (to its `until`, or to the extension's time + `ttl`),
-- and never later than the period's start + `max_ttl`.
+- and never later than the period's start + `max_ttl`;
+- or at once when a person asks (`reap`).
 
 The history is the preview's events (`PreviewEvent`) plus the reaper's own marks (`Mark`: warned,
 reaped, refused, admitted). Events are read in (time, kind, event id) order, so events with the same
@@ -42,7 +43,8 @@ _KIND_ORDER = {
     "updated": 2,
     "unlabeled": 3,
     "extend": 4,
-    "closed": 5,
+    "reap": 5,
+    "closed": 6,
     "admitted": 10,
     "warned": 11,
     "refused": 12,
@@ -90,6 +92,7 @@ class _Period:
     last_activity: datetime
     until: datetime | None = None
     extensions: list[tuple[datetime, datetime | None]] = field(default_factory=list)
+    requested: PreviewEvent | None = None  # a person's `reap`
     marks: list[Mark] = field(default_factory=list)
     ended_by: str | None = None  # "closed", "unlabeled", or a terminal mark's kind
 
@@ -162,7 +165,7 @@ def _periods(
         if current is not None and not now_preview:
             current.ended_by = "closed" if not is_open else "unlabeled"
             current = None
-        elif current is None and now_preview and event.kind != "extend":
+        elif current is None and now_preview and event.kind not in ("extend", "reap"):
             current = _Period(start=event.occurred_at, team=team, last_activity=event.occurred_at)
             periods.append(current)
             if event.until is not None:
@@ -173,6 +176,9 @@ def _periods(
         current.team = team
         if event.kind == "extend":
             current.extensions.append((event.occurred_at, event.until))
+            continue
+        if event.kind == "reap":
+            current.requested = current.requested or event
             continue
         if event.kind in ("opened", "updated", "labeled"):
             current.last_activity = max(current.last_activity, event.occurred_at)
@@ -191,7 +197,10 @@ def expiry(policy: Previews, period: _Period) -> datetime:
         end = period.last_activity + policy.ttl
     for at, until in period.extensions:
         end = max(end, until if until is not None else at + policy.ttl)
-    return min(end, period.start + policy.max_ttl)
+    end = min(end, period.start + policy.max_ttl)
+    if period.requested is not None:
+        end = min(end, period.requested.occurred_at)
+    return end
 
 
 def preview_status(
@@ -236,9 +245,14 @@ def preview_status(
         return replace(base, state="pending", reason="waiting for the team's quota check")
     state = _warned_or_active(period, end)
     if now >= end:
-        return replace(
-            base, state=state, reason=f"expired at {end.isoformat()}", action="reap", due=end
-        )
+        asked = period.requested
+        if asked is not None and asked.occurred_at <= end:
+            why = (
+                f"reaped by hand by {asked.actor or 'someone'}: {asked.reason or 'no reason given'}"
+            )
+        else:
+            why = f"expired at {end.isoformat()}"
+        return replace(base, state=state, reason=why, action="reap", due=end)
     if warn_at is not None and state == "active":
         action: Literal["warn"] | None = "warn" if now >= warn_at else None
         return replace(base, reason=_ends_in(end, now), action=action, due=warn_at)
