@@ -189,3 +189,16 @@ def test_a_failing_forge_reaps_nothing_and_the_expired_are_reaped_once_it_answer
         assert all(not store.load(k).outbox for k in short)  # type: ignore[union-attr]
     for proc in cluster.procs:
         assert "s3cret-token" not in cluster.log_of(proc)
+
+
+def test_previews_published_before_any_reaper_ran_are_tracked(cluster: Cluster) -> None:
+    cluster.init_repo()
+    policy = cluster.repo.policy().previews
+    # A plain XADD, as a producer in any language would send it.
+    cluster.bus.redis.xadd(
+        cluster.bus.stream("previews"),
+        {"kind": "opened", "repo": "shop/web", "pr": "7", "team": "web", "labels": '["preview"]'},
+    )
+    store = PreviewStore(cluster.bus)
+    cluster.start("preview-reaper")
+    wait_until(lambda: state(store, policy, "shop/web#7") == "active", 20, "the backlog read")
