@@ -6,7 +6,17 @@ from datetime import datetime, timedelta
 
 import typer
 
-from ferry.cli.app import app, connect_bus, echo_json, fail, load_settings, print_rows, publish_app
+from ferry.cli.app import (
+    app,
+    check_names,
+    connect_bus,
+    echo_json,
+    fail,
+    given,
+    load_settings,
+    print_rows,
+    publish_app,
+)
 
 previews_app = typer.Typer(
     help="Preview environments: their TTLs, quotas and what preview-reaper did.",
@@ -48,7 +58,7 @@ def publish_preview(
 
         fields["labels"] = json.dumps([x.strip() for x in labels.split(",") if x.strip()])
     try:
-        parsed = parse("previews", {k: v for k, v in fields.items() if v is not None})
+        parsed = parse("previews", given(fields))
     except InvalidEvent as e:
         fail(str(e))
     entry = connect_bus(load_settings()).publish(parsed)
@@ -104,6 +114,7 @@ def previews_extend(
     from ferry.core.events import now_utc
     from ferry.core.policy import parse_duration
 
+    check_names(actor=actor)
     if until is not None and by is not None:
         fail("give --until or --for, not both")
     end: datetime | None = None
@@ -131,5 +142,6 @@ def previews_reap(
     """Reap a preview now: preview-reaper removes its label and comments why."""
     from ferry.app.previews import request
 
+    check_names(actor=actor)
     event, outcome = request(load_settings(), preview, "reap", actor=actor, reason=reason)
     typer.echo(f"asked to reap {event.subject}: {outcome}")
