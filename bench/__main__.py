@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import hostile, latency, micro, throughput
+from bench import canary, hostile, latency, micro, throughput
 from bench.env import machine, services
 from bench.report import render
 
@@ -32,6 +32,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--git-runs", type=int, help="latency baseline: bare git runs (default 30)")
     p.add_argument("--entries", type=int, help="throughput: backlog entries (default 2000)")
+    p.add_argument("--canaries", type=int, help="canary rollbacks measured (default 10)")
     p.add_argument("--micro", type=int, help="calls per microbenchmark (default 200)")
     p.add_argument(
         "--out",
@@ -47,7 +48,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.git_runs = args.git_runs or (10 if quick else 30)
     args.entries = args.entries or (400 if quick else 2000)
     args.micro = args.micro or (60 if quick else 200)
-    for name in ("events", "git_runs", "entries", "micro"):
+    args.canaries = args.canaries or (4 if quick else 10)
+    for name in ("events", "git_runs", "entries", "micro", "canaries"):
         if getattr(args, name) < 2:
             p.error(f"--{name.replace('_', '-')} must be at least 2")
     if args.rate <= 0 or args.slow_rate <= 0:
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             results["faststream"] = micro.faststream_noop(
                 url, tp["failure"]["entries_fields"][: max(2, min(args.entries, 1000))]
             )
+            step(f"(c) canary rollback x{args.canaries}")
+            results["canary"] = canary.run(url, root, args.canaries)
             step("microbenchmarks: pr-writer steps")
             results["pr_parts"] = micro.pr_writer_parts(
                 url, root, args.events, 4 if args.quick else 10

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from bench import micro as M
+from bench.canary import render as canary_section
 from bench.hostile import render as render_hostile
 from bench.latency import BARE_STEPS
 from bench.throughput import MODES
@@ -217,6 +218,8 @@ def render(res: dict[str, Any]) -> str:
     def pm(name: str) -> float:
         return parts[name]["mean"]
 
+    if "canary" in res:
+        out.extend(canary_section(res["canary"]))
     w("## Where Ferry's overhead goes\n")
     w("### (b) one gate-evaluator event\n")
     w(
@@ -531,6 +534,7 @@ def render(res: dict[str, Any]) -> str:
     )
     w("")
     errs = [r["errors"] for r in runs] + [t["errors"] for t in tp.values()]
+    errs += [res["canary"]["errors"]] if "canary" in res else []
     if any(errs):
         w("### Worker log lines at WARNING or above\n")
         w("```")

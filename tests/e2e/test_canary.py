@@ -96,12 +96,16 @@ def test_a_passing_canary_ends_verified_and_ferry_shows_it(env: Cluster, capsys)
     measure(capsys, d, "successful", metric="latency")
     change = wait_until(lambda: env.changes("verified"), 10, "verified")[0]
     assert change["digest"] == d and change["env"] == "prod"
-    assert phase(env) == "verified"
+    wait_phase(env, "verified")  # published first, then recorded
     code, out, _ = run_cli(capsys, "explain", "api", "prod")
     assert code == 0 and f"canary:          verified {d[:19]}" in out
     status = json.loads(run_cli(capsys, "status", "--json")[1])
     assert status["canaries"]["api"]["prod"]["verified"] == d
-    assert any(a["action"] == "canary" and a["outcome"] == "verified" for a in env.entries("audit"))
+    wait_until(lambda: audited(env, "verified"), 10, "the audit record")
+
+
+def audited(env: Cluster, outcome: str) -> list[dict[str, str]]:
+    return [a for a in env.entries("audit") if a["action"] == "canary" and a["outcome"] == outcome]
 
 
 def test_a_failing_canary_is_rolled_back_by_a_merged_rollback_pr(env: Cluster, capsys) -> None:  # noqa: ANN001
@@ -118,11 +122,9 @@ def test_a_failing_canary_is_rolled_back_by_a_merged_rollback_pr(env: Cluster, c
     reverted = next(p for p in env.forge.list_prs() if bad[:19] in p.title and p is not rollback)
     assert rollback.state == "merged" and f"#{reverted.number}" in rollback.body
     assert "error-rate failed=0.31" in rollback.body
-    a = CanaryStore(env.bus).get("api", "prod")
-    assert (a.phase, a.rollback_to) == ("failed", first)
-    audit = [
-        a for a in env.entries("audit") if a["action"] == "canary" and a["outcome"] == "failed"
-    ]
+    wait_phase(env, "failed")
+    assert CanaryStore(env.bus).get("api", "prod").rollback_to == first
+    audit = wait_until(lambda: audited(env, "failed"), 10, "the audit record")
     assert "failed by error-rate failed=0.31" in audit[0]["reason"]
     # the rolled-back-to digest is not analysed again: it ran there before
     wait_until(lambda: env.changes("pr_merged")[-1].get("rollback_of") == bad, 10)

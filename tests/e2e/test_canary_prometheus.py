@@ -165,7 +165,7 @@ def test_a_metric_crossing_its_failure_condition_rolls_the_canary_back(
     exporter.rates[canary] = 0.5  # the error rate crosses the failure condition
     env.wait_pinned("api", "prod", before, timeout=30)
     phases = measurements(env, canary)
-    assert phases[-1] == "failed" or "failed" in phases
+    assert "failed" in phases
     assert "error" not in phases
     rollback = next(p for p in env.forge.list_prs() if "rollback" in p.labels)
     assert rollback.state == "merged" and "error-rate failed=[0.5]" in rollback.body
@@ -209,7 +209,8 @@ def test_four_query_errors_in_a_row_then_recovery_do_not_roll_back(
         wait_until(lambda: env.changes("verified"), 30, "the canary to be verified")
     finally:
         proxy.server.shutdown()
-    assert measurements(env, canary) == ["error"] * 4 + ["successful"] * 2
+    # (a query already running when the canary was verified may add one more)
+    assert measurements(env, canary)[:6] == ["error"] * 4 + ["successful"] * 2
     assert env.repo.pinned("api", "prod") == canary
     assert not [p for p in env.forge.list_prs() if "rollback" in p.labels]
     errors = [m for m in env.entries("canary") if m["phase"] == "error"]

@@ -57,10 +57,22 @@ def start(ctx: WorkerContext, a: Analysis, canary: Canary, cause: Event) -> None
     )
 
 
-def end(ctx: WorkerContext, a: Analysis, phase: str, reason: str, cause: Event | None) -> Analysis:
-    """Close A with PHASE; nothing about it is due any more."""
+def end(
+    ctx: WorkerContext,
+    a: Analysis,
+    phase: str,
+    reason: str,
+    cause: Event | None,
+    rollback_to: str | None = None,
+) -> Analysis:
+    """Close A with PHASE; nothing about it is due any more. Callers publish the effects of the
+    verdict first: a crash in between redelivers the event to a still open analysis."""
     ended = CanaryStore(ctx.bus).update(
-        a, phase=phase, reason=reason, decided_at=datetime.now(UTC).isoformat()
+        a,
+        phase=phase,
+        reason=reason,
+        decided_at=datetime.now(UTC).isoformat(),
+        rollback_to=rollback_to,
     )
     timers = due(ctx)
     timers.cancel(deadline_member(a))
@@ -72,9 +84,8 @@ def end(ctx: WorkerContext, a: Analysis, phase: str, reason: str, cause: Event |
 
 def record(ctx: WorkerContext, a: Analysis, m: Measurement, cause: Event) -> None:
     """Add M (once per event id) and act on the verdict."""
-    store = CanaryStore(ctx.bus)
-    if not store.add(a, m.event_id, m):
-        return  # delivered twice: it counted the first time
+    # A second delivery adds nothing, but is judged again: the first may have died before acting.
+    CanaryStore(ctx.bus).add(a, m.event_id, m)
     decide(ctx, a, cause, datetime.now(UTC))
 
 
@@ -102,7 +113,6 @@ def decide(ctx: WorkerContext, a: Analysis, cause: Event | None, now: datetime) 
 
 def verify(ctx: WorkerContext, a: Analysis, reason: str, cause: Event | None) -> None:
     VerifiedStore(ctx.bus).set(a.service, a.env, a.digest)
-    end(ctx, a, "verified", reason, cause)
     ctx.bus.publish_once(
         f"canary:{a.id}:verified",
         Change(
@@ -116,6 +126,7 @@ def verify(ctx: WorkerContext, a: Analysis, reason: str, cause: Event | None) ->
             reason=reason,
         ),
     )
+    end(ctx, a, "verified", reason, cause)
 
 
 def roll_back(
@@ -130,8 +141,6 @@ def roll_back(
         end(ctx, a, "failed", f"{reason}; nothing was pinned before it: roll back by hand", cause)
         return
     named = f"; failed by {', '.join(blamed)}" if blamed else ""
-    end(ctx, a, "failed", f"{reason}{named}; rolling back to {target}", cause)
-    CanaryStore(ctx.bus).update(CanaryStore(ctx.bus).get(a.service, a.env) or a, rollback_to=target)
     ctx.bus.publish_once(
         f"canary:{a.id}:rollback",
         rollback_command(
@@ -146,6 +155,7 @@ def roll_back(
             evidence={"measurements": blamed, "canary": a.id},
         ),
     )
+    end(ctx, a, "failed", f"{reason}{named}; rolling back to {target}", cause, rollback_to=target)
 
 
 def _describe(m: Measurement) -> str:

@@ -95,9 +95,11 @@ def measure(ctx: WorkerContext, a: Analysis, name: str) -> None:
             value=value,
         )
     )
-    analysis.due(ctx).set(
-        analysis.query_member(a, name), datetime.now(UTC) + (metric.interval or canary.interval)
-    )
+    current = CanaryStore(ctx.bus).get(a.service, a.env)
+    if current is not None and current.id == a.id and current.phase == "running":
+        analysis.due(ctx).set(
+            analysis.query_member(a, name), datetime.now(UTC) + (metric.interval or canary.interval)
+        )
 
 
 def _text(result: Any) -> str:
