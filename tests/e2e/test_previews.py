@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ferry.adapters.preview_store import PreviewStore
 from ferry.core.events import PreviewEvent
 from ferry.core.policy import Previews
@@ -139,56 +141,108 @@ def test_a_thousand_previews_reaped_on_time_by_two_replicas_one_restarted(
     assert worst < 10, late[-10:]
 
 
+def fake_forge_with_prs(root: Path, flavour: str, seed: Path, prs: range) -> Any:
+    """A fake FLAVOUR forge whose repository has an open PR labelled preview for each of PRS."""
+    from ferry.adapters.git import git
+    from tests.forgefake.server import FakeForge
+
+    fake = FakeForge(root / f"forge-{flavour}", flavour).start()
+    fake.seed(seed)
+    for pr in prs:
+        git("push", "-q", str(fake.repo), f"main:refs/heads/feature-{pr}", cwd=seed)
+        with fake.lock:
+            fake.open_pr(
+                head=f"feature-{pr}",
+                base="main",
+                title=f"feature {pr}",
+                body="",
+                labels=["preview", "needs-review"],
+            )
+    return fake
+
+
+def forge_env(fake: Any) -> dict[str, str]:
+    # Forge calls must end well within a claim's lease (a third of FERRY_LOCK_TTL_MS each).
+    return {
+        "FERRY_FORGE": fake.flavour,
+        "FERRY_FORGE_URL": fake.api_url,
+        "FERRY_FORGE_TOKEN": fake.token,
+        "FERRY_CLAIM_IDLE_MS": "10000",
+        "FERRY_LOCK_TTL_MS": "6000",
+    }
+
+
+def comments_on(fake: Any, pr: int) -> list[str]:
+    with fake.lock:
+        return [c["body"] for c in fake.pulls[pr].comments]
+
+
+def labels_on(fake: Any, pr: int) -> set[str]:
+    with fake.lock:
+        return set(fake.pulls[pr].labels)
+
+
 def test_a_failing_forge_reaps_nothing_and_the_expired_are_reaped_once_it_answers(
     cluster: Cluster,
 ) -> None:
-    from tests.http_forge import GitHubIssues
-
     cluster.init_repo()
     policy = with_previews(cluster, "{ttl: 2s, max_ttl: 1h, quota_per_team: null, warn_before: 0s}")
     store = PreviewStore(cluster.bus)
-    with GitHubIssues(token="s3cret-token") as forge:
-        forge.failing = True
-        cluster.start(
-            "preview-reaper",
-            FERRY_FORGE="github",
-            FERRY_FORGE_URL=forge.url,
-            FERRY_FORGE_TOKEN="s3cret-token",
-        )
-        now = datetime.now(UTC)
-        short = [f"shop/web#{pr}" for pr in range(1, 6)]
-        long = [f"shop/web#{pr}" for pr in range(6, 11)]
+    fake = fake_forge_with_prs(cluster.root, "github", cluster.repo_path, range(1, 11))
+    try:
+        outage = fake.fail(503, times=10**9)
+        cluster.start("preview-reaper", **forge_env(fake))
+        repo, now = fake.full_name, datetime.now(UTC)
+        short = [f"{repo}#{pr}" for pr in range(1, 6)]
+        long = [f"{repo}#{pr}" for pr in range(6, 11)]
         for pr in range(1, 11):
-            forge.labels[("shop/web", pr)] = {"preview", "needs-review"}
             until = now + timedelta(seconds=2 if pr <= 5 else 600)
-            cluster.bus.publish(
-                opened("shop/web", pr, labels=["preview", "needs-review"], until=until)
-            )
+            cluster.bus.publish(opened(repo, pr, labels=["preview", "needs-review"], until=until))
         # The expired ones are tried and fail, again and again; the others are never touched.
-        wait_until(lambda: sum(1 for c in forge.calls if c[2] == 503) >= 10, 30, "failed calls")
+        wait_until(lambda: len(fake.requests) >= 10, 30, "failed calls")
         time.sleep(2)
-        assert {c[1].split("/")[5] for c in forge.calls} <= {"1", "2", "3", "4", "5"}
-        assert all(labels == {"preview", "needs-review"} for labels in forge.labels.values())
+        touched = {int(r["path"].split("/")[-1]) for r in fake.requests if "/pulls/" in r["path"]}
+        assert touched and touched <= {1, 2, 3, 4, 5}, fake.requests[:5]
+        assert all(labels_on(fake, pr) == {"preview", "needs-review"} for pr in range(1, 11))
         assert all(state(store, policy, k) == "active" for k in long)
         assert all(store.load(k).outbox for k in short)  # type: ignore[union-attr]
-        forge.failing = False
+        with fake.lock:
+            outage.times = 0
         wait_until(
-            lambda: all(forge.comments[("shop/web", pr)] for pr in range(1, 6)),
+            lambda: all(comments_on(fake, pr) for pr in range(1, 6)),
             90,
             "the expired previews reaped once the forge answers",
         )
-        time.sleep(1)
+        wait_until(lambda: all(not store.load(k).outbox for k in short), 30, "actions done")  # type: ignore[union-attr]
         for pr in range(1, 6):
-            assert forge.labels[("shop/web", pr)] == {"needs-review"}
-            [comment] = forge.comments[("shop/web", pr)]
+            assert labels_on(fake, pr) == {"needs-review"}
+            [comment] = comments_on(fake, pr)
             assert comment.startswith("Ferry reaped this preview: expired at")
         for pr in range(6, 11):
-            assert forge.labels[("shop/web", pr)] == {"preview", "needs-review"}
-            assert not forge.comments[("shop/web", pr)]
+            assert labels_on(fake, pr) == {"preview", "needs-review"}
+            assert not comments_on(fake, pr)
         assert all(state(store, policy, k) == "active" for k in long)
-        assert all(not store.load(k).outbox for k in short)  # type: ignore[union-attr]
+    finally:
+        fake.stop()
     for proc in cluster.procs:
-        assert "s3cret-token" not in cluster.log_of(proc)
+        assert fake.token not in cluster.log_of(proc)
+
+
+@pytest.mark.parametrize("flavour", ["gitlab", "gitea"])
+def test_the_reaper_warns_and_reaps_on_gitlab_and_gitea(cluster: Cluster, flavour: str) -> None:
+    cluster.init_repo()
+    with_previews(cluster, "{ttl: 3s, max_ttl: 1h, quota_per_team: null, warn_before: 2s}")
+    fake = fake_forge_with_prs(cluster.root, flavour, cluster.repo_path, range(1, 2))
+    try:
+        cluster.start("preview-reaper", **forge_env(fake))
+        cluster.bus.publish(opened(fake.full_name, 1, labels=["preview", "needs-review"]))
+        wait_until(lambda: len(comments_on(fake, 1)) == 2, 30, "a warning, then the reaping")
+        assert labels_on(fake, 1) == {"needs-review"}
+        warning, reaping = comments_on(fake, 1)
+        assert warning.startswith("This preview will be reaped at")
+        assert reaping.startswith("Ferry reaped this preview")
+    finally:
+        fake.stop()
 
 
 def test_previews_published_before_any_reaper_ran_are_tracked(cluster: Cluster) -> None:

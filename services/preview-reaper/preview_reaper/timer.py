@@ -13,7 +13,11 @@ import time
 from typing import Any
 
 from ferry.adapters.forge.base import ForgeError, PermanentForgeError, TransientForgeError
-from ferry.adapters.preview_actions import HttpPreviewActions, LocalPreviewActions, PreviewActions
+from ferry.adapters.preview_actions import (
+    ForgePreviewActions,
+    LocalPreviewActions,
+    PreviewActions,
+)
 from ferry.adapters.preview_store import Action, Record
 from ferry.core.events import now_utc
 from ferry.core.policy import Previews
@@ -36,16 +40,12 @@ def actions(ctx: WorkerContext, rules: Previews) -> PreviewActions:
     application PRs on the HTTP forge."""
     key = "preview-actions-dry" if rules.dry_run else "preview-actions"
     if key not in ctx.resources:
-        settings = ctx.settings
-        if rules.dry_run or settings.forge == "local":
+        if rules.dry_run or ctx.settings.forge == "local":
             ctx.resources[key] = LocalPreviewActions(store(ctx), dry_run=rules.dry_run)
         else:
-            if not settings.forge_url:
-                raise PermanentForgeError(f"FERRY_FORGE={settings.forge} needs FERRY_FORGE_URL")
-            token = settings.forge_token.get_secret_value() if settings.forge_token else None
-            ctx.resources[key] = HttpPreviewActions(
-                settings.forge, settings.forge_url, token, timeout=lease_ms(ctx) / 3000
-            )
+            # A call must end well within the lease, so no other replica takes the preview over.
+            timeout = lease_ms(ctx) / 3000
+            ctx.resources[key] = ForgePreviewActions(ctx.settings, ctx.bus.redis, timeout_s=timeout)
     return ctx.resources[key]
 
 

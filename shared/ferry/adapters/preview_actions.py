@@ -2,25 +2,23 @@
 
 `PreviewActions` is the small interface the reaper needs. With the local forge the application
 PRs are not on disk, so `LocalPreviewActions` records each action on the preview's record (shown by
-`ferry previews ls`); `HttpPreviewActions` acts on the PR through GitHub's, GitLab's or Gitea's
-REST API. Both are safe to call again: removing an absent label is not an error.
+`ferry previews ls`); `ForgePreviewActions` acts on the PR through the HTTP forge provider
+(GitHub, GitLab, Gitea) of the PR's own repository, sharing the fleet's request budget.
 
-Errors follow the forge contract (`ferry.adapters.forge`): a timeout, a refused connection, a 5xx
-or a 429 is a `TransientForgeError` (retry later), anything else a `PermanentForgeError`.
+Both are safe to call again: removing an absent label is not an error, and a comment whose exact
+text is already among the PR's latest comments is not posted twice (a replica that died after
+posting and before recording it leaves exactly that behind).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
-from urllib.parse import quote
 
-import httpx
-
-from ferry.adapters.forge.base import PermanentForgeError, TransientForgeError
 from ferry.adapters.preview_store import PreviewStore
-from ferry.runtime.logging import scrub_text
+from ferry.runtime.settings import Settings
 
-TIMEOUT_S = 10.0
+# How many of a PR's latest comments are searched for the one about to be posted.
+RECENT_COMMENTS = 10
 
 
 class PreviewActions(Protocol):
@@ -45,70 +43,46 @@ class LocalPreviewActions:
         )
 
     def comment(self, repo: str, pr: int, body: str) -> None:
+        recent = self.store.action_log(f"{repo}#{pr}")[-RECENT_COMMENTS:]
+        if any(entry.get("body") == body for entry in recent):
+            return
         self.store.log_action(
             repo, pr, {"action": "comment", "body": body, "dry_run": self.dry_run}
         )
 
 
-class HttpPreviewActions:
-    """Label removal and comments over a forge's REST API (github, gitlab or gitea)."""
+class ForgePreviewActions:
+    """Label removal and comments on application PRs of the HTTP forge FERRY_FORGE names.
 
-    def __init__(
-        self, kind: str, base_url: str, token: str | None, *, timeout: float = TIMEOUT_S
-    ) -> None:
-        if kind not in ("github", "gitlab", "gitea"):
-            raise ValueError(f"no preview actions for forge {kind!r}: use github, gitlab or gitea")
-        self.kind = kind
-        headers = {"User-Agent": "ferry-preview-reaper"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}" if kind != "gitea" else f"token {token}"
-        if kind == "github":
-            headers["Accept"] = "application/vnd.github+json"
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+    Each call is one try (the reaper retries later, with its own backoff, while it holds the
+    preview's lease), bounded by TIMEOUT_S."""
 
-    def close(self) -> None:
-        self.http.close()
+    def __init__(self, settings: Settings, redis_client: Any, *, timeout_s: float) -> None:
+        self.settings = settings.model_copy(
+            update={"forge_attempts": 1, "forge_timeout_s": timeout_s}
+        )
+        self.redis = redis_client
+        self._forges: dict[str, Any] = {}
+
+    def _forge(self, repo: str) -> Any:
+        if repo not in self._forges:
+            from ferry.adapters.forge.providers import http_forge
+            from ferry.runtime.resources import forge_url
+
+            self._forges[repo] = http_forge(
+                self.settings, self.redis, repo=repo, api_url=forge_url(self.settings)
+            )
+        return self._forges[repo]
 
     def remove_label(self, repo: str, pr: int, label: str) -> None:
-        if self.kind == "github":
-            path = f"/repos/{repo}/issues/{pr}/labels/{quote(label, safe='')}"
-            self._call("DELETE", path, absent_ok=True)
-        elif self.kind == "gitlab":
-            path = f"/projects/{quote(repo, safe='')}/merge_requests/{pr}"
-            self._call("PUT", path, json={"remove_labels": label})
-        else:
-            # Gitea removes an issue's label by the label's id.
-            labels = self._call("GET", f"/repos/{repo}/issues/{pr}/labels")
-            for found in labels or []:
-                if found.get("name") == label:
-                    path = f"/repos/{repo}/issues/{pr}/labels/{found['id']}"
-                    self._call("DELETE", path, absent_ok=True)
+        self._forge(repo).remove_label(pr, label)
 
     def comment(self, repo: str, pr: int, body: str) -> None:
-        if self.kind == "gitlab":
-            path = f"/projects/{quote(repo, safe='')}/merge_requests/{pr}/notes"
-        else:
-            path = f"/repos/{repo}/issues/{pr}/comments"
-        self._call("POST", path, json={"body": body})
+        forge = self._forge(repo)
+        if any(c.body == body for c in forge.get_pr(pr).comments[-RECENT_COMMENTS:]):
+            return
+        forge.comment(pr, body)
 
-    def _call(self, method: str, path: str, *, absent_ok: bool = False, **kw: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise TransientForgeError(
-                f"{method} {path}: {type(e).__name__}: {scrub_text(str(e))}"
-            ) from None
-        status = response.status_code
-        if status == 404 and absent_ok:
-            return None
-        if status == 429 or status >= 500:
-            retry_after = response.headers.get("Retry-After")
-            raise TransientForgeError(
-                f"{method} {path}: HTTP {status}",
-                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-            )
-        if status >= 400:
-            raise PermanentForgeError(
-                f"{method} {path}: HTTP {status}: {scrub_text(response.text[:200])}"
-            )
-        return response.json() if response.content else None
+    def close(self) -> None:
+        for forge in self._forges.values():
+            forge.close()
