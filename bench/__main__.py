@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import canary, hostile, latency, micro, throughput
+from bench import canary, hostile, latency, micro, previews, throughput
 from bench.env import machine, services
 from bench.report import render
 
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             step("hostile input: scrubbing and refusing a megabyte")
             results["hostile"] = hostile.run(url)
+            n_previews = 200 if args.quick else 1000
+            step(f"preview reaping: {n_previews} previews, 2 preview-reaper replicas")
+            results["previews"] = previews.run(url, root, n_previews)
         results["elapsed_s"] = time.perf_counter() - t_all
     finally:
         server.stop()

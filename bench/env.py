@@ -160,9 +160,12 @@ class Site:
         t0 = time.perf_counter()
         proc = spawn_worker(name, self.env(FERRY_CONSUMER=consumer), self.logs / f"{consumer}.log")
         self.procs.append(proc)
-        stream = {"gate-evaluator": "ci", "pr-writer": "promotions", "canary-watcher": "changes"}[
-            name
-        ]
+        stream = {
+            "gate-evaluator": "ci",
+            "pr-writer": "promotions",
+            "canary-watcher": "changes",
+            "preview-reaper": "previews",
+        }[name]
         wait_until(
             lambda: self._joined(stream, name, consumer) or proc.poll() is not None,
             60,

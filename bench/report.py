@@ -9,6 +9,7 @@ from bench import micro as M
 from bench.canary import render as canary_section
 from bench.hostile import render as render_hostile
 from bench.latency import BARE_STEPS
+from bench.previews import render as render_previews
 from bench.throughput import MODES
 
 GATE = "gate-evaluator (CI entry -> promotion command)"
@@ -544,6 +545,8 @@ def render(res: dict[str, Any]) -> str:
         w("```\n")
     if "hostile" in res:
         out.extend(render_hostile(res["hostile"]))
+    if "previews" in res:
+        out.extend(render_previews(res["previews"]))
     w("## Startup\n")
     w(
         f"Time from `Popen` to the consumer appearing in its group: gate-evaluator "
