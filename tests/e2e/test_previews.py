@@ -256,3 +256,34 @@ def test_previews_published_before_any_reaper_ran_are_tracked(cluster: Cluster) 
     store = PreviewStore(cluster.bus)
     cluster.start("preview-reaper")
     wait_until(lambda: state(store, policy, "shop/web#7") == "active", 20, "the backlog read")
+
+
+def test_dry_run_reports_what_it_would_do_and_acts_on_no_forge(cluster: Cluster) -> None:
+    cluster.init_repo()
+    policy = with_previews(
+        cluster, "{ttl: 2s, max_ttl: 1h, quota_per_team: 1, warn_before: 0s, dry_run: true}"
+    )
+    store = PreviewStore(cluster.bus)
+    fake = fake_forge_with_prs(cluster.root, "github", cluster.repo_path, range(1, 3))
+    try:
+        cluster.start("preview-reaper", **forge_env(fake))
+        for pr in (1, 2):
+            cluster.bus.publish(opened(fake.full_name, pr, labels=["preview", "needs-review"]))
+        keys = [f"{fake.full_name}#1", f"{fake.full_name}#2"]
+        wait_until(
+            lambda: sorted(state(store, policy, k) for k in keys) == ["reaped", "refused"],
+            30,
+            "one refused, one reaped (dry run)",
+        )
+        wait_until(lambda: all(len(store.action_log(k)) == 2 for k in keys), 20, "reported")
+        for key in keys:
+            assert all(entry["dry_run"] for entry in store.action_log(key))
+            assert all(m.dry_run for m in store.load(key).marks if m.kind != "admitted")  # type: ignore[union-attr]
+        assert not [r for r in fake.requests if r["method"] != "GET"]
+        assert all(labels_on(fake, pr) == {"preview", "needs-review"} for pr in (1, 2))
+        outcomes = {
+            e["outcome"] for e in cluster.entries("audit") if e["action"] in ("reap", "admit")
+        }
+        assert {"reaped (dry run)", "refused (dry run)"} <= outcomes, outcomes
+    finally:
+        fake.stop()

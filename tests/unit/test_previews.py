@@ -100,6 +100,20 @@ def test_a_dry_run_reap_is_reported_once_and_the_label_stays() -> None:
     assert (status.state, status.action) == ("reaped", None)
 
 
+def test_a_reap_request_ends_the_preview_at_its_time_and_names_who_asked() -> None:
+    asked = T0 + 10 * timedelta(minutes=1)
+    history = [*opened(), ev("reap", asked, actor="ann", reason="demo over")]
+    assert preview_status(POLICY, history, asked - timedelta(seconds=1)).action is None
+    status = preview_status(POLICY, history, asked)
+    assert (status.action, status.expires_at) == ("reap", asked)
+    assert status.reason == "reaped by hand by ann: demo over"
+
+
+def test_a_reap_request_for_a_pr_that_is_no_preview_does_nothing() -> None:
+    history = [ev("opened", T0), ev("reap", T0 + HOUR, reason="x")]
+    assert preview_status(POLICY, history, T0 + HOUR).state == "unknown"
+
+
 def test_quota_refuses_the_newcomer_unless_the_policy_evicts() -> None:
     live = {
         "shop/web#1": preview_status(POLICY, opened(T0), T0 + HOUR),

@@ -219,7 +219,9 @@ def preview_status(
         return PreviewStatus(state="unknown" if is_open else "closed", reason=reason)
     period = periods[-1]
     end = expiry(policy, period)
-    warn_at = max(period.start, end - policy.warn_before) if policy.warn_before else None
+    # A person who asked for the reaping needs no warning about it.
+    warns = policy.warn_before and period.requested is None
+    warn_at = max(period.start, end - policy.warn_before) if warns else None
     base = PreviewStatus(
         state="active",
         reason="",
