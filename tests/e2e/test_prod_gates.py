@@ -129,10 +129,11 @@ def test_without_auto_merge_a_person_merges_and_ferry_hears_of_it(env: Cluster, 
     )
     pr = wait_until(
         lambda: (
-            env.forge.get_pr(pr.number).statuses.get("ferry/gates") and env.forge.get_pr(pr.number)
+            env.forge.get_pr(pr.number).statuses.get("ferry/gates") == "success"
+            and env.forge.get_pr(pr.number)
         ),
         10,
-        "the gates status",
+        "the gates status to turn success",
     )
     assert pr.state == "open" and pr.statuses["ferry/gates"] == "success"
     assert env.repo.pinned("api", "prod") is None

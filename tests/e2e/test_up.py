@@ -28,7 +28,7 @@ def children_of(pid: int) -> list[int]:
 def worker_pids(pid: int) -> dict[int, str]:
     """Child processes running `ferry worker NAME`, by pid."""
     out = subprocess.run(
-        ["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True
+        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True
     )
     found = {}
     for line in out.stdout.splitlines():

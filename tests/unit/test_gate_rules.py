@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ferry.adapters.state import Evidence
-from ferry.core.gates import Facts, approval_gate, evaluate, gate_results, soak_gate, windows_gate
+from ferry.core.evidence import Evidence
+from ferry.core.gates import Facts, approval_gate, gate_results, soak_gate, windows_gate
 from ferry.core.policy import ApprovalGate, SoakGate, Window, load_policy
+from tests.unit.decisions import auto_merge, decide_for, verdict, words
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # Thu, inside 09-15
 D = "sha256:" + "ab" * 32
@@ -22,7 +23,10 @@ GATE = ApprovalGate(min_approvals=1, approvers=["release-lead", "team:sre"])
 def facts(**kw: object) -> Facts:
     kw.setdefault("now", NOW)
     kw.setdefault("teams", TEAMS)
-    return Facts(**kw)  # type: ignore[arg-type]
+    approvals = kw.pop("approvals", None)
+    rejections = kw.pop("rejections", None)
+    kw["words"] = words(D, "prod", approvals, rejections)  # type: ignore[arg-type]
+    return Facts(digest=D, env="prod", **kw)  # type: ignore[arg-type]
 
 
 def approved_by(*actors: str, gate: ApprovalGate = GATE, **kw: object):  # noqa: ANN201
@@ -227,15 +231,16 @@ def prod_facts(**kw: object) -> Facts:
 
 
 def decide(env: str = "prod", evidence: Evidence = ALL_GREEN, **kw: object):  # noqa: ANN201
-    return evaluate(
-        env_policy=POLICY.environment(env),
-        digest=D,
-        source_env="staging",
-        target_env=env,
-        pinned_in_target=None,
-        live_in_source=True,
+    f = prod_facts(**kw)
+    return decide_for(
+        POLICY,
+        env,
+        D,
+        f.now,
         evidence=evidence,
-        facts=prod_facts(**kw),
+        words=tuple(w.__class__(w.kind, w.actor, D, env, w.reason, w.at) for w in f.words),
+        author=f.author,
+        live_since=f.live_since,
     )
 
 
@@ -247,23 +252,23 @@ def test_gates_are_reported_in_the_order_ci_approval_soak_windows() -> None:
 
 def test_prod_promotes_when_every_gate_passes_with_auto_merge_from_the_policy() -> None:
     decision = decide()
-    assert decision.action == "promote"
+    assert verdict(decision) == "promote"
     assert all(g.status == "passed" for g in decision.gates)
-    assert decision.auto_merge is True
+    assert auto_merge(decision) is True
     assert len(decision.reasons) == 4
 
 
 def test_auto_merge_false_in_the_policy_is_reported() -> None:
     decision = decide("manual")
-    assert decision.action == "promote" and decision.auto_merge is False
+    assert verdict(decision) == "promote" and auto_merge(decision) is False
 
 
 def test_a_rejection_makes_prod_wait_with_the_approval_gate_failed() -> None:
     decision = decide(rejections={"release-lead": "not during the sale"})
-    assert decision.action == "wait"
+    assert verdict(decision) == "wait"
     statuses = {g.gate: g.status for g in decision.gates}
     assert statuses == {"ci": "passed", "approval": "failed", "soak": "passed", "windows": "passed"}
-    assert decision.reasons == ["rejected by release-lead: not during the sale"]
+    assert list(decision.reasons) == ["rejected by release-lead: not during the sale"]
 
 
 def test_each_unmet_gate_alone_blocks_prod() -> None:
@@ -275,7 +280,7 @@ def test_each_unmet_gate_alone_blocks_prod() -> None:
     }
     for blocked, change in cases.items():
         decision = decide(**change)  # type: ignore[arg-type]
-        assert decision.action == "wait", blocked
+        assert verdict(decision) == "wait", blocked
         waiting = [g.gate for g in decision.gates if g.status != "passed"]
         assert waiting == [blocked]
         assert len(decision.reasons) == 1 and decision.reasons[0].startswith("waiting: ")
@@ -284,8 +289,9 @@ def test_each_unmet_gate_alone_blocks_prod() -> None:
 def test_year_end_freeze_blocks_prod_even_inside_the_weekday_window() -> None:
     thursday_in_freeze = datetime(2026, 12, 31, 10, 0, tzinfo=ZoneInfo("Europe/Berlin"))
     decision = decide(now=thursday_in_freeze, live_since=thursday_in_freeze - timedelta(hours=3))
-    assert decision.action == "wait"
+    assert verdict(decision) == "wait"
     windows = decision.gates[-1]
     assert windows.gate == "windows" and windows.status == "waiting"
     assert windows.reason == "waiting: deny window until Sun 03 Jan 00:00 UTC, in 2d15h"
-    assert windows.recheck_at == datetime(2027, 1, 3, tzinfo=UTC)
+    # The freeze ends on a Sunday: nothing may move before the weekday window opens on Monday.
+    assert windows.recheck_at == datetime(2027, 1, 4, 9, 0, tzinfo=ZoneInfo("Europe/Berlin"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ferry.adapters.state import Evidence
-from ferry.core.gates import Facts, evaluate
+from ferry.core.evidence import Evidence
 from ferry.core.policy import load_policy
+from tests.unit.decisions import auto_merge, decide_for, verdict
 
 POLICY = load_policy("""
 environments:
@@ -26,52 +26,44 @@ def decide(
     live: bool = True,
     pinned: str | None = None,
 ):  # noqa: ANN201
-    return evaluate(
-        env_policy=POLICY.environment(target),
-        digest=D,
-        source_env=source,
-        target_env=target,
-        pinned_in_target=pinned,
-        live_in_source=live,
-        evidence=evidence or Evidence(),
-        facts=Facts(now=NOW),
-    )
+    assert POLICY.environment(target).promote_from == source
+    return decide_for(POLICY, target, D, NOW, evidence=evidence, live=live, pinned_target=pinned)
 
 
 def test_build_promotes_to_dev_with_auto_merge() -> None:
     d = decide("dev", "build")
-    assert d.action == "promote" and d.auto_merge
+    assert verdict(d) == "promote" and auto_merge(d)
 
 
 def test_already_pinned_is_skipped() -> None:
-    assert decide("dev", "build", pinned=D).action == "skip"
+    assert verdict(decide("dev", "build", pinned=D)) == "skip"
 
 
 def test_staging_waits_for_green_ci_and_says_so() -> None:
     d = decide("staging", "dev")
-    assert d.action == "wait" and "no green CI for this digest in dev" in d.sentence
+    assert verdict(d) == "wait" and "no green CI for this digest in dev" in d.sentence
     red = decide("staging", "dev", Evidence(checks={"integration": "failure"}))
-    assert red.action == "wait" and "failed: integration" in red.sentence
+    assert verdict(red) == "wait" and "failed: integration" in red.sentence
 
 
 def test_any_green_ci_opens_staging_when_no_checks_are_named() -> None:
     d = decide("staging", "dev", Evidence(checks={"*": "success"}))
-    assert d.action == "promote" and d.auto_merge
+    assert verdict(d) == "promote" and auto_merge(d)
 
 
 def test_named_checks_must_all_be_green() -> None:
     half = decide("qa", "dev", Evidence(checks={"integration": "success"}))
-    assert half.action == "wait" and "e2e" in half.sentence
+    assert verdict(half) == "wait" and "e2e" in half.sentence
     full = decide("qa", "dev", Evidence(checks={"integration": "success", "e2e": "success"}))
-    assert full.action == "promote" and not full.auto_merge
+    assert verdict(full) == "promote" and not auto_merge(full)
 
 
 def test_not_live_in_source_waits() -> None:
     d = decide("staging", "dev", Evidence(checks={"*": "success"}), live=False)
-    assert d.action == "wait" and "not live in dev" in d.sentence
+    assert verdict(d) == "wait" and "not live in dev" in d.sentence
 
 
 def test_prod_waits_for_an_approval_and_says_how_many() -> None:
     d = decide("prod", "staging")
-    assert d.action == "wait" and "approvals 0/1" in d.sentence
+    assert verdict(d) == "wait" and "approvals 0/1" in d.sentence
     assert [g.gate for g in d.gates] == ["approval"]

@@ -176,12 +176,19 @@ def test_parse_duration_refuses(bad: str) -> None:
 # ---------------------------------------------------------------------------- errors
 
 
+def line_named(message: str, text: str) -> str:
+    """The line of TEXT that an error MESSAGE ('ferry.yaml:N: ...') points at."""
+    number = int(message.split(":")[1])
+    return text.splitlines()[number - 1]
+
+
 def test_promote_from_unknown_environment() -> None:
-    message = error(DESIGN_POLICY.replace("promote_from: dev", "promote_from: qa"))
-    assert message.startswith(
-        "ferry.yaml: environments.staging.promote_from: unknown environment 'qa' "
-        "(defined: dev, staging, prod"
+    text = DESIGN_POLICY.replace("promote_from: dev", "promote_from: qa")
+    message = error(text)
+    assert message.split(":", 2)[2].startswith(
+        " environments.staging.promote_from: unknown environment 'qa' (defined: dev, staging, prod"
     )
+    assert "promote_from: qa" in line_named(message, text)
 
 
 def test_promote_from_cycle() -> None:
@@ -210,11 +217,13 @@ def test_bad_names() -> None:
 
 
 def test_bad_durations_and_values() -> None:
-    message = error(DESIGN_POLICY.replace("min_duration: 2h", "min_duration: 2 hours"))
-    assert message == (
-        "ferry.yaml: environments.prod.gates.soak.min_duration: duration must look like "
+    text = DESIGN_POLICY.replace("min_duration: 2h", "min_duration: 2 hours")
+    message = error(text)
+    assert message.split(":", 2)[2] == (
+        " environments.prod.gates.soak.min_duration: duration must look like "
         "90s, 30m, 2h, 14d or 1h30m, got '2 hours'"
     )
+    assert "min_duration: 2 hours" in line_named(message, text)
     assert "strategy" in error(DESIGN_POLICY.replace("strategy: canary", "strategy: yolo"))
     assert "promote_from" in error("environments:\n  dev: {auto_merge: true}\n")
     assert "timezone" in error(DESIGN_POLICY.replace("Europe/Berlin", "Mars/Olympus"))
@@ -232,7 +241,7 @@ def test_bad_layout() -> None:
 
 
 def test_not_a_policy() -> None:
-    assert error("x: [").startswith("ferry.yaml: not valid YAML")
+    assert error("environments:\n  dev: [\n").startswith("ferry.yaml:3:1: not valid YAML")
     assert "environments" in error("- a\n")
     assert "environments" in error("")
     assert "at least one environment" in error("environments: {}\n")

@@ -1,26 +1,43 @@
-"""gate-evaluator's handlers: CI results and merged changes in, promotion commands out."""
+"""gate-evaluator: CI results, people's words and merged changes in; promotion commands out.
+
+Each handler records what the event says, then for every (service, environment) it concerns:
+gather a snapshot, `decide`, and carry out the decision's actions (publish commands, keep the due
+time). A timer wakes at the earliest due time (a soak ends, a window opens, an approval expires)
+and decides again, so a merge whose last gate was time happens on time, not at a scan.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
 from ferry.adapters.gitops import MainSnapshot
 from ferry.adapters.state import (
-    Candidate,
     CandidateStore,
+    DueStore,
     EvidenceStore,
     LiveStore,
+    PromotionStore,
     SignalStore,
-    Waiting,
-    WaitingStore,
+    Subject,
 )
-from ferry.app.facts import gather
+from ferry.app.snapshot import gather
+from ferry.core.decision import Action, Decision, Snapshot, decide
 from ferry.core.errors import Rejected
-from ferry.core.events import Change, CiResult, Event, PromotionCommand, Signal, promotion_id
-from ferry.core.gates import evaluate
-from ferry.core.policy import Policy
+from ferry.core.events import (
+    AuditRecord,
+    Change,
+    CiResult,
+    Event,
+    PromotionCommand,
+    Signal,
+    promotion_id,
+)
+from ferry.core.evidence import Word
+from ferry.core.policy import BUILD, Policy
 from ferry.runtime import resources
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 
@@ -55,15 +72,20 @@ def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
     if not targets:
         ctx.audit("promote", subject, "nothing", f"no environment is promoted from {source}", event)
     for target in targets:
-        _consider(ctx, event, event.service, event.digest, source, target)
+        consider(ctx, event, event.service, target, digest=event.digest, source=source)
 
 
 def handle_change(event: Event, ctx: WorkerContext) -> None:
-    """A merge makes a digest live in an environment: the environments after it may follow."""
+    """Follow a promotion's pull request: opened, merged (the digest is live in that environment
+    and the environments after it may follow), closed, or failed (it may be asked for again)."""
     assert isinstance(event, Change)
+    promotions = PromotionStore(ctx.bus)
+    pid = event.promotion_id
     if event.kind == "promotion_failed":
         # A replay of the events that asked for it may ask again (after someone fixed the cause).
-        ctx.bus.forget_once(f"promotion:{event.promotion_id}:open")
+        promotions.forget(pid)
+        for kind in ("open", "merge"):
+            ctx.bus.forget_once(PromotionCommand.key_for(pid, kind))
         ctx.audit(
             "promote",
             f"{event.service}@{event.digest} -> {event.env}",
@@ -72,12 +94,22 @@ def handle_change(event: Event, ctx: WorkerContext) -> None:
             event,
         )
         return
+    if event.kind == "pr_opened":
+        # The PR carries the gates as they were when it was asked for: send newer ones if any.
+        opened_with = (promotions.get(pid) or {}).get("opened_with", "")
+        promotions.remember(pid, state="open", pr=event.pr, gates_sent=opened_with)
+        consider(ctx, event, event.service, event.env, digest=event.digest, source=event.source_env)
+        return
+    if event.kind == "pr_closed":
+        promotions.remember(pid, state="closed", pr=event.pr)
+        return
     if event.kind != "pr_merged":
         return
+    promotions.remember(pid, state="merged", pr=event.pr)
     LiveStore(ctx.bus).mark(event.service, event.env, event.digest, event.occurred_at)
     policy = resources.gitops(ctx).at_main().policy
     for target in policy.targets_from(event.env, event.service):
-        _consider(ctx, event, event.service, event.digest, event.env, target)
+        consider(ctx, event, event.service, target, digest=event.digest, source=event.env)
 
 
 def handle_signal(event: Event, ctx: WorkerContext) -> None:
@@ -95,126 +127,162 @@ def handle_signal(event: Event, ctx: WorkerContext) -> None:
         )
         ctx.audit("check", subject, event.status, f"{event.check} {event.status}", event)
         for target in policy.targets_from(event.env, event.service):
-            _consider(ctx, event, event.service, event.digest, event.env, target)
+            consider(ctx, event, event.service, target, digest=event.digest, source=event.env)
         return
     if not event.actor:
         raise Rejected(f"an {event.kind} needs 'actor': who approves or rejects")
     reason = event.reason or ""
-    SignalStore(ctx.bus).record(
-        event.kind, event.service, event.env, event.digest, event.actor, reason
-    )
+    word = Word(event.kind, event.actor, event.digest, event.env, reason, event.occurred_at)  # type: ignore[arg-type]
+    SignalStore(ctx.bus).record(word, event.service)
     said = f"by {event.actor}" + (f": {reason}" if reason else "")
     ctx.audit(event.kind, subject, "recorded", said, event)
-    source = policy.environment(event.env, event.service).promote_from
-    _consider(ctx, event, event.service, event.digest, source, event.env)
+    consider(ctx, event, event.service, event.env, digest=event.digest)
 
 
-def tick(ctx: WorkerContext) -> None:
-    """Look again at promotions held by time or people: a soak that ended, a window that opened."""
-    for pid, w in WaitingStore(ctx.bus).all().items():
+def due(ctx: WorkerContext) -> float | None:
+    """Decide again about every subject whose due time has come; return seconds until the next
+    one (None: nothing is due), so the worker's loop sleeps just that long."""
+    store = DueStore(ctx.bus)
+    now = datetime.now(UTC)
+    for subject in store.claim(now.timestamp()):
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(worker=ctx.name, promotion_id=pid, timer=True)
+        structlog.contextvars.bind_contextvars(worker=ctx.name, timer=subject.member())
         try:
-            _consider(ctx, None, w.service, w.digest, w.source, w.target)
+            consider(ctx, None, subject.service, subject.target)
         except Exception as e:  # noqa: BLE001 - one stuck promotion must not hold up the others
-            ctx.log.warning("timer could not decide; trying again next tick", error=str(e))
+            ctx.log.warning("timer could not decide; the lease brings it back", error=str(e))
+    following = store.next_due()
+    return None if following is None else max(0.0, following - datetime.now(UTC).timestamp())
 
 
-def _consider(
-    ctx: WorkerContext, cause: Event | None, service: str, digest: str, source: str, target: str
-) -> None:
-    subject = f"{service}@{digest} -> {target}"
-    pid = promotion_id(service, digest, target)
-    structlog.contextvars.bind_contextvars(promotion_id=pid)
+def consider(
+    ctx: WorkerContext,
+    cause: Event | None,
+    service: str,
+    target: str,
+    *,
+    digest: str | None = None,
+    source: str | None = None,
+) -> Decision:
+    """Gather -> decide -> act for moving DIGEST (default: the next one) into TARGET."""
     # One decision at a time per (service, environment), whichever replica holds the event;
     # main is read inside the lock, so each decision sees what the one before it did.
     with ctx.bus.lock(f"decide:{service}:{target}"):
         main = resources.gitops(ctx).at_main()
-        env_policy = main.policy.environment(target, service)
-        live = source == "build" or main.pinned(service, source) == digest
-        now = datetime.now(UTC)
-        if live and source != "build":
-            # Pinned by hand, or merged before Ferry kept track: the soak starts when seen.
-            LiveStore(ctx.bus).mark(service, source, digest, now)
-        decision = evaluate(
-            env_policy=env_policy,
-            digest=digest,
-            source_env=source,
-            target_env=target,
-            pinned_in_target=main.pinned(service, target),
-            live_in_source=live,
-            evidence=EvidenceStore(ctx.bus).get(service, digest, source),
-            facts=gather(ctx.bus, main.policy, service, digest, source, target, now),
-        )
-        waiting = WaitingStore(ctx.bus)
-        if decision.action != "promote":
-            failed = [g for g in decision.gates if g.status == "failed"]
-            statuses = ",".join(f"{g.gate}={g.status}" for g in decision.gates)
-            before = waiting.get(pid)
-            if live and decision.action == "wait" and not failed:
-                waiting.add(pid, Waiting(service, digest, source, target, statuses))
-            else:
-                waiting.remove(pid)
-            if cause is None and before is not None and before.gates == statuses:
-                return  # a timer found nothing new: no audit record for it
-            verdict = "rejected" if failed else decision.action
-            reason = "; ".join(g.reason for g in failed) or decision.sentence
-            ctx.audit("promote", subject, verdict, reason, cause)
-            return
-        waiting.remove(pid)
-        candidates = CandidateStore(ctx.bus)
-        rank = candidates.build_rank(service, digest)
-        if rank is None:  # built before Ferry heard of it: rank it by what moves it now
-            rank = (cause.occurred_at if cause is not None else now).timestamp()
-        current = candidates.get(service, target)
-        if current and current.digest != digest and current.rank > rank:
-            reason = (
-                f"{current.digest[:19]} is a newer build and already the candidate for "
-                f"{target}: an older build never replaces it"
-            )
-            ctx.audit("promote", subject, "skip", reason, cause)
-            return
-        candidates.set(service, target, Candidate(digest=digest, rank=rank, promotion_id=pid))
-        command = PromotionCommand(
-            kind="open",
-            event_id=f"{pid}:open",
-            promotion_id=pid,
-            service=service,
-            digest=digest,
-            source_env=source,
-            target_env=target,
-            strategy=env_policy.strategy,
-            auto_merge=decision.auto_merge,
-            evidence=_evidence(cause, decision.reasons),
-            reason=decision.sentence,
-        )
-        published = ctx.bus.publish_once(f"promotion:{pid}:open", command)
-        if (
-            current
-            and current.promotion_id != pid
-            and main.pinned(service, target) != current.digest
-        ):
-            _supersede(ctx, current, command)
-    outcome = "requested" if published else "already requested"
-    ctx.audit("promote", subject, outcome, decision.sentence, cause)
+        if source is not None and target not in main.policy.targets_from(source, service):
+            return _nothing(ctx, service, target)  # the policy changed under the event
+        snapshot = gather(ctx.bus, main, service, target, datetime.now(UTC), digest, source)
+        decision = decide(snapshot)
+        _act(ctx, cause, main, snapshot, decision)
+        return decision
 
 
-def _supersede(ctx: WorkerContext, old: Candidate, newer: PromotionCommand) -> None:
-    """Ask pr-writer to close the older candidate's pull request, naming its successor."""
-    reason = f"superseded by {newer.digest} (promotion {newer.promotion_id}), a newer build"
-    ctx.bus.publish_once(
-        f"promotion:{old.promotion_id}:close",
-        PromotionCommand(
-            kind="close",
-            event_id=f"{old.promotion_id}:close",
-            promotion_id=old.promotion_id,
-            service=newer.service,
-            digest=old.digest,
-            source_env=newer.source_env,
-            target_env=newer.target_env,
-            reason=reason,
-        ),
+def _nothing(ctx: WorkerContext, service: str, target: str) -> Decision:
+    return Decision(None, "nothing", ())
+
+
+def _act(
+    ctx: WorkerContext, cause: Event | None, main: MainSnapshot, s: Snapshot, d: Decision
+) -> None:
+    """Carry out decision D: record what it relies on, publish its commands, keep its due time,
+    and say what was decided (a timer that changed nothing says nothing)."""
+    if s.digest is not None:
+        structlog.contextvars.bind_contextvars(
+            promotion_id=promotion_id(s.service, s.digest, s.target)
+        )
+    if s.digest is not None and s.source != BUILD and s.pinned_source == s.digest:
+        LiveStore(ctx.bus).mark(s.service, s.source, s.digest, s.live_since or s.now)
+    if main.policy_error:
+        _refused_policy(ctx, main)
+    DueStore(ctx.bus).set(Subject(s.service, s.source, s.target), d.next_change_at)
+    subject = f"{s.service}@{s.digest} -> {s.target}"
+    outcomes = [_carry_out(ctx, cause, s, d, a) for a in d.actions]
+    done = [o for o in outcomes if o]
+    if cause is None and not done:
+        return
+    if done:
+        outcome = ", ".join(done)
+    else:
+        outcome = {"older": "skip", "up to date": "skip", "blocked": "rejected"}.get(
+            d.state, "wait" if d.state.startswith("waiting") else d.state
+        )
+    reason = "; ".join(g.reason for g in d.gates if g.status == "failed") or d.sentence
+    ctx.audit("promote", subject, outcome, reason, cause)
+
+
+def _refused_policy(ctx: WorkerContext, main: MainSnapshot) -> None:
+    """Say once per version of ferry.yaml that it is refused, and why."""
+    record = AuditRecord(
+        worker=ctx.name,
+        action="policy",
+        subject=f"ferry.yaml@{main.commit[:12]}",
+        outcome="refused",
+        reason=f"{main.policy_error}; the last valid ferry.yaml stays in force",
     )
+    text = main.repo.read_at(main.commit, "ferry.yaml") or ""
+    version = hashlib.sha256(text.encode()).hexdigest()[:16]
+    if ctx.bus.publish_once(f"policy-refused:{version}", record):
+        ctx.log.warning("ferry.yaml refused; the last valid one applies", error=main.policy_error)
+
+
+def _carry_out(
+    ctx: WorkerContext, cause: Event | None, s: Snapshot, d: Decision, a: Action
+) -> str | None:
+    """Publish the command for action A; returns what was done, in a word (None: nothing)."""
+    if a.kind in ("wait", "nothing"):
+        return None
+    assert a.digest is not None and a.promotion_id is not None
+    promotions = PromotionStore(ctx.bus)
+    fence = s.candidate.fence if s.candidate else 0
+    if a.kind == "open" and s.promotion is None:
+        fence = CandidateStore(ctx.bus).choose(
+            s.service, s.target, a.digest, d.rank or s.now.timestamp(), a.promotion_id
+        )
+        promotions.remember(
+            a.promotion_id,
+            service=s.service,
+            digest=a.digest,
+            source_env=s.source,
+            target_env=s.target,
+            state="requested",
+            gates_sent=a.gates_fingerprint,
+            opened_with=a.gates_fingerprint,
+            auto_merge=int(a.auto_merge),
+        )
+    elif a.kind == "update_gates":
+        promotions.remember(a.promotion_id, gates_sent=a.gates_fingerprint)
+    kind = {"open": "open", "update_gates": "gates", "merge": "merge", "close": "close"}[a.kind]
+    # A gates command is published each time the gates change; the others once per promotion.
+    ids: dict[str, Any] = {} if kind == "gates" else {"event_id": f"{a.promotion_id}:{kind}"}
+    command = PromotionCommand(
+        kind=kind,  # type: ignore[arg-type]
+        **ids,
+        promotion_id=a.promotion_id,
+        service=s.service,
+        digest=a.digest,
+        source_env=s.source,
+        target_env=s.target,
+        strategy=s.env_policy.strategy,
+        auto_merge=a.auto_merge,
+        evidence=_evidence(cause, list(d.reasons)) if kind == "open" else {},
+        reason=a.reason,
+        gates_state=a.gates_state,
+        gates_description=a.gates_description,
+        gates=[{"gate": g.gate, "status": g.status, "reason": g.stable} for g in d.gates],
+        fence=fence,
+    )
+    published = ctx.bus.emit(command)
+    if published is None:
+        return f"already {_DONE[kind]}"
+    return _DONE[kind]
+
+
+_DONE = {
+    "open": "requested",
+    "gates": "gates updated",
+    "merge": "merge requested",
+    "close": "close requested",
+}
 
 
 def _evidence(cause: Event | None, reasons: list[str]) -> dict[str, object]:
@@ -257,6 +325,6 @@ def _check_image(main: MainSnapshot, event: CiResult, env: str) -> None:
 WORKER = WorkerSpec(
     name="gate-evaluator",
     handlers={"ci": handle_ci_result, "changes": handle_change, "signals": handle_signal},
-    tick=tick,
+    due=due,
     description="decides when a digest may move to the next environment",
 )

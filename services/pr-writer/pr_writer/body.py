@@ -1,8 +1,12 @@
-"""What a promotion pull request says: the reviewer reads what moves, where from, and why."""
+"""What a promotion pull request says: the reviewer reads what moves, where from, why, and where
+each gate stands (a section rewritten when the gates change)."""
 
 from __future__ import annotations
 
 from ferry.core.events import PromotionCommand
+
+# Everything after this line is the gates section, rewritten by `gates` commands.
+GATES_MARK = "<!-- ferry:gates -->"
 
 
 def title(cmd: PromotionCommand) -> str:
@@ -73,4 +77,21 @@ def body(cmd: PromotionCommand, values_path: str, digest_key: str) -> str:
     for key in ("commit", "author", "check", "url", "image", "built_at", "caused_by"):
         if cmd.evidence.get(key):
             lines.append(f"- {key}: `{cmd.evidence[key]}`")
+    text = "\n".join(lines) + "\n"
+    return with_gates(text, cmd) if cmd.gates else text
+
+
+def gates_section(cmd: PromotionCommand) -> str:
+    lines = [GATES_MARK, "### Gates", "", "| gate | state | why |", "|---|---|---|"]
+    for g in cmd.gates:
+        why = g.get("reason", "").replace("|", "\\|")
+        lines.append(f"| {g.get('gate', '')} | {g.get('status', '')} | {why} |")
+    state = cmd.gates_state or "pending"
+    lines += ["", f"`ferry/gates`: **{state}** ({cmd.gates_description or ''})"]
     return "\n".join(lines) + "\n"
+
+
+def with_gates(text: str, cmd: PromotionCommand) -> str:
+    """TEXT with its gates section replaced by (or extended with) the one CMD describes."""
+    head = text.split(GATES_MARK, 1)[0].rstrip("\n")
+    return head + "\n\n" + gates_section(cmd)

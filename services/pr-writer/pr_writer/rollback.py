@@ -72,7 +72,7 @@ def roll_back(cmd: PromotionCommand, ctx: WorkerContext) -> None:
     worker._remember(ctx, cmd)
     worker._publish(ctx, cmd, "pr_opened", pr.number, rollback_of=cmd.rollback_of)
     if pr.state == "open":
-        pr = worker._do_merge(ctx, cmd, pr.number, supersedable=False)
+        pr = worker._do_merge(ctx, cmd, pr.number)
     if pr.state == "merged":
         worker._publish(
             ctx,

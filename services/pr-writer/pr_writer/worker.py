@@ -1,17 +1,19 @@
-"""pr-writer's handlers: promotion commands in; branches, pull requests, merges and changes out.
+"""pr-writer: executes promotion commands (open, set the gates, merge, close); it decides
+nothing. Branches, pull requests, merges and changes out.
 
 Every step is idempotent under redelivery: the forge finds a PR by its promotion id, a merged PR
-stays merged, and each change is published once (keyed by promotion id and kind)."""
+stays merged, and each change is published once (keyed by promotion id and kind). A command whose
+fence a later choice of gate-evaluator has passed is left alone: it was superseded."""
 
 from __future__ import annotations
 
-from ferry.adapters.state import Candidate, CandidateStore, PromotionStore
+from ferry.adapters.state import CandidateStore, PromotionStore
 from ferry.core.errors import Rejected
-from ferry.core.events import Change, Event, PromotionCommand
+from ferry.core.events import Event, PromotionCommand
 from ferry.runtime import failpoints, resources
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 from pr_writer import rollback
-from pr_writer.body import body, commit_message, title
+from pr_writer.body import body, commit_message, title, with_gates
 
 # A merge that conflicts is redone from the new main this many times before it is given up.
 MERGE_ATTEMPTS = 3
@@ -26,8 +28,12 @@ def handle_promotion(event: Event, ctx: WorkerContext) -> None:
     assert isinstance(event, PromotionCommand)
     with ctx.bus.lock(f"promotion:{event.promotion_id}", wait_s=60):
         try:
+            if event.kind != "close" and _superseded(event, ctx):
+                return
             if event.kind == "open":
                 _open(event, ctx)
+            elif event.kind == "gates":
+                _gates(event, ctx)
             elif event.kind == "merge":
                 _merge(event, ctx)
             elif event.kind == "close":
@@ -41,16 +47,27 @@ def handle_promotion(event: Event, ctx: WorkerContext) -> None:
             raise
 
 
+def _superseded(cmd: PromotionCommand, ctx: WorkerContext) -> bool:
+    """Was CMD replaced by a later choice for the same (service, environment)?"""
+    if not cmd.fence:
+        return False
+    candidates = CandidateStore(ctx.bus)
+    if candidates.fence(cmd.service, cmd.target_env) <= cmd.fence:
+        return False
+    later = candidates.get(cmd.service, cmd.target_env)
+    if later is not None and later.promotion_id == cmd.promotion_id:
+        return False  # the same promotion asked for again
+    name = later.digest if later else "a later decision"
+    ctx.audit(f"{cmd.kind}_pr", cmd.subject, "skipped", f"superseded by {name}", cmd)
+    return True
+
+
 def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
     from ferry.adapters.forge import PermanentForgeError
 
     forge = ctx.resources["forge"]
     repo = resources.gitops(ctx)
     pr = forge.find_pr(cmd.promotion_id)
-    successor = _successor(ctx, cmd)
-    if pr is None and successor is not None:
-        ctx.audit("open_pr", cmd.subject, "skipped", f"superseded by {successor.digest}", cmd)
-        return
     if pr is None:
         policy = repo.policy()
         branch = f"ferry/{cmd.target_env}/{cmd.service}/{cmd.digest[7:19]}"
@@ -75,13 +92,7 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
     if cmd.auto_merge and pr.state == "open":
         pr = _do_merge(ctx, cmd, pr.number)
     elif pr.state == "open":
-        # Every gate passed, but this environment is merged by a person.
-        forge.set_status(
-            pr.number,
-            "ferry/gates",
-            "success",
-            f"all gates passed; merge when ready: ferry pr merge {pr.number}",
-        )
+        _set_gates(ctx, cmd, pr)
     failpoints.hit("pr-writer.after-merge")
     if pr.state == "closed":
         _publish(ctx, cmd, "pr_closed", pr.number, reason=_closed_reason(pr))
@@ -89,11 +100,34 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
         _publish(ctx, cmd, "pr_merged", pr.number, merge_commit=pr.merge_commit)
 
 
+def _gates(cmd: PromotionCommand, ctx: WorkerContext) -> None:
+    """Show the gates' state on the PR. No PR yet: the open command will (gate-evaluator sends
+    newer gates again once it hears the PR opened)."""
+    pr = ctx.resources["forge"].find_pr(cmd.promotion_id)
+    if pr is not None and pr.state == "open":
+        _set_gates(ctx, cmd, pr)
+
+
+def _set_gates(ctx: WorkerContext, cmd: PromotionCommand, pr) -> None:  # noqa: ANN001
+    """The `ferry/gates` commit status and the gates section of the body (each written only
+    when it changed)."""
+    forge = ctx.resources["forge"]
+    state = cmd.gates_state or "success"
+    description = cmd.gates_description or "all gates passed"
+    if state == "success" and not cmd.auto_merge:
+        description += f"; merge when ready: ferry pr merge {pr.number}"
+    if cmd.gates:
+        forge.update_body(pr.number, with_gates(pr.body, cmd))
+    forge.set_status(pr.number, "ferry/gates", state, description)
+    ctx.log.info("gates shown on the pull request", pr=pr.number, state=state)
+
+
 def _merge(cmd: PromotionCommand, ctx: WorkerContext) -> None:
     pr = ctx.resources["forge"].find_pr(cmd.promotion_id)
     if pr is None:
         raise Rejected(f"no pull request for promotion {cmd.promotion_id}: open it first")
     if pr.state == "open":
+        _set_gates(ctx, cmd.model_copy(update={"auto_merge": True}), pr)
         pr = _do_merge(ctx, cmd, pr.number)
     if pr.state == "merged":
         _publish(ctx, cmd, "pr_merged", pr.number, merge_commit=pr.merge_commit)
@@ -110,24 +144,14 @@ def _close(cmd: PromotionCommand, ctx: WorkerContext) -> None:
         _publish(ctx, cmd, "pr_closed", pr.number, reason=cmd.reason)
 
 
-def _do_merge(  # noqa: ANN202
-    ctx: WorkerContext, cmd: PromotionCommand, number: int, *, supersedable: bool = True
-):
-    """Merge the PR unless a newer build superseded it. When main moved under the branch and the
-    merge conflicts (another promotion changed the same line), cut the branch again from the new
-    main and retry: the change is one line, so redoing it is always right."""
+def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: ANN202
+    """Merge the PR. When main moved under the branch and the merge conflicts (another
+    promotion changed the same line), cut the branch again from the new main and retry: the change
+    is one line, so redoing it is always right."""
     from ferry.adapters.forge import MergeConflict, PermanentForgeError
 
     forge = ctx.resources["forge"]
     for attempt in range(1, MERGE_ATTEMPTS + 1):
-        successor = _successor(ctx, cmd) if supersedable else None
-        if successor is not None:
-            reason = (
-                f"superseded by {successor.digest} (promotion {successor.promotion_id}), "
-                "a newer build"
-            )
-            ctx.audit("merge_pr", cmd.subject, "closed", reason, cmd)
-            return forge.close_pr(number, comment=reason)
         try:
             pr = forge.merge_pr(
                 number, message=commit_message(cmd, f"Merge pull request #{number}: {title(cmd)}")
@@ -176,14 +200,6 @@ def _remember(ctx: WorkerContext, cmd: PromotionCommand) -> None:
     )
 
 
-def _successor(ctx: WorkerContext, cmd: PromotionCommand) -> Candidate | None:
-    """The newer candidate for the same (service, environment), if one replaced this one."""
-    current = CandidateStore(ctx.bus).get(cmd.service, cmd.target_env)
-    if current is None or current.promotion_id == cmd.promotion_id:
-        return None
-    return current
-
-
 def _closed_reason(pr) -> str | None:  # noqa: ANN001
     return pr.comments[-1].body if pr.comments else None
 
@@ -191,35 +207,14 @@ def _closed_reason(pr) -> str | None:  # noqa: ANN001
 def _publish(
     ctx: WorkerContext, cmd: PromotionCommand, kind: str, pr: int | None, **extra: object
 ) -> None:
-    change = Change(
-        kind=kind,  # type: ignore[arg-type]
-        event_id=f"{cmd.promotion_id}:{kind}",
-        promotion_id=cmd.promotion_id,
-        service=cmd.service,
-        digest=cmd.digest,
-        env=cmd.target_env,
-        source_env=cmd.source_env,
-        pr=pr,
-        **extra,  # type: ignore[arg-type]
-    )
-    ctx.bus.publish_once(f"change:{cmd.promotion_id}:{kind}", change)
+    ctx.bus.emit(cmd.change(kind, pr, **extra))
 
 
 def _failed(cmd: PromotionCommand, ctx: WorkerContext, reason: str) -> None:
     """Say so on ferry:changes; each failure is its own event (not published once), so that a
     promotion re-driven after a fix and failing again is reported again."""
     ctx.audit("promote", cmd.subject, "failed", reason, cmd)
-    ctx.bus.publish(
-        Change(
-            kind="promotion_failed",
-            promotion_id=cmd.promotion_id,
-            service=cmd.service,
-            digest=cmd.digest,
-            env=cmd.target_env,
-            source_env=cmd.source_env,
-            reason=reason,
-        )
-    )
+    ctx.bus.emit(cmd.change("promotion_failed", reason=reason))
 
 
 WORKER = WorkerSpec(

@@ -92,6 +92,12 @@ class Bus:
         )
         return entry.decode() if entry else None
 
+    def emit(self, event: Event) -> str | None:
+        """Publish EVENT once under its own once key (see `once_key` on the event models), or
+        plainly when it has none; None when it was published before."""
+        key = getattr(event, "once_key", None)
+        return self.publish_once(key, event) if key else self.publish(event)
+
     def forget_once(self, key: str) -> None:
         """Let KEY be published once more (a failed effect that may be re-driven)."""
         self.redis.delete(self.settings.key("once", key))

@@ -52,6 +52,7 @@ class GitOpsRepo:
         self._gitdir_known = False
         self._cloned = False
         self._policy_cache: tuple[str, Policy] | None = None
+        self._effective: OrderedDict[str, tuple[Policy, str | None]] = OrderedDict()
         # Files by (commit, path): a commit's content never changes, so this is never stale.
         self._files: OrderedDict[tuple[str, str], str | None] = OrderedDict()
 
@@ -155,12 +156,7 @@ class GitOpsRepo:
         except UnicodeDecodeError:
             raise PromotionError(f"{relpath} on {MAIN} is not UTF-8 text") from None
 
-    def _policy_at(self, commit: str) -> Policy:
-        text = self._read_at(commit, POLICY_FILE)
-        if text is None:
-            raise PolicyError(
-                f"{POLICY_FILE} not found on {MAIN} of {self.remote}: run `ferry init` or add it"
-            )
+    def _parse_policy(self, text: str) -> Policy:
         with self._lock:
             # Keyed by content: a merge that moves main rarely touches ferry.yaml.
             if self._policy_cache is not None and self._policy_cache[0] == text:
@@ -169,6 +165,51 @@ class GitOpsRepo:
         with self._lock:
             self._policy_cache = (text, policy)
         return policy
+
+    def _policy_at(self, commit: str) -> Policy:
+        """ferry.yaml at COMMIT, or PolicyError naming the file, line and reason."""
+        text = self._read_at(commit, POLICY_FILE)
+        if text is None:
+            raise PolicyError(
+                f"{POLICY_FILE} not found on {MAIN} of {self.remote}: run `ferry init` or add it"
+            )
+        return self._parse_policy(text)
+
+    def effective_policy(self, commit: str) -> tuple[Policy, str | None]:
+        """The policy in force at COMMIT: its ferry.yaml, or when that is refused, the newest
+        earlier one on main that was valid, with the refusal (file, line, reason)."""
+        with self._lock:
+            if commit in self._effective:
+                return self._effective[commit]
+        try:
+            found: tuple[Policy, str | None] = (self._policy_at(commit), None)
+        except PolicyError as e:
+            found = (self._last_valid_policy(commit, e), str(e))
+        with self._lock:
+            self._effective[commit] = found
+            while len(self._effective) > 64:
+                self._effective.popitem(last=False)
+        return found
+
+    def _last_valid_policy(self, commit: str, error: PolicyError) -> Policy:
+        history = git(
+            *self._object_git_args(),
+            "log",
+            "--first-parent",
+            "--format=%H",
+            "--max-count=200",
+            commit,
+            "--",
+            POLICY_FILE,
+        ).split()
+        for older in history:
+            if older == commit:
+                continue
+            try:
+                return self._policy_at(older)
+            except PolicyError:
+                continue
+        raise error  # no valid policy ever: nothing to fall back on
 
     # ------------------------------------------------------------------ reading main
 
@@ -184,13 +225,17 @@ class GitOpsRepo:
             )
         return self._fetch()
 
+    def read_at(self, commit: str, relpath: str) -> str | None:
+        """RELPATH's content at COMMIT, or None when there is no such file."""
+        return self._read_at(commit, relpath)
+
     def read_main(self, relpath: str) -> str | None:
         """RELPATH's content on main, or None when main has no such file."""
         return self._read_at(self.main_commit(), relpath)
 
     def policy(self) -> Policy:
-        """ferry.yaml on main (re-read only when main moves)."""
-        return self._policy_at(self.main_commit())
+        """The policy in force on main (re-read only when main moves)."""
+        return self.effective_policy(self.main_commit())[0]
 
     def at_main(self) -> MainSnapshot:
         """Main as it is now, read through one commit: several questions, one `rev-parse`."""
@@ -243,7 +288,7 @@ class GitOpsRepo:
     def services(self) -> list[str]:
         """Services that have a values file on main for at least one environment."""
         commit = self.main_commit()
-        policy = self._policy_at(commit)
+        policy = self.effective_policy(commit)[0]
         pattern = _template_regex(policy.layout.values_path)
         listing = git(*self._object_git_args(), "ls-tree", "-r", "-z", "--name-only", commit)
         envs = set(policy.env_names())
@@ -281,7 +326,7 @@ class GitOpsRepo:
 
         with self._lock:
             base = self._fetch()
-            policy = self._policy_at(base)
+            policy = self.effective_policy(base)[0]
             policy.environment(env)
             path = policy.values_path(env, service)
             self._wgit("checkout", "-q", "-f", "-B", branch, base)
@@ -350,7 +395,13 @@ class MainSnapshot:
 
     @property
     def policy(self) -> Policy:
-        return self.repo._policy_at(self.commit)
+        """The policy in force: ferry.yaml at this commit, or the last valid one before it."""
+        return self.repo.effective_policy(self.commit)[0]
+
+    @property
+    def policy_error(self) -> str | None:
+        """Why ferry.yaml at this commit is refused (file:line: reason), or None."""
+        return self.repo.effective_policy(self.commit)[1]
 
     def _values(self, service: str, env: str) -> tuple[Policy, str, str | None]:
         policy = self.policy

@@ -1,26 +1,28 @@
-"""Ferry's state in Redis: a projection of the streams (evidence per digest and environment),
-rebuilt by replaying them. The one module that knows these keys."""
+"""Ferry's state in Redis: a projection of the streams (evidence, people's words, candidates,
+promotions, due times), rebuilt by replaying them. The one module that knows these keys; it loads
+and stores the plain values of `ferry.core.evidence` and `ferry.core.decision`."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ferry.adapters.bus import Bus
+from ferry.core.decision import PromotionView
+from ferry.core.evidence import ANY_CHECK, Candidate, Evidence, Word
 
-ANY_CHECK = "*"  # a CI result without a check name
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What is known about one digest in one environment: CI results by check name."""
-
-    checks: dict[str, str] = field(default_factory=dict)  # check -> "success" | "failure"
-    urls: dict[str, str] = field(default_factory=dict)
-
-    def green(self) -> set[str]:
-        return {name for name, status in self.checks.items() if status == "success"}
+__all__ = [
+    "ANY_CHECK",
+    "CandidateStore",
+    "DueStore",
+    "EvidenceStore",
+    "LiveStore",
+    "PromotionStore",
+    "SignalStore",
+    "Subject",
+]
 
 
 class EvidenceStore:
@@ -48,23 +50,22 @@ class EvidenceStore:
         return Evidence(checks=checks, urls=urls)
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """The digest currently chosen for (service, environment), and how new its build is."""
-
-    digest: str
-    rank: float  # when it was built (epoch seconds): a newer build outranks an older one
-    promotion_id: str
+# Set the candidate and bump its fence in one step: every choice gets a higher fence.
+_CHOOSE = """
+local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('HSET', KEYS[1], 'digest', ARGV[1], 'rank', ARGV[2], 'promotion_id', ARGV[3])
+return fence
+"""
 
 
 class CandidateStore:
-    """Build times per digest, and the current candidate per (service, environment).
-
-    Written by gate-evaluator under its per-(service, environment) lock; read by pr-writer to
-    close a pull request that a newer build superseded before it merged."""
+    """Build times per digest, and the candidate chosen per (service, environment) with its
+    fence. Written by gate-evaluator under its per-(service, environment) lock; pr-writer reads
+    only the fence, to leave alone a command that a later choice replaced."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
+        self._choose = bus.redis.register_script(_CHOOSE)
 
     def record_build(
         self, service: str, digest: str, rank: float, author: str | None = None
@@ -87,49 +88,58 @@ class CandidateStore:
 
     def get(self, service: str, env: str) -> Candidate | None:
         raw = self.bus.redis.hgetall(self._key(service, env))
-        if not raw:
+        if b"digest" not in raw:
             return None
         return Candidate(
             digest=raw[b"digest"].decode(),
             rank=float(raw[b"rank"]),
             promotion_id=raw[b"promotion_id"].decode(),
+            fence=int(raw.get(b"fence", 0)),
         )
 
-    def set(self, service: str, env: str, candidate: Candidate) -> None:
-        self.bus.redis.hset(
-            self._key(service, env),
-            mapping={
-                "digest": candidate.digest,
-                "rank": repr(candidate.rank),
-                "promotion_id": candidate.promotion_id,
-            },
-        )
+    def choose(self, service: str, env: str, digest: str, rank: float, pid: str) -> int:
+        """Make DIGEST the candidate for (SERVICE, ENV); returns its fence."""
+        return int(self._choose(keys=[self._key(service, env)], args=[digest, repr(rank), pid]))
+
+    def fence(self, service: str, env: str) -> int:
+        value = self.bus.redis.hget(self._key(service, env), "fence")
+        return int(value) if value is not None else 0
 
 
 class SignalStore:
-    """Approvals and rejections of a digest for an environment, by actor (the latest word of
-    each actor wins: approving after rejecting withdraws the rejection, and the other way round)."""
+    """People's words (approvals and rejections) about a digest for an environment: each actor's
+    latest word, with when it was given (the latest word of each actor wins: approving after
+    rejecting withdraws the rejection, and the other way round)."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    def _key(self, kind: str, service: str, env: str, digest: str) -> str:
-        return self.bus.settings.key(kind, service, env, digest)
+    def _key(self, service: str, env: str, digest: str) -> str:
+        return self.bus.settings.key("words", service, env, digest)
 
-    def record(
-        self, kind: str, service: str, env: str, digest: str, actor: str, reason: str
-    ) -> None:
-        mine, other = (
-            ("approvals", "rejections") if kind == "approval" else ("rejections", "approvals")
-        )
-        with self.bus.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(mine, service, env, digest), actor, reason)
-            pipe.hdel(self._key(other, service, env, digest), actor)
-            pipe.execute()
+    def record(self, word: Word, service: str) -> None:
+        value = {"kind": word.kind, "reason": word.reason}
+        if word.at is not None:
+            value["at"] = word.at.isoformat()
+        key = self._key(service, word.env, word.digest)
+        # A word given earlier than the standing one (a replay, a late delivery) does not win.
+        old = self.bus.redis.hget(key, word.actor)
+        if old is not None and word.at is not None:
+            at = json.loads(old).get("at")
+            if at is not None and datetime.fromisoformat(at) > word.at:
+                return
+        self.bus.redis.hset(key, word.actor, json.dumps(value))
 
-    def get(self, kind: str, service: str, env: str, digest: str) -> dict[str, str]:
-        raw = self.bus.redis.hgetall(self._key(kind, service, env, digest))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+    def get(self, service: str, env: str, digest: str) -> tuple[Word, ...]:
+        raw = self.bus.redis.hgetall(self._key(service, env, digest))
+        words = []
+        for actor, value in raw.items():
+            data = json.loads(value)
+            at = datetime.fromisoformat(data["at"]) if data.get("at") else None
+            words.append(
+                Word(data["kind"], actor.decode(), digest, env, data.get("reason", ""), at)
+            )
+        return tuple(sorted(words, key=lambda w: w.actor))
 
 
 class LiveStore:
@@ -147,51 +157,104 @@ class LiveStore:
         return datetime.fromisoformat(value.decode()) if value is not None else None
 
 
-@dataclass(frozen=True)
-class Waiting:
-    service: str
-    digest: str
-    source: str
-    target: str
-    gates: str = ""  # the gates' statuses when last decided, to audit changes only
-
-
-class WaitingStore:
-    """Promotions held only by gates that time or people will open (soak, windows, approvals):
-    gate-evaluator looks at them again on every tick."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-        self.key = bus.settings.key("waiting")
-
-    def add(self, promotion_id: str, waiting: Waiting) -> None:
-        self.bus.redis.hset(self.key, promotion_id, json.dumps(waiting.__dict__))
-
-    def remove(self, promotion_id: str) -> None:
-        self.bus.redis.hdel(self.key, promotion_id)
-
-    def get(self, promotion_id: str) -> Waiting | None:
-        raw = self.bus.redis.hget(self.key, promotion_id)
-        return Waiting(**json.loads(raw)) if raw is not None else None
-
-    def all(self) -> dict[str, Waiting]:
-        raw = self.bus.redis.hgetall(self.key)
-        return {k.decode(): Waiting(**json.loads(v)) for k, v in raw.items()}
-
-
 class PromotionStore:
-    """What each promotion id stands for, so that a merge made by a person (`ferry pr merge`)
-    can be reported on ferry:changes like one made by pr-writer."""
+    """What each promotion id stands for and how far it got (requested, open, merged, closed),
+    as gate-evaluator heard it; a merge made by a person (`ferry pr merge`) is reported on
+    ferry:changes from it like one made by pr-writer."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    def remember(self, promotion_id: str, **fields: str) -> None:
-        self.bus.redis.hset(self.bus.settings.key("promotion", promotion_id), mapping=fields)
+    def _key(self, promotion_id: str) -> str:
+        return self.bus.settings.key("promotion", promotion_id)
+
+    def remember(self, promotion_id: str, **fields: Any) -> None:
+        mapping = {k: str(v) for k, v in fields.items() if v is not None}
+        if mapping:
+            self.bus.redis.hset(self._key(promotion_id), mapping=mapping)
+
+    def forget(self, promotion_id: str) -> None:
+        """A failed promotion may be asked for again: it starts from nothing."""
+        self.bus.redis.hdel(
+            self._key(promotion_id), "state", "pr", "gates_sent", "opened_with", "auto_merge"
+        )
 
     def get(self, promotion_id: str) -> dict[str, str] | None:
-        raw = self.bus.redis.hgetall(self.bus.settings.key("promotion", promotion_id))
+        raw = self.bus.redis.hgetall(self._key(promotion_id))
         return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+    def view(self, promotion_id: str) -> PromotionView | None:
+        record = self.get(promotion_id)
+        if record is None or record.get("state") not in ("requested", "open", "merged", "closed"):
+            return None
+        return PromotionView(
+            promotion_id=promotion_id,
+            digest=record["digest"],
+            state=record["state"],  # type: ignore[arg-type]
+            pr=int(record["pr"]) if record.get("pr") else None,
+            gates_sent=record.get("gates_sent", ""),
+            auto_merge=record.get("auto_merge") == "1",
+        )
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a due time is about: one (service, source -> target)."""
+
+    service: str
+    source: str
+    target: str
+
+    def member(self) -> str:
+        return f"{self.service}|{self.source}|{self.target}"
+
+    @classmethod
+    def parse(cls, member: str) -> Subject:
+        service, source, target = member.split("|")
+        return cls(service, source, target)
+
+
+# Take the members due by ARGV[1] and push each one's score to ARGV[2] (a lease): one replica
+# gets each, and a replica that dies before deciding again leaves it due once the lease ends.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
+return due
+"""
+
+
+class DueStore:
+    """When each waiting decision may change (a soak ends, a window opens, an approval expires):
+    a sorted set of subjects by due time, so that gate-evaluator wakes for the earliest one and a
+    restart or a replica change loses none."""
+
+    LEASE_S = 30.0
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.key = bus.settings.key("due")
+        self._claim = bus.redis.register_script(_CLAIM)
+
+    def set(self, subject: Subject, when: datetime | None) -> None:
+        """Look at SUBJECT again at WHEN (None: nothing is due for it)."""
+        if when is None:
+            self.bus.redis.zrem(self.key, subject.member())
+        else:
+            self.bus.redis.zadd(self.key, {subject.member(): when.timestamp()})
+
+    def claim(self, now: float, limit: int = 100) -> list[Subject]:
+        members = self._claim(keys=[self.key], args=[now, now + self.LEASE_S, limit])
+        return [Subject.parse(m.decode()) for m in members]
+
+    def next_due(self) -> float | None:
+        first = self.bus.redis.zrange(self.key, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    def get(self, subject: Subject) -> float | None:
+        return self.bus.redis.zscore(self.key, subject.member())
+
+    def all(self) -> list[Subject]:
+        return [Subject.parse(m.decode()) for m in self.bus.redis.zrange(self.key, 0, -1)]
 
 
 class RollbackStore:

@@ -1,23 +1,22 @@
 """`ferry explain SERVICE ENV`: where a service stands in one environment and why, in words.
 
-It gathers the same facts gate-evaluator decides on (main, the evidence, the candidate) and runs
-the same pure evaluation, so what it says is what the worker would do now."""
+It gathers the snapshot gate-evaluator decides on and calls the same `decide`, so what it says,
+including the actions it lists, is what the worker does now."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ferry.adapters.bus import Bus
-from ferry.adapters.gitops import GitOpsRepo
-from ferry.adapters.state import CandidateStore, EvidenceStore
+from ferry.adapters.gitops import GitOpsRepo, MainSnapshot
 from ferry.app.canary import canary_state
 from ferry.app.canary import describe as describe_canary
-from ferry.app.facts import gather
+from ferry.app.snapshot import gather
+from ferry.core.decision import Decision, decide
 from ferry.core.errors import Rejected
 from ferry.core.events import promotion_id
-from ferry.core.gates import evaluate
 
 
 @dataclass
@@ -27,9 +26,13 @@ class Explanation:
     pinned: str | None
     source: str
     next_digest: str | None = None
-    state: str = ""  # up to date | waiting | ready | nothing to promote
+    state: str = ""  # up to date | waiting | ready | blocked | older | nothing to promote | ...
     reasons: list[str] = field(default_factory=list)
     gates: list[dict[str, str]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)  # what gate-evaluator does now
+    next_change_at: str | None = None
+    candidate: str | None = None  # the digest chosen for ENV so far
+    policy_error: str | None = None
     pull_request: dict[str, Any] | None = None
     canary: dict[str, Any] | None = None  # the canary-watcher's analysis (ferry.app.canary)
 
@@ -37,56 +40,49 @@ class Explanation:
         return asdict(self)
 
 
+def decision_for(
+    bus: Bus, main: MainSnapshot, service: str, env: str, now: datetime | None = None
+) -> Decision:
+    """The decision gate-evaluator's timer would take now about SERVICE in ENV."""
+    if not main.values_exists(service, env):
+        path = main.policy.values_path(env, service)
+        raise Rejected(f"service {service!r} has no values file {path} on main")
+    return decide(gather(bus, main, service, env, now or datetime.now(UTC)))
+
+
 def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> Explanation:
     main = repo.at_main()
-    policy = main.policy
-    env_policy = policy.environment(env, service)  # unknown environment: PolicyError
-    if not main.values_exists(service, env):
-        raise Rejected(
-            f"service {service!r} has no values file {policy.values_path(env, service)} on main"
-        )
-    source = env_policy.promote_from
-    out = Explanation(service=service, env=env, pinned=main.pinned(service, env), source=source)
-    out.canary = canary_state(bus, policy, service, env)
-    candidate = CandidateStore(bus).get(service, env)
-    if source == "build":
-        out.next_digest = candidate.digest if candidate else None
-    else:
-        out.next_digest = main.pinned(service, source)
-    if out.next_digest is None:
-        out.state = "nothing to promote"
-        out.reasons = [
-            f"no digest has reached {source} yet"
-            if source != "build"
-            else "no successful build has been seen"
-        ]
-        return out
-    live = source == "build" or main.pinned(service, source) == out.next_digest
+    env_policy = main.policy.environment(env, service)  # unknown environment: PolicyError
     now = datetime.now(UTC)
-    facts = gather(bus, policy, service, out.next_digest, source, env, now)
-    if live and source != "build" and facts.live_since is None:
-        facts = replace(facts, live_since=now)  # as gate-evaluator will count it
-    decision = evaluate(
-        env_policy=env_policy,
-        digest=out.next_digest,
-        source_env=source,
-        target_env=env,
-        pinned_in_target=out.pinned,
-        live_in_source=live,
-        evidence=EvidenceStore(bus).get(service, out.next_digest, source),
-        facts=facts,
+    snapshot = gather(bus, main, service, env, now)
+    if not main.values_exists(service, env):
+        path = main.policy.values_path(env, service)
+        raise Rejected(f"service {service!r} has no values file {path} on main")
+    d = decide(snapshot)
+    out = Explanation(
+        service=service,
+        env=env,
+        pinned=snapshot.pinned_target,
+        source=env_policy.promote_from,
+        next_digest=d.digest,
+        state=d.state,
+        reasons=list(d.reasons),
+        gates=[{"gate": g.gate, "status": g.status, "reason": g.reason} for g in d.gates],
+        actions=[{k: v for k, v in asdict(a).items() if v not in (None, False)} for a in d.actions],
+        next_change_at=d.next_change_at.isoformat() if d.next_change_at else None,
+        candidate=snapshot.candidate.digest if snapshot.candidate else None,
+        policy_error=main.policy_error,
+        canary=canary_state(bus, main.policy, service, env),
     )
-    out.gates = [{"gate": g.gate, "status": g.status, "reason": g.reason} for g in decision.gates]
-    out.reasons = decision.reasons
-    out.state = {"skip": "up to date", "wait": "waiting", "promote": "ready"}[decision.action]
-    if candidate and candidate.digest != out.next_digest and candidate.digest != out.pinned:
-        out.reasons.append(f"a newer candidate is in flight: {candidate.digest}")
-    if forge is not None:
-        pr = forge.find_pr(promotion_id(service, out.next_digest, env))
+    if forge is not None and d.digest is not None:
+        pr = forge.find_pr(promotion_id(service, d.digest, env))
         if pr is not None:
-            out.pull_request = {"number": pr.number, "state": pr.state, "url": pr.url}
-            if decision.action == "promote" and pr.state == "open":
-                out.state = "ready: pull request open, merging"
+            out.pull_request = {
+                "number": pr.number,
+                "state": pr.state,
+                "url": pr.url,
+                "gates": pr.statuses.get("ferry/gates"),
+            }
     return out
 
 
@@ -99,14 +95,24 @@ def render(e: Explanation) -> list[str]:
         f"  pinned on main:  {short(e.pinned)}",
         f"  next:            {short(e.next_digest)} (from {e.source})",
     ]
+    if e.candidate and e.candidate not in (e.next_digest, e.pinned):
+        lines.append(f"  candidate:       {short(e.candidate)} (chosen for {e.env})")
     for g in e.gates:
         reason = g["reason"].removeprefix(f"{g['status']}: ")
         lines.append(f"  gate {g['gate']:<10}  {g['status']:<8} {reason}")
     if e.pull_request:
         pr = e.pull_request
-        lines.append(f"  pull request:    #{pr['number']} ({pr['state']})")
+        gates = f", ferry/gates {pr['gates']}" if pr.get("gates") else ""
+        lines.append(f"  pull request:    #{pr['number']} ({pr['state']}{gates})")
     if e.canary is not None:
         lines.append(f"  canary:          {describe_canary(e.canary)}")
     lines += [f"  why:             {r}" for r in e.reasons[:1]]
     lines += [f"                   {r}" for r in e.reasons[1:]]
+    doing = [a["kind"] for a in e.actions if a["kind"] not in ("nothing", "wait")]
+    if doing:
+        lines.append(f"  ferry does now:  {', '.join(doing)}")
+    if e.next_change_at:
+        lines.append(f"  looks again at:  {e.next_change_at}")
+    if e.policy_error:
+        lines.append(f"  ferry.yaml:      refused: {e.policy_error} (the last valid one applies)")
     return lines

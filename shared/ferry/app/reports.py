@@ -20,6 +20,32 @@ def status_table(settings: Settings) -> dict[str, dict[str, str | None]]:
     }
 
 
+def decisions(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]:
+    """For every service and environment, what gate-evaluator decides now (the same `decide` on
+    the same snapshot as `ferry explain`): its state, the digest and the reasons."""
+    from datetime import UTC, datetime
+
+    from ferry.app.explain import decision_for
+
+    repo = open_repo(settings)
+    bus = connect(settings)
+    main = repo.at_main()
+    now = datetime.now(UTC)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for service in repo.services():
+        for env in main.policy.env_names():
+            if not main.values_exists(service, env):
+                continue
+            d = decision_for(bus, main, service, env, now)
+            out.setdefault(service, {})[env] = {
+                "state": d.state,
+                "digest": d.digest,
+                "reasons": list(d.reasons),
+                "actions": [a.kind for a in d.actions if a.kind not in ("wait", "nothing")],
+            }
+    return out
+
+
 def platform_manifest(settings: Settings, env: str) -> dict[str, Any]:
     """ENV's platform version: every service's pinned digest on main, named by a content hash of
     the sorted `service=digest` pairs (services with nothing pinned are left out)."""

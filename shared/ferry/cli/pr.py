@@ -87,9 +87,8 @@ def _report(pr: Any, kind: str, **extra: Any) -> None:
     promotion = PromotionStore(bus).get(pr.key)
     if promotion is None:
         return
-    change = Change(
-        kind=kind,  # type: ignore[arg-type]
-        event_id=f"{pr.key}:{kind}",
+    change = Change.about(
+        kind,
         promotion_id=pr.key,
         service=promotion["service"],
         digest=promotion["digest"],
@@ -98,7 +97,7 @@ def _report(pr: Any, kind: str, **extra: Any) -> None:
         pr=pr.number,
         **extra,
     )
-    bus.publish_once(f"change:{pr.key}:{kind}", change)
+    bus.emit(change)
 
 
 @pr_app.command("merge")

@@ -6,7 +6,14 @@ import json
 
 import typer
 
-from ferry.app.reports import audit_records, platform_manifest, short_subject, status_table
+from ferry.adapters.embedded import NoRedis
+from ferry.app.reports import (
+    audit_records,
+    decisions,
+    platform_manifest,
+    short_subject,
+    status_table,
+)
 from ferry.cli.app import (
     app,
     check_names,
@@ -24,20 +31,36 @@ from ferry.cli.app import (
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Service x environment: the digest pinned on the GitOps repository's main."""
+    """Service x environment: the digest pinned on main, and what moves or waits and why (the
+    decision `ferry explain` shows)."""
+    import redis
+
     from ferry.app.canary import canaries, describe
 
     settings = load_settings()
     table = status_table(settings)
-    watched = canaries(connect_bus(settings), open_repo(settings).policy(), list(table))
+    try:
+        decided = decisions(settings)
+        watched = canaries(connect_bus(settings), open_repo(settings).policy(), list(table))
+    except (redis.RedisError, NoRedis):
+        decided, watched = {}, {}  # no Ferry running: what main pins is still worth showing
     if as_json:
-        echo_json({"services": table, "canaries": watched})
+        echo_json({"services": table, "decisions": decided, "canaries": watched})
         return
     envs = list(next(iter(table.values())).keys()) if table else []
     rows = [["SERVICE", *[e.upper() for e in envs]]]
     for service, pins in table.items():
         rows.append([service, *[short(pins[e]) for e in envs]])
     print_rows(rows)
+    moving = [
+        [service, env, d["state"], (d["reasons"] or [""])[0]]
+        for service, by_env in decided.items()
+        for env, d in by_env.items()
+        if d["state"] not in ("up to date", "nothing to promote")
+    ]
+    if moving:
+        typer.echo("")
+        print_rows([["SERVICE", "ENV", "STATE", "WHY"], *moving])
     for service, by_env in watched.items():
         for env, state in by_env.items():
             typer.echo(f"canary {service} in {env}: {describe(state)}")

@@ -160,11 +160,12 @@ class Signal(_Subject):
 
 
 class PromotionCommand(_Subject):
-    """gate-evaluator's instruction to pr-writer."""
+    """gate-evaluator's instruction to pr-writer: open (and with auto_merge, merge) a promotion's
+    pull request, set its gate status (`gates`), merge it, close it, or roll back."""
 
     on_stream: ClassVar[str] = "promotions"
-    json_fields: ClassVar[frozenset[str]] = frozenset({"evidence"})
-    kind: Literal["open", "merge", "close", "rollback"]
+    json_fields: ClassVar[frozenset[str]] = frozenset({"evidence", "gates"})
+    kind: Literal["open", "gates", "merge", "close", "rollback"]
     promotion_id: Name
     digest: Digest
     source_env: Label  # an environment, or "build"
@@ -178,11 +179,41 @@ class PromotionCommand(_Subject):
     rollback_of: Digest | None = None
     actor: str | None = None
     force: bool = False
+    # The `ferry/gates` commit status and each gate's line in the pull request's body.
+    gates_state: Literal["pending", "success", "failure"] | None = None
+    gates_description: str | None = None
+    gates: list[dict[str, str]] = Field(default_factory=list)
+    # The order of gate-evaluator's choices for (service, target): pr-writer leaves alone a
+    # command that a later choice (a higher fence) has replaced. 0: not fenced.
+    fence: int = 0
 
     @property
     def subject(self) -> str:
         """What moves where, as logs and audit records name it."""
         return f"{self.service}@{self.digest} -> {self.target_env}"
+
+    @property
+    def once_key(self) -> str | None:
+        """Each promotion is opened, merged and closed once; gate updates may repeat."""
+        return None if self.kind == "gates" else self.key_for(self.promotion_id, self.kind)
+
+    @staticmethod
+    def key_for(promotion_id: str, kind: str) -> str:
+        """The publish-once key of the KIND command of a promotion."""
+        return f"promotion:{promotion_id}:{kind}"
+
+    def change(self, kind: str, pr: int | None = None, **extra: Any) -> Change:
+        """What happened to the promotion this command asked for."""
+        return Change.about(
+            kind,
+            promotion_id=self.promotion_id,
+            service=self.service,
+            digest=self.digest,
+            env=self.target_env,
+            source_env=self.source_env,
+            pr=pr,
+            **extra,
+        )
 
 
 class Change(_Subject):
@@ -198,6 +229,28 @@ class Change(_Subject):
     merge_commit: Name | None = None
     reason: str | None = None
     rollback_of: Digest | None = None  # set on the changes of a rollback
+    actor: str | None = None  # who did it, when a person did (a merge or close by hand)
+
+    @property
+    def once_key(self) -> str | None:
+        """A PR is opened, merged and closed once; a failure is reported each time it happens."""
+        if self.kind == "promotion_failed":
+            return None
+        return f"change:{self.promotion_id}:{self.kind}"
+
+    @classmethod
+    def about(cls, kind: str, *, promotion_id: str, **fields: Any) -> Change:
+        """A change of KIND to a promotion; all but failures carry the promotion's stable id, so
+        that reporting one twice (a redelivery, a person and a worker) publishes it once."""
+        once = kind != "promotion_failed"
+        return cls.model_validate(
+            {
+                "kind": kind,
+                **({"event_id": f"{promotion_id}:{kind}"} if once else {}),
+                "promotion_id": promotion_id,
+                **{k: v for k, v in fields.items() if v is not None},
+            }
+        )
 
 
 class CanaryMeasurement(_Subject):

@@ -1,13 +1,14 @@
-"""The functional core of gate evaluation: (policy, evidence, facts) -> decision and reasons.
-No I/O here: gate-evaluator gathers the facts and acts on the decision; `ferry explain` shows it."""
+"""The gates, one pure function each: (policy, evidence, facts, now) -> passed, waiting or failed,
+with the sentence behind it and when the answer may change. No I/O here."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from ferry.adapters.state import Evidence
+from ferry.core.evidence import Evidence, Word
 from ferry.core.windows import human, window_state
 
 GateStatus = Literal["passed", "waiting", "failed"]
@@ -18,11 +19,33 @@ class Facts:
     """What the gates beyond CI look at, gathered by the caller; NOW is an argument, not a clock."""
 
     now: datetime
-    approvals: dict[str, str] = field(default_factory=dict)  # actor -> reason
-    rejections: dict[str, str] = field(default_factory=dict)  # actor -> reason
+    digest: str = ""
+    env: str = ""  # the target environment
+    words: tuple[Word, ...] = ()  # approvals and rejections (others' digests are ignored)
     author: str | None = None  # who triggered the build
     live_since: datetime | None = None  # when the digest went live in the source environment
     teams: dict[str, list[str]] = field(default_factory=dict)  # approvers.teams of ferry.yaml
+
+    def standing(self) -> dict[str, Word]:
+        """Each actor's latest word about this digest for this environment."""
+        return latest_words(self.words, self.digest, self.env)
+
+
+def latest_words(words: Iterable[Word], digest: str, env: str) -> dict[str, Word]:
+    """Each actor's latest word about DIGEST for ENV, whatever order the words arrived in (a word
+    without a time is older than any with one; a tie goes to the rejection, the safer word)."""
+    best: dict[str, Word] = {}
+    for w in words:
+        if w.digest != digest or w.env != env:
+            continue
+        old = best.get(w.actor)
+        if old is None or _word_order(w) > _word_order(old):
+            best[w.actor] = w
+    return best
+
+
+def _word_order(w: Word) -> tuple[float, int, str]:
+    return (w.at.timestamp() if w.at else float("-inf"), w.kind == "rejection", w.reason)
 
 
 @dataclass(frozen=True)
@@ -32,19 +55,14 @@ class GateResult:
     gate: str  # "ci", "approval", "soak", "windows"
     status: GateStatus
     reason: str
-    recheck_at: datetime | None = None  # a time-based gate may change then
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: Literal["promote", "wait", "skip"]
-    reasons: list[str] = field(default_factory=list)
-    auto_merge: bool = False
-    gates: tuple[GateResult, ...] = ()
+    recheck_at: datetime | None = None  # the verdict may change then (never later)
+    # The reason without what changes by the second ("in 3m"): what a PR shows, rewritten only
+    # when the evidence changes.
+    summary: str = ""
 
     @property
-    def sentence(self) -> str:
-        return "; ".join(self.reasons)
+    def stable(self) -> str:
+        return self.summary or self.reason
 
 
 def ci_gate(ci: Any, evidence: Evidence, source_env: str) -> GateResult:
@@ -68,8 +86,9 @@ def ci_gate(ci: Any, evidence: Evidence, source_env: str) -> GateResult:
 
 
 def approval_gate(gate: Any, facts: Facts) -> GateResult:
-    """Enough approvals from the listed approvers (users or "team:<name>"), not counting the
-    build's author unless the policy allows it; a rejection from an approver fails the gate."""
+    """Enough standing approvals from the listed approvers (users or "team:<name>"), not counting
+    the build's author unless the policy allows it, none expired (`expires_after`); a standing
+    rejection by any listed approver fails the gate whatever others approved."""
 
     def approver(actor: str) -> bool:
         if not gate.approvers:
@@ -83,27 +102,45 @@ def approval_gate(gate: Any, facts: Facts) -> GateResult:
     def counts(actor: str) -> bool:
         return approver(actor) and (gate.author_can_approve or actor != facts.author)
 
-    rejected = sorted(a for a in facts.rejections if approver(a))
+    expires: timedelta | None = getattr(gate, "expires_after", None)
+
+    def expiry(w: Word) -> datetime | None:
+        return w.at + expires if expires is not None and w.at is not None else None
+
+    standing = facts.standing()
+    rejected = sorted(a for a, w in standing.items() if w.kind == "rejection" and approver(a))
     if rejected:
         who = rejected[0]
-        return GateResult("approval", "failed", f"rejected by {who}: {facts.rejections[who]}")
-    valid = sorted(a for a in facts.approvals if counts(a))
+        return GateResult("approval", "failed", f"rejected by {who}: {standing[who].reason}")
+    approvals = {a: w for a, w in standing.items() if w.kind == "approval"}
+    expired = sorted(
+        a for a, w in approvals.items() if (end := expiry(w)) is not None and end <= facts.now
+    )
+    valid = sorted(a for a in approvals if counts(a) and a not in expired)
+    # The earliest expiry among the approvals that count: the verdict may change then.
+    ends = [end for a in valid if (end := expiry(approvals[a])) is not None]
+    recheck = min(ends) if ends else None
     if len(valid) >= gate.min_approvals:
         who = f" by {', '.join(valid)}" if valid else ""
         return GateResult(
-            "approval", "passed", f"approved{who} ({len(valid)}/{gate.min_approvals})"
+            "approval",
+            "passed",
+            f"approved{who} ({len(valid)}/{gate.min_approvals})",
+            recheck_at=recheck,
         )
     notes = [
         f"{a} is the author" if approver(a) else f"{a} is not an approver"
-        for a in sorted(facts.approvals)
+        for a in sorted(approvals)
         if not counts(a)
     ]
+    notes += [f"{a}'s approval expired" for a in expired if counts(a)]
     extra = f"; not counted: {', '.join(notes)}" if notes else ""
     wanted = ", ".join(gate.approvers) or "anyone"
     return GateResult(
         "approval",
         "waiting",
         f"waiting: approvals {len(valid)}/{gate.min_approvals} (from {wanted}){extra}",
+        recheck_at=recheck,
     )
 
 
@@ -121,6 +158,8 @@ def soak_gate(gate: Any, facts: Facts, evidence: Evidence, source_env: str) -> G
             f"waiting: soaking in {source_env} {human(elapsed)}/{human(needed)}, "
             f"done in {human(ends - facts.now)}",
             recheck_at=ends,
+            summary=f"waiting: soaking in {source_env} for {human(needed)}, "
+            f"until {ends.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
         )
     missing = [c for c in gate.checks if c not in evidence.green()]
     if missing:
@@ -133,9 +172,14 @@ def soak_gate(gate: Any, facts: Facts, evidence: Evidence, source_env: str) -> G
 
 def windows_gate(windows: list[Any], facts: Facts) -> GateResult:
     state = window_state(windows, facts.now)
-    if state.open:
-        return GateResult("windows", "passed", state.reason, recheck_at=state.changes_at)
-    return GateResult("windows", "waiting", f"waiting: {state.reason}", recheck_at=state.changes_at)
+    reason = state.reason if state.open else f"waiting: {state.reason}"
+    return GateResult(
+        "windows",
+        "passed" if state.open else "waiting",
+        reason,
+        recheck_at=state.changes_at,
+        summary=reason.rsplit(", in ", 1)[0],
+    )
 
 
 def gate_results(
@@ -155,31 +199,3 @@ def gate_results(
     if gates.windows:
         results.append(windows_gate(gates.windows, facts))
     return tuple(results)
-
-
-def evaluate(
-    *,
-    env_policy: Any,
-    digest: str,
-    source_env: str,
-    target_env: str,
-    pinned_in_target: str | None,
-    live_in_source: bool,
-    evidence: Evidence,
-    facts: Facts,
-) -> Decision:
-    """May DIGEST move from SOURCE_ENV to TARGET_ENV now?"""
-    gates = gate_results(env_policy, evidence, source_env, facts)
-    if pinned_in_target == digest:
-        return Decision("skip", [f"{target_env} already pins this digest"], gates=gates)
-    if source_env != "build" and not live_in_source:
-        return Decision("wait", [f"waiting: digest is not live in {source_env} yet"], gates=gates)
-    waiting = [g.reason for g in gates if g.status != "passed"]
-    if waiting:
-        return Decision("wait", waiting, gates=gates)
-    reasons = [g.reason for g in gates]
-    if source_env == "build":
-        reasons.append("build succeeded")
-    return Decision(
-        "promote", reasons or ["no gates"], auto_merge=bool(env_policy.auto_merge), gates=gates
-    )

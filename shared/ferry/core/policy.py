@@ -17,7 +17,8 @@ Schema (defaults in brackets)::
         gates:
           ci: {checks: [str]}           # present = CI gate; no checks = any green CI result
           approval: {min_approvals: int [1], approvers: [user | "team:<name>"],
-                     author_can_approve: bool [false]}
+                     author_can_approve: bool [false], expires_after: duration [never],
+                     via: [cli | forge] [cli, forge]}
           soak: {min_duration: duration [0s], checks: [str]}
           windows: [{allow | deny: cron (5 fields), duration: duration, timezone: str [UTC]}]
         canary: {count: 5, failure_limit: 0, inconclusive_limit: 0,
@@ -130,6 +131,10 @@ class ApprovalGate(_Model):
     min_approvals: int = Field(default=1, ge=0)
     approvers: list[str] = Field(default_factory=list)  # user names or "team:<name>"
     author_can_approve: bool = False
+    # An approval older than this no longer counts (absent: approvals never expire).
+    expires_after: Duration | None = None
+    # Where approvals may come from: `ferry approve` (cli) and reviews on the PR (forge).
+    via: tuple[Literal["cli", "forge"], ...] = ("cli", "forge")
 
 
 class SoakGate(_Model):
@@ -509,17 +514,42 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def load_policy(text: str, source: str = "ferry.yaml") -> Policy:
-    """Parse and validate ferry.yaml; raise PolicyError with one readable line."""
+    """Parse and validate ferry.yaml; raise PolicyError with one readable line that names the
+    file, the line (and column, for YAML syntax) and the reason."""
     try:
         data = YAML(typ="safe", pure=True).load(text)
     except YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise PolicyError(f"{source}: not valid YAML: {detail}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise PolicyError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(data, dict):
-        raise PolicyError(f"{source}: must be a mapping with an 'environments' key")
+        raise PolicyError(f"{source}:1: must be a mapping with an 'environments' key")
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(f"{source}: {_first_error(exc)}") from None
+        message = _first_error(exc)
     except ValueError as exc:
-        raise PolicyError(f"{source}: {exc}") from None
+        message = str(exc)
+    # Every message starts with the dotted path of the key it is about.
+    path = message.split(":", 1)[0].split(".") if ":" in message else []
+    raise PolicyError(f"{source}:{_line_of(text, path)}: {message}")
+
+
+def _line_of(text: str, path: list[str]) -> int:
+    """The line (1-based) of the deepest key of PATH that ferry.yaml has (1 if none)."""
+    try:
+        node: Any = YAML(typ="rt", pure=True).load(text)
+    except YAMLError:
+        return 1
+    line = 0
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            line = node.lc.key(part)[0]  # type: ignore[attr-defined]
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            line = node.lc.item(int(part))[0]  # type: ignore[attr-defined]
+            node = node[int(part)]
+        else:
+            break
+    return line + 1

@@ -63,23 +63,89 @@ def next_opening(window: Window, now: datetime) -> datetime:
     return croniter(window.cron, _local(window, now)).get_next(datetime)
 
 
-def window_state(windows: list[Window], now: datetime) -> WindowState:
+# Openings of each window looked at ahead; past the nearest last one, the caller looks again
+# (an allow window every minute under a two-week freeze, say).
+_LOOKAHEAD = 4
+
+
+def _intervals(window: Window, now: datetime) -> tuple[list[tuple[datetime, datetime]], datetime]:
+    """WINDOW's occurrence open at NOW (if any) and its next openings, as (start, end) in UTC,
+    and the last opening looked at: beyond it, more openings are unknown."""
+    out = []
+    end = open_until(window, now)
+    if end is not None:
+        out.append((now, end.astimezone(UTC)))
+    openings = croniter(window.cron, _local(window, now))
+    start = now
+    for _ in range(_LOOKAHEAD):
+        start = openings.get_next(datetime)
+        out.append((start.astimezone(UTC), (start + window.duration).astimezone(UTC)))
+    return out, start.astimezone(UTC)
+
+
+def _open_at(
+    at: datetime,
+    allows: list[list[tuple[datetime, datetime]]],
+    denies: list[list[tuple[datetime, datetime]]],
+) -> bool:
+    def inside(spans: list[tuple[datetime, datetime]]) -> bool:
+        return any(start <= at < end for start, end in spans)
+
+    if any(inside(spans) for spans in denies):
+        return False
+    return not allows or any(inside(spans) for spans in allows)
+
+
+def next_change(windows: list[Window], now: datetime) -> datetime | None:
+    """The first instant after NOW at which the windows' answer (may a digest move?) flips, or an
+    earlier instant at which to look again; None if there are no windows."""
+    if not windows:
+        return None
+    now = now.astimezone(UTC)
+    was = window_state(windows, now, with_change=False).open
+    for _ in range(_LOOKAHEAD):
+        open_denies = [end for w in windows if w.kind == "deny" if (end := open_until(w, now))]
+        if not open_denies:
+            break
+        # Nothing moves before the longest open deny window ends: look on from there.
+        now = max(e.astimezone(UTC) for e in open_denies)
+        if window_state(windows, now, with_change=False).open != was:
+            return now
+    else:
+        return now
+    spans = {id(w): _intervals(w, now) for w in windows}
+    allows = [spans[id(w)][0] for w in windows if w.kind == "allow"]
+    denies = [spans[id(w)][0] for w in windows if w.kind == "deny"]
+    horizon = min(last for _, last in spans.values())
+    points = sorted({p for s, _ in spans.values() for span in s for p in span if now < p})
+    for point in points:
+        if point > horizon:
+            break
+        if _open_at(point, allows, denies) != was:
+            return point
+    return horizon
+
+
+def window_state(windows: list[Window], now: datetime, *, with_change: bool = True) -> WindowState:
+    """Whether a digest may move at NOW, why, and when that answer changes (a deny window that
+    opens while an allow window is open counts)."""
+    changes_at = next_change(windows, now) if with_change else None
     denies = [(w, end) for w in windows if w.kind == "deny" if (end := open_until(w, now))]
     if denies:
         window, end = max(denies, key=lambda pair: pair[1])
         return WindowState(
             False,
             f"deny window until {_fmt(end, window)}, in {human(end - now)}",
-            end,
+            changes_at,
         )
     allows = [w for w in windows if w.kind == "allow"]
     if not allows:
-        return WindowState(True, "no deny window is open", None)
+        return WindowState(True, "no deny window is open", changes_at)
     opened = [(w, end) for w in allows if (end := open_until(w, now))]
     if opened:
         window, end = max(opened, key=lambda pair: pair[1])
-        return WindowState(True, f"sync window open until {_fmt(end, window)}", end)
+        return WindowState(True, f"sync window open until {_fmt(end, window)}", changes_at)
     window, when = min(((w, next_opening(w, now)) for w in allows), key=lambda pair: pair[1])
     return WindowState(
-        False, f"sync window opens {_fmt(when, window)}, in {human(when - now)}", when
+        False, f"sync window opens {_fmt(when, window)}, in {human(when - now)}", changes_at
     )

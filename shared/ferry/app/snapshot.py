@@ -1,0 +1,81 @@
+"""Gather a decision's snapshot from main and Redis: the one place gate-evaluator, `ferry
+explain` and `ferry status` read what `ferry.core.decision.decide` looks at, so they cannot
+disagree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ferry.adapters.bus import Bus
+from ferry.adapters.gitops import MainSnapshot
+from ferry.adapters.state import (
+    CandidateStore,
+    EvidenceStore,
+    LiveStore,
+    PromotionStore,
+    RollbackStore,
+    SignalStore,
+)
+from ferry.core.decision import Snapshot, next_digest
+from ferry.core.events import promotion_id
+from ferry.core.evidence import Evidence
+from ferry.core.policy import BUILD
+
+
+def gather(
+    bus: Bus,
+    main: MainSnapshot,
+    service: str,
+    target: str,
+    now: datetime,
+    digest: str | None = None,
+    source: str | None = None,
+) -> Snapshot:
+    """The snapshot for moving DIGEST into TARGET (default: the digest that would move next,
+    from the environment TARGET is promoted from)."""
+    policy = main.policy
+    env_policy = policy.environment(target, service)  # unknown environment: PolicyError
+    source = source or env_policy.promote_from
+    candidates = CandidateStore(bus)
+    candidate = candidates.get(service, target)
+    pinned_source = main.pinned(service, source) if source != BUILD else None
+    if digest is None:
+        digest = next_digest(source, pinned_source, candidate)
+    promotions = PromotionStore(bus)
+    live_since = None
+    if digest is not None and source != BUILD:
+        live_since = LiveStore(bus).since(service, source, digest)
+        if live_since is None and pinned_source == digest:
+            # Pinned by hand, or merged before Ferry kept track: the soak starts when seen
+            # (gate-evaluator records it; explain counts it the same way).
+            live_since = now
+    return Snapshot(
+        service=service,
+        source=source,
+        target=target,
+        env_policy=env_policy,
+        now=now,
+        digest=digest,
+        pinned_target=main.pinned(service, target),
+        pinned_source=pinned_source,
+        build_rank=candidates.build_rank(service, digest) if digest else None,
+        author=candidates.author(service, digest) if digest else None,
+        live_since=live_since,
+        evidence=EvidenceStore(bus).get(service, digest, source) if digest else Evidence(),
+        words=SignalStore(bus).get(service, target, digest) if digest else (),
+        teams=dict(policy.approvers.teams),
+        candidate=candidate,
+        promotion=promotions.view(promotion_id(service, digest, target)) if digest else None,
+        candidate_promotion=promotions.view(candidate.promotion_id) if candidate else None,
+        policy_error=main.policy_error,
+        rolled_back=_rolled_back(bus, service, target, digest),
+    )
+
+
+def _rolled_back(bus: Bus, service: str, target: str, digest: str | None) -> str | None:
+    record = RollbackStore(bus).get(service, target, digest) if digest else None
+    if record is None:
+        return None
+    who = f" by {record['actor']}" if record.get("actor") else ""
+    why = f": {record['reason']}" if record.get("reason") else ""
+    return f"{who}{why}".strip()
