@@ -13,7 +13,7 @@ from ferry.adapters.gitops import GitOpsRepo
 from tests.e2e.test_prod_gates import load_test_passed, with_prod_policy
 from tests.forgefake import FakeForge
 from tests.forgefake.setup import start_fake, use_fake
-from tests.helpers import Cluster, digest_of, run_cli
+from tests.helpers import Cluster, digest_of, run_cli, wait_until
 
 
 def on_fake(env: Cluster, monkeypatch: pytest.MonkeyPatch, flavour: str) -> FakeForge:
@@ -76,12 +76,27 @@ def test_build_to_gated_prod_on_each_forge(
         message = fake_git_log(fake)
         assert f"Ferry-Rollback-Of: {d2}" in message and f"Ferry-Digest: {d}" in message
 
+        # d2's prod PR opened early once d2 was live in staging; the rollback took d2 out of
+        # staging, so that PR would never merge: it is closed.
+        wait_until(
+            lambda: (
+                [
+                    (p.state, p.merged)
+                    for p in fake_prs(fake)
+                    if p.title.startswith("Promote api to prod")
+                ]
+                == [("closed", True), ("closed", False)]
+            ),
+            10,
+            "d2's prod PR to close",
+        )
+
         # ferry pr ls|show through the provider
         code, out, _ = run_cli(capsys, "pr", "ls", "--json")
         assert code == 0
         listed = json.loads(out)
-        assert [p["state"] for p in listed] == ["merged"] * 6
-        assert [p["number"] for p in listed] == list(range(6, 0, -1))
+        assert sorted(p["state"] for p in listed) == ["closed"] + ["merged"] * 6
+        assert [p["number"] for p in listed] == list(range(7, 0, -1))
         code, out, _ = run_cli(capsys, "pr", "show", str(rollback.number))
         assert code == 0 and "state: merged" in out and "rollback" in out
         assert secrets_found(fake.token, env) == []

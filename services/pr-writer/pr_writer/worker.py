@@ -140,6 +140,7 @@ def _close(cmd: PromotionCommand, ctx: WorkerContext) -> None:
         return
     if pr.state == "open":
         pr = forge.close_pr(pr.number, comment=cmd.reason or "closed by ferry")
+        ctx.audit("close_pr", cmd.subject, "closed", f"PR #{pr.number}: {cmd.reason}", cmd)
     if pr.state == "closed":
         _publish(ctx, cmd, "pr_closed", pr.number, reason=cmd.reason)
 

@@ -15,7 +15,8 @@ The rules, in order:
   status (pending, failure, success) that is updated when the gates' state changes; it is merged
   when every gate passes (by Ferry with `auto_merge`, else by a person);
 - a target gated by CI alone (or not at all) gets its pull request once its gates pass;
-- choosing a digest closes the open pull request of the older candidate it supersedes.
+- choosing a digest closes the open pull request of the older candidate it supersedes, and a
+  candidate whose digest left the source environment has its pull request closed.
 """
 
 from __future__ import annotations
@@ -172,6 +173,8 @@ def decide(s: Snapshot) -> Decision:
     def decision(
         state: str, actions: list[Action], reasons: list[str], next_at: datetime | None = None
     ) -> Decision:
+        if not any(a.kind == "close" for a in actions):
+            actions = [*actions, *_stale(s)]
         return Decision(
             digest, state, tuple(actions), gates, (*reasons, *notes), next_at, rank=rank
         )
@@ -257,6 +260,25 @@ def decide(s: Snapshot) -> Decision:
             "waiting for a person to merge", gates_update(number), [why, *reasons], next_at
         )
     return decision(verdict, [*gates_update(number), *wait], reasons, next_at)
+
+
+def _stale(s: Snapshot) -> list[Action]:
+    """The chosen candidate's open pull request, when its digest left the source environment
+    (rolled back there, or replaced by hand): it would never merge, so it is closed."""
+    old, prom = s.candidate, s.candidate_promotion
+    if s.source == BUILD or old is None or prom is None or prom.state not in ("requested", "open"):
+        return []
+    if old.digest in (s.pinned_source, s.pinned_target):
+        return []
+    return [
+        Action(
+            "close",
+            f"{old.digest} is no longer live in {s.source}",
+            old.digest,
+            old.promotion_id,
+            pr=prom.pr,
+        )
+    ]
 
 
 def _supersede(s: Snapshot, digest: str, pid: str) -> list[Action]:
