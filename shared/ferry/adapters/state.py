@@ -228,7 +228,9 @@ class DueStore:
     a sorted set of subjects by due time, so that gate-evaluator wakes for the earliest one and a
     restart or a replica change loses none."""
 
-    LEASE_S = 30.0
+    # Short: a decision takes milliseconds, and deciding twice is harmless (the lock serialises
+    # decisions and their effects are published once); a dead replica delays a due time this long.
+    LEASE_S = 5.0
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
