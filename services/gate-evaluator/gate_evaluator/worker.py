@@ -170,15 +170,11 @@ def consider(
     with ctx.bus.lock(f"decide:{service}:{target}"):
         main = resources.gitops(ctx).at_main()
         if source is not None and target not in main.policy.targets_from(source, service):
-            return _nothing(ctx, service, target)  # the policy changed under the event
+            return Decision(None, "nothing", ())  # the policy changed under the event
         snapshot = gather(ctx.bus, main, service, target, datetime.now(UTC), digest, source)
         decision = decide(snapshot)
         _act(ctx, cause, main, snapshot, decision)
         return decision
-
-
-def _nothing(ctx: WorkerContext, service: str, target: str) -> Decision:
-    return Decision(None, "nothing", ())
 
 
 def _act(
@@ -268,7 +264,9 @@ def _carry_out(
         reason=a.reason,
         gates_state=a.gates_state,
         gates_description=a.gates_description,
-        gates=[{"gate": g.gate, "status": g.status, "reason": g.stable} for g in d.gates],
+        gates=[{"gate": g.gate, "status": g.status, "reason": g.stable} for g in d.gates]
+        if kind in ("open", "gates")
+        else [],
         fence=fence,
     )
     published = ctx.bus.emit(command)
