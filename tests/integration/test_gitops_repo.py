@@ -291,3 +291,24 @@ def test_threads_share_one_repo(remote: Path, tmp_path: Path) -> None:
         assert git("--git-dir", gitdir, "diff", "--name-only", "main", results[env] or "") == (
             f"envs/{env}/api/values.yaml"
         )
+
+
+@pytest.mark.parametrize("via", ["path", "file-url"])
+def test_pin_history_follows_main_and_names_the_digest_pinned_before(
+    remote: Path, editor: Path, tmp_path: Path, via: str
+) -> None:
+    """What `ferry rollback` and a failed canary roll back to: main's history of one values
+    file, newest first, a repeated pin counted once; read the same through a clone (file://)."""
+    path = "envs/dev/api/values.yaml"
+    push_main(editor, {path: VALUES.format(env="dev", digest=NEW)})
+    push_main(editor, {"README.md": "unrelated\n"})
+    push_main(editor, {path: VALUES.format(env="dev", digest=NEWER)})
+    push_main(editor, {path: VALUES.format(env="dev", digest=NEWER).replace("2   #", "3   #")})
+    url = f"file://{remote}" if via == "file-url" else str(remote)
+    repo = GitOpsRepo(url, tmp_path / "work")
+    assert [d for _, d in repo.pin_history("api", "dev")] == [NEWER, NEW, OLD]
+    assert repo.pinned_before("api", "dev", NEWER) == NEW
+    assert repo.pinned_before("api", "dev", NEW) == OLD
+    assert repo.pinned_before("api", "dev", OLD) is None
+    assert repo.pinned_before("api", "dev", "sha256:" + "9" * 64) is None
+    assert repo.pin_history("api", "staging") == []  # nothing pinned yet
