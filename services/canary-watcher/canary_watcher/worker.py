@@ -6,9 +6,7 @@ due times in Redis that a background loop wakes for."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
-
-import structlog
+from datetime import UTC, datetime
 
 from canary_watcher import analysis
 from canary_watcher.prometheus import measure
@@ -18,7 +16,7 @@ from ferry.core.errors import Rejected
 from ferry.core.events import CanaryMeasurement, Change, Event
 from ferry.core.policy import PolicyError
 from ferry.core.rollback import approvers_of
-from ferry.runtime import resources
+from ferry.runtime import resources, timers
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 
 
@@ -121,23 +119,9 @@ def _person(ctx: WorkerContext, event: CanaryMeasurement, a: Analysis | None) ->
         analysis.roll_back(ctx, a, said, event, None)
 
 
-# A due item whose handling failed (Redis or git away) is tried again this much later.
-RETRY = timedelta(seconds=5)
-
-
 def wake(ctx: WorkerContext, halt: threading.Event) -> None:
     """Sleep until something is due (a deadline, a query), handle it, and sleep again."""
-    timers = analysis.due(ctx)
-    while not halt.is_set():
-        timers.sleep(datetime.now(UTC))
-        for member in timers.claim(datetime.now(UTC)):
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(worker=ctx.name, due=member)
-            try:
-                _due(ctx, member)
-            except Exception as e:  # noqa: BLE001 - one analysis must not hold up the others
-                ctx.log.warning("due work failed; trying again shortly", error=str(e))
-                timers.set(member, datetime.now(UTC) + RETRY)
+    timers.run(ctx, analysis.due(ctx), lambda member, _token: _due(ctx, member), halt)
 
 
 def _due(ctx: WorkerContext, member: str) -> None:

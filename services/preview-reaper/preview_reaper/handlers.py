@@ -41,7 +41,6 @@ def handle_preview_event(event: Event, ctx: WorkerContext) -> None:
         check_quota(ctx, rules, event.repo, event.pr, event)
     else:
         ctx.audit("track", event.subject, state, f"{event.kind}: {reason}", event)
-    previews.wake()
 
 
 def check_quota(

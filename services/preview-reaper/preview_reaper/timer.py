@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import Any
 
 from ferry.adapters.forge.base import ForgeError, PermanentForgeError, TransientForgeError
 from ferry.adapters.preview_actions import (
@@ -21,16 +20,11 @@ from ferry.adapters.preview_actions import (
 from ferry.adapters.preview_store import Action, Record
 from ferry.core.events import now_utc
 from ferry.core.policy import Previews
+from ferry.runtime import timers
 from ferry.runtime.worker import WorkerContext
 from preview_reaper.decisions import decide, done, settle
 from preview_reaper.handlers import check_quota, policy, store
 
-# Longest sleep without looking at the sorted set: a safety net for a wake-up lost with a broken
-# connection, not the way due times are noticed.
-MAX_SLEEP_S = 60.0
-# The stop flag is checked this often while sleeping.
-STOP_CHECK_S = 0.5
-CLAIM_BATCH = 8
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 60.0
 
@@ -57,40 +51,7 @@ def lease_ms(ctx: WorkerContext) -> int:
 
 def run(ctx: WorkerContext, stop: threading.Event) -> None:
     """The timer loop of one replica, until STOP is set."""
-    previews = store(ctx)
-    pubsub: Any = None
-    while not stop.is_set():
-        try:
-            if pubsub is None:
-                pubsub = previews.redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(previews.wake_channel)
-            token, keys = previews.claim_due(time.time(), lease_ms(ctx), CLAIM_BATCH)
-            for key in keys:
-                look(ctx, key, token)
-            if keys:
-                continue
-            _sleep(pubsub, previews.next_due(), stop)
-        except Exception as e:  # noqa: BLE001 - Redis or git may be down: try again shortly
-            ctx.log.warning("preview timer failed", error=f"{type(e).__name__}: {e}")
-            if pubsub is not None:
-                pubsub.close()
-                pubsub = None
-            stop.wait(1.0)
-    if pubsub is not None:
-        pubsub.close()
-
-
-def _sleep(pubsub: Any, due: float | None, stop: threading.Event) -> None:
-    """Until DUE, a wake-up message, or STOP."""
-    deadline = time.time() + MAX_SLEEP_S if due is None else min(due, time.time() + MAX_SLEEP_S)
-    while not stop.is_set():
-        left = deadline - time.time()
-        if left <= 0:
-            return
-        if pubsub.get_message(timeout=min(left, STOP_CHECK_S)) is not None:
-            while pubsub.get_message(timeout=0) is not None:
-                pass  # a burst of events is one reason to look again
-            return
+    timers.run(ctx, store(ctx).due, functools.partial(look, ctx), stop)
 
 
 def look(ctx: WorkerContext, key: str, token: str) -> None:
@@ -131,7 +92,7 @@ def _act(ctx: WorkerContext, rules: Previews, record: Record, token: str) -> Non
     for action in list(record.outbox):
         if action.next_try > now:
             return
-        if not previews.renew(record.key, token, lease_ms(ctx)):
+        if not previews.due.renew(record.key, token, lease_ms(ctx), now):
             return  # our claim ran out: whoever holds it now does the rest
         try:
             _do(actions(ctx, rules), record, action)

@@ -1,18 +1,17 @@
 """preview-reaper's state in Redis: one record per application pull request (its events, the
-reaper's marks and the forge actions still to do), the due times in a sorted set, each team's live
-previews in a set. The one module that knows these keys.
+reaper's marks and the forge actions still to do), each team's live previews in a set; the due
+times are preview-reaper's `DueTimes` (ferry.adapters.due). The one module that knows these keys.
 
 Every change to a record is an optimistic transaction (WATCH the record, compute, MULTI/EXEC), so
-an event and a timer touching the same preview at once never lose each other's work. A due preview
-is claimed atomically (a Lua script sets a per-preview lease), so of many replicas one handles it;
-a replica that dies holding a lease frees it when the lease expires.
+an event and a timer touching the same preview at once never lose each other's work; a record's
+next due time is written in the same transaction. A due preview is claimed with a lease, so of
+many replicas one handles it; a replica that dies holding a lease frees it when the lease ends.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,34 +20,11 @@ from typing import Any, TypeVar
 import redis
 
 from ferry.adapters.bus import Bus
+from ferry.adapters.due import DueTimes
 from ferry.core.events import PreviewEvent
 from ferry.core.previews import Mark
 
 T = TypeVar("T")
-
-# Claim up to ARGV[3] previews due at ARGV[1] (epoch seconds): a preview is ours when its lease
-# key was free; one leased by another replica is pushed back to its lease's end, so that nobody
-# spins on it (its holder writes the real next due time when it is done).
-_CLAIM = """
-local out = {}
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(due) do
-  local lease = ARGV[5] .. member
-  if redis.call('SET', lease, ARGV[4], 'NX', 'PX', ARGV[2]) then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]) / 1000, member)
-    table.insert(out, member)
-  else
-    local left = math.max(redis.call('PTTL', lease), 1)
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + left / 1000, member)
-  end
-end
-return out
-"""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 @dataclass
@@ -155,19 +131,10 @@ class PreviewStore:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.redis: Any = bus.redis
-        self._claim = self.redis.register_script(_CLAIM)
-        self._renew = self.redis.register_script(_RENEW)
+        self.due = DueTimes(bus, "preview-reaper")
 
     def _key(self, *parts: str) -> str:
         return self.bus.settings.key("previews", *parts)
-
-    @property
-    def due_key(self) -> str:
-        return self._key("due")
-
-    @property
-    def wake_channel(self) -> str:
-        return self._key("wake")
 
     def _team_key(self, team: str) -> str:
         return self._key("team", team)
@@ -200,19 +167,17 @@ class PreviewStore:
     ) -> T:
         """Apply STEP to the record of REPO#PR (a new one if there is none) and store the result
         with its index entries, atomically; STEP runs again if someone else wrote in between.
-        With LEASE (a claim's token), the claim is released in the same transaction."""
+        With LEASE (a claim's token), the claim ends in the same transaction."""
         key = member(repo, pr)
         record_key = self._key("record", key)
-        lease_key = self._key("lease", key)
         while True:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(record_key, lease_key)
+                    pipe.watch(record_key)
                     raw = pipe.get(record_key)
                     record = Record.from_json(raw) if raw else Record(repo=repo, pr=pr)
                     old_team = record.live_team
                     result = step(record)
-                    holds_lease = lease is not None and pipe.get(lease_key) == lease.encode()
                     pipe.multi()
                     pipe.set(record_key, record.to_json())
                     pipe.sadd(self._key("all"), key)
@@ -220,40 +185,11 @@ class PreviewStore:
                         pipe.srem(self._team_key(old_team), key)
                     if record.live_team is not None:
                         pipe.sadd(self._team_key(record.live_team), key)
-                    if record.due is None:
-                        pipe.zrem(self.due_key, key)
-                    else:
-                        pipe.zadd(self.due_key, {key: record.due})
-                    if holds_lease:
-                        pipe.delete(lease_key)
+                    self.due.set(key, record.due, token=lease, pipe=pipe)
                     pipe.execute()
                     return result
                 except redis.WatchError:
                     continue
-
-    # ------------------------------------------------------------------ timers
-
-    def claim_due(self, now: float, lease_ms: int, limit: int = 50) -> tuple[str, list[str]]:
-        """Claim previews due at NOW for LEASE_MS; returns the lease token and their keys."""
-        token = uuid.uuid4().hex
-        keys = self._claim(
-            keys=[self.due_key],
-            args=[repr(now), lease_ms, limit, token, self._key("lease", "")],
-        )
-        return token, [k.decode() for k in keys]
-
-    def renew(self, key: str, token: str, lease_ms: int) -> bool:
-        """Keep the claim on KEY for LEASE_MS more, if TOKEN still holds it."""
-        return bool(self._renew(keys=[self._key("lease", key)], args=[token, lease_ms]))
-
-    def next_due(self) -> float | None:
-        """When the earliest preview is due (epoch seconds), or None."""
-        first = self.redis.zrange(self.due_key, 0, 0, withscores=True)
-        return float(first[0][1]) if first else None
-
-    def wake(self) -> None:
-        """Tell every replica's timer that a due time may have moved closer."""
-        self.redis.publish(self.wake_channel, b"1")
 
     # ------------------------------------------------------------------ the local forge
 
