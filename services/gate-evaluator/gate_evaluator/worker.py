@@ -9,6 +9,7 @@ and decides again, so a merge whose last gate was time happens on time, not at a
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +39,7 @@ from ferry.core.events import (
 )
 from ferry.core.evidence import Word
 from ferry.core.policy import BUILD, Policy
-from ferry.runtime import resources
+from ferry.runtime import resources, timers
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 
 
@@ -139,20 +140,15 @@ def handle_signal(event: Event, ctx: WorkerContext) -> None:
     consider(ctx, event, event.service, event.env, digest=event.digest)
 
 
-def due(ctx: WorkerContext) -> float | None:
-    """Decide again about every subject whose due time has come; return seconds until the next
-    one (None: nothing is due), so the worker's loop sleeps just that long."""
-    store = DueStore(ctx.bus)
-    now = datetime.now(UTC)
-    for subject in store.claim(now.timestamp()):
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(worker=ctx.name, timer=subject.member())
-        try:
-            consider(ctx, None, subject.service, subject.target)
-        except Exception as e:  # noqa: BLE001 - one stuck promotion must not hold up the others
-            ctx.log.warning("timer could not decide; the lease brings it back", error=str(e))
-    following = store.next_due()
-    return None if following is None else max(0.0, following - datetime.now(UTC).timestamp())
+def wake(ctx: WorkerContext, halt: threading.Event) -> None:
+    """Decide again about each subject whose due time has come (ferry.runtime.timers: a replica
+    that dies while deciding leaves it due again when its lease ends)."""
+
+    def decide_again(member: str, _token: str) -> None:
+        subject = Subject.parse(member)
+        consider(ctx, None, subject.service, subject.target)
+
+    timers.run(ctx, DueStore(ctx.bus).times, decide_again, halt)
 
 
 def consider(
@@ -323,6 +319,6 @@ def _check_image(main: MainSnapshot, event: CiResult, env: str) -> None:
 WORKER = WorkerSpec(
     name="gate-evaluator",
     handlers={"ci": handle_ci_result, "changes": handle_change, "signals": handle_signal},
-    due=due,
+    background=wake,
     description="decides when a digest may move to the next environment",
 )

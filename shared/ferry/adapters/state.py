@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ferry.adapters.bus import Bus
+from ferry.adapters.due import DueTimes
 from ferry.core.decision import PromotionView
 from ferry.core.evidence import ANY_CHECK, Candidate, Evidence, Word
 
@@ -214,49 +215,26 @@ class Subject:
         return cls(service, source, target)
 
 
-# Take the members due by ARGV[1] and push each one's score to ARGV[2] (a lease): one replica
-# gets each, and a replica that dies before deciding again leaves it due once the lease ends.
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
-return due
-"""
-
-
 class DueStore:
     """When each waiting decision may change (a soak ends, a window opens, an approval expires):
-    a sorted set of subjects by due time, so that gate-evaluator wakes for the earliest one and a
-    restart or a replica change loses none."""
-
-    # Short: a decision takes milliseconds, and deciding twice is harmless (the lock serialises
-    # decisions and their effects are published once); a dead replica delays a due time this long.
-    LEASE_S = 5.0
+    gate-evaluator's due times (ferry.adapters.due), one member per subject, so that it wakes
+    for the earliest one and a restart or a replica change loses none."""
 
     def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-        self.key = bus.settings.key("due")
-        self._claim = bus.redis.register_script(_CLAIM)
+        self.times = DueTimes(bus, "gate-evaluator")
 
     def set(self, subject: Subject, when: datetime | None) -> None:
         """Look at SUBJECT again at WHEN (None: nothing is due for it)."""
-        if when is None:
-            self.bus.redis.zrem(self.key, subject.member())
-        else:
-            self.bus.redis.zadd(self.key, {subject.member(): when.timestamp()})
-
-    def claim(self, now: float, limit: int = 100) -> list[Subject]:
-        members = self._claim(keys=[self.key], args=[now, now + self.LEASE_S, limit])
-        return [Subject.parse(m.decode()) for m in members]
+        self.times.set(subject.member(), when)
 
     def next_due(self) -> float | None:
-        first = self.bus.redis.zrange(self.key, 0, 0, withscores=True)
-        return float(first[0][1]) if first else None
+        return self.times.next_due()
 
     def get(self, subject: Subject) -> float | None:
-        return self.bus.redis.zscore(self.key, subject.member())
+        return self.times.when(subject.member())
 
     def all(self) -> list[Subject]:
-        return [Subject.parse(m.decode()) for m in self.bus.redis.zrange(self.key, 0, -1)]
+        return [Subject.parse(m) for m in self.times.members()]
 
 
 class RollbackStore:

@@ -25,8 +25,6 @@ from ferry.runtime.worker import WorkerContext, WorkerSpec
 
 # How often the loop checks its subscribers (and recreates a lost group).
 HEAL_S = 2.0
-# How often a worker with due work looks for a due time that another replica or handler added.
-DUE_POLL_S = 0.2
 # Each heal tick (2 s) prunes dead consumers with this chance: about once a minute per replica.
 PRUNE_CHANCE = 1 / 30
 # A consumer idle this long (and at least 10 x the claim idle time) belongs to a dead replica.
@@ -140,13 +138,9 @@ async def serve(
     stop = stop or asyncio.Event()
     next_tick = time.monotonic() + settings.tick_s
     next_heal = time.monotonic() + HEAL_S
-    next_due: float | None = 0.0  # seconds until something is due; None: nothing known
     try:
         while not stop.is_set():
             sleep = min(HEAL_S, settings.tick_s, max(0.0, next_heal - time.monotonic()))
-            if spec.due is not None:
-                # Another replica or a handler may add an earlier due time: look often.
-                sleep = min(sleep, DUE_POLL_S if next_due is None else next_due, DUE_POLL_S)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(sleep, 0.001))
             if stop.is_set():
@@ -154,12 +148,6 @@ async def serve(
             if time.monotonic() >= next_heal:
                 next_heal = time.monotonic() + HEAL_S
                 await _heal(bus, spec, subscribers, log)
-            if spec.due is not None:
-                try:
-                    next_due = await asyncio.to_thread(spec.due, ctx)
-                except Exception as e:  # noqa: BLE001 - Redis may be away: try again soon
-                    next_due = None
-                    log.warning("due work failed", error=f"{type(e).__name__}: {e}")
             if spec.tick is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + settings.tick_s
                 try:

@@ -49,8 +49,5 @@ class WorkerSpec:
     # Called every FERRY_TICK_S (in a thread) for what time, not an event, moves on.
     tick: Callable[[WorkerContext], None] | None = None
     # Runs in a thread of its own beside the consumers until the event is set: for work that
-    # waits on due times (it should sleep in short steps and return soon after the event).
+    # waits on due times (`ferry.runtime.timers.run` sleeps until the next one or the event).
     background: Callable[[WorkerContext, threading.Event], None] | None = None
-    # Called (in a thread) whenever something may be due: does what is due and returns the
-    # seconds until the next due time (None: none), so the loop wakes right then.
-    due: Callable[[WorkerContext], float | None] | None = None
