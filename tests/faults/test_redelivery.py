@@ -10,6 +10,12 @@ from tests.helpers import Cluster, digest_of, wait_until
 
 
 def one_pr_one_merge(cluster: Cluster, digest: str) -> None:
+    # main pins the digest a moment before pr-writer records the merge and reports it
+    wait_until(
+        lambda: [c for c in cluster.changes("pr_merged") if c["digest"] == digest],
+        15,
+        "the merge to be reported",
+    )
     prs = [p for p in cluster.forge.list_prs() if digest[:19] in p.title]
     assert len(prs) == 1, [p.title for p in prs]
     assert prs[0].state == "merged"
