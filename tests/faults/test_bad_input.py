@@ -63,3 +63,28 @@ def test_malformed_entries_are_dead_lettered_and_valid_ones_around_them_complete
         assert letter["deliveries"] == "1"
     assert gate.poll() is None and writer.poll() is None
     assert cluster.bus.redis.xpending(stream, "gate-evaluator")["pending"] == 0
+
+
+def test_a_build_from_the_future_is_dead_lettered_and_blocks_no_later_build(
+    cluster: Cluster,
+) -> None:
+    cluster.init_repo(["api"])
+    cluster.start("gate-evaluator")
+    cluster.start("pr-writer")
+    stream = cluster.bus.stream("ci")
+    future = {
+        "kind": "ci",
+        "service": "api",
+        "digest": digest_of("2027"),
+        "image": f"{REGISTRY}/api",
+    }
+    far = cluster.bus.redis.xadd(stream, {**future, "built_at": "2027-06-01T00:00:00Z"}).decode()
+    naive = cluster.bus.redis.xadd(stream, {**future, "built_at": "2026-01-01T00:00:00"}).decode()
+    later = digest_of("built-now")
+    cluster.build("api", later)
+    cluster.wait_pinned("api", "dev", later)  # not "older" than the one from 2027
+    letters = wait_until(lambda: len(cluster.dead_letters()) == 2 and cluster.dead_letters(), 15)
+    by_entry = {letter["entry_id"]: letter["error"] for letter in letters}
+    assert "built_at 2027-06-01T00:00:00+00:00 is" in by_entry[far]
+    assert "days in the future" in by_entry[far]
+    assert "built_at 2026-01-01T00:00:00 has no timezone" in by_entry[naive]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -139,3 +141,28 @@ def test_any_valid_change_survives_the_wire(hexes: str, service: str) -> None:
         merge_commit="abc",
     )
     assert parse("changes", change.to_fields()) == change
+
+
+def ci_with(built_at: str) -> dict[str, str]:
+    return {"kind": "ci", "service": "api", "digest": D, "built_at": built_at}
+
+
+def test_a_build_time_in_the_future_is_refused_with_the_reason() -> None:
+    with pytest.raises(InvalidEvent, match=r"built_at 2027-01-01T00:00:00\+00:00 is \d+ days in"):
+        parse("ci", ci_with("2027-01-01T00:00:00Z"))
+    ahead = (datetime.now(UTC) + timedelta(minutes=3)).isoformat()
+    assert parse("ci", ci_with(ahead)).built_at is not None  # clocks drift a little
+
+
+def test_a_build_time_without_a_timezone_is_refused() -> None:
+    with pytest.raises(InvalidEvent, match="built_at 2026-01-01T10:00:00 has no timezone"):
+        parse("ci", ci_with("2026-01-01T10:00:00"))
+
+
+def test_a_build_time_that_is_not_a_time_says_what_one_looks_like() -> None:
+    with pytest.raises(InvalidEvent) as e:
+        parse("ci", ci_with("yesterday"))
+    assert str(e.value) == (
+        "built_at must be an ISO 8601 time with a timezone (e.g. 2026-11-27T09:12:00Z or "
+        "2026-11-27T10:12:00+01:00), got 'yesterday'"
+    )

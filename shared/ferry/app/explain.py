@@ -97,7 +97,9 @@ def render(e: Explanation) -> list[str]:
     ]
     if e.candidate and e.candidate not in (e.next_digest, e.pinned):
         lines.append(f"  candidate:       {short(e.candidate)} (chosen for {e.env})")
-    for g in e.gates:
+    # The gates of a digest already pinned are history (the audit keeps them): showing "failed"
+    # beside "up to date" reads as if it were not live.
+    for g in e.gates if e.state != "up to date" else []:
         reason = g["reason"].removeprefix(f"{g['status']}: ")
         lines.append(f"  gate {g['gate']:<10}  {g['status']:<8} {reason}")
     if e.pull_request:

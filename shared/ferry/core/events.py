@@ -1,4 +1,4 @@
-"""Ferry's event contracts: the one definition of every message on every stream (DESIGN.md §5).
+"""Ferry's event contracts: the one definition of every message on every stream (docs/events.md).
 
 Wire format: one Redis stream entry per event, with one field per attribute. Strings go as they
 are; lists and mappings as JSON; absent values are left out. A person reads an entry with
@@ -14,7 +14,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -43,6 +43,59 @@ def new_event_id() -> str:
 def promotion_id(service: str, digest: str, target_env: str) -> str:
     """The idempotency key of a promotion: the same digest to the same place is one promotion."""
     return "p-" + hashlib.sha256(f"{service}|{digest}|{target_env}".encode()).hexdigest()[:16]
+
+
+def pr_key(promotion_id: str, attempt: int = 0) -> str:
+    """The key a promotion's pull request is found by on the forge: the promotion id, and for a
+    promotion a person asked for again (`ferry promote`, after its pull request was closed or its
+    merge reverted) the attempt, so that the new request gets a pull request of its own."""
+    return promotion_id if not attempt else f"{promotion_id}.{attempt}"
+
+
+def promotion_of_key(key: str) -> str:
+    """The promotion id a pull request's key stands for (see `pr_key`)."""
+    return key.split(".", 1)[0]
+
+
+# How far ahead of Ferry's clock a build time may be: clocks drift, builds do not come from the
+# future. A time further ahead would rank the build above every real later one.
+BUILD_TIME_SKEW = timedelta(minutes=5)
+_BUILD_TIME_EXAMPLE = "e.g. 2026-11-27T09:12:00Z or 2026-11-27T10:12:00+01:00"
+
+
+def build_time(value: Any, now: datetime | None = None) -> Any:
+    """A build time as CiResult takes it: ISO 8601 with a timezone, at most BUILD_TIME_SKEW after
+    NOW. Other types are left to pydantic."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"built_at must be an ISO 8601 time with a timezone ({_BUILD_TIME_EXAMPLE}), "
+                f"got {quote(value)}"
+            ) from None
+    if not isinstance(value, datetime):
+        return value
+    if value.tzinfo is None:
+        raise ValueError(
+            f"built_at {value.isoformat()} has no timezone: a build time must say which "
+            f"({_BUILD_TIME_EXAMPLE})"
+        )
+    ahead = value - (now or now_utc())
+    if ahead > BUILD_TIME_SKEW:
+        raise ValueError(
+            f"built_at {value.isoformat()} is {_ahead(ahead)} in the future: send when the "
+            "image was built (a later time would rank it above every real newer build)"
+        )
+    return value
+
+
+def _ahead(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    hours = minutes // 60
+    return f"{hours} hours" if hours < 48 else f"{hours // 24} days"
 
 
 class InvalidEvent(Rejected):
@@ -134,6 +187,11 @@ class CiResult(_Subject):
     status: Literal["success", "failure"] = "success"
     built_at: datetime | None = None
     url: str | None = None
+
+    @field_validator("built_at", mode="before")
+    @classmethod
+    def _built_at(cls, value: Any) -> Any:
+        return build_time(value)
 
     @field_validator("image")
     @classmethod

@@ -1,0 +1,138 @@
+"""What people do beside the automation is checked against the same decision, recorded, and
+reversible: a merge by hand waits for the gates unless a listed approver forces it, and every
+merge or close by hand names who did it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import Cluster, digest_of, run_cli, wait_until
+
+POLICY = """\
+environments:
+  dev: {{promote_from: build, auto_merge: true}}
+  staging: {{promote_from: dev, auto_merge: true}}
+  prod:
+    promote_from: staging
+    auto_merge: {auto_merge}
+    gates:
+      approval: {{min_approvals: 1, approvers: [release-lead, bob]}}
+"""
+
+
+def set_policy(env: Cluster, auto_merge: bool = True) -> None:
+    def write(clone: Path) -> None:
+        (clone / "ferry.yaml").write_text(POLICY.format(auto_merge=str(auto_merge).lower()))
+
+    env.commit_by_hand("prod gates for the test", write)
+
+
+def prod_pr(env: Cluster):  # noqa: ANN201
+    return next((p for p in env.forge.list_prs() if "to prod" in p.title), None)
+
+
+def to_staging(env: Cluster, name: str, auto_merge: bool = True) -> tuple[str, int]:
+    """Build NAME and let it reach staging; returns its digest and its prod PR's number."""
+    env.init_repo(["api"])
+    set_policy(env, auto_merge)
+    env.start("gate-evaluator")
+    env.start("pr-writer")
+    d = digest_of(name)
+    env.build("api", d, author="alice")
+    env.wait_pinned("api", "staging", d)
+    pr = wait_until(lambda: (p := prod_pr(env)) and "ferry/gates" in p.statuses and p, 15)
+    return d, pr.number
+
+
+def audited(env: Cluster, action: str, worker: str | None = None) -> list[dict[str, str]]:
+    return [
+        a for a in env.entries("audit") if a["action"] == action and worker in (None, a["worker"])
+    ]
+
+
+def test_a_rejected_prod_pr_is_marked_refused_by_hand_and_forced_only_by_an_approver(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+) -> None:
+    d, number = to_staging(env, "rejected-after-open")
+    code, _, err = run_cli(capsys, "pr", "merge", str(number), "--as", "alice")
+    assert code == 2 and "refused" in err and "waiting" in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1
+
+    run_cli(capsys, "reject", "api", d, "--env", "prod", "--as", "bob", "--reason", "bad schema")
+    run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
+    wait_until(lambda: len(audited(env, "approval")) == 1, 10, "the approval recorded")
+    pr = wait_until(
+        lambda: (p := prod_pr(env)) and p.statuses["ferry/gates"] == "failure" and p,
+        15,
+        "the rejection on the pull request",
+    )
+    assert "| approval | failed |" in pr.body and "bad schema" in pr.body
+    assert pr.state == "open"
+
+    code, _, err = run_cli(capsys, "pr", "merge", str(number), "--as", "alice")
+    assert code == 2 and "blocked" in err and "rejected by bob: bad schema" in err
+    code, _, err = run_cli(
+        capsys, "pr", "merge", str(number), "--force", "--as", "alice", "--reason", "trust me"
+    )
+    assert code == 2 and "not alice" in err and "release-lead" in err
+    code, _, err = run_cli(capsys, "pr", "merge", str(number), "--force", "--as", "release-lead")
+    assert code == 2 and "--reason" in err
+    assert env.forge.get_pr(number).state == "open"
+    assert env.repo.pinned("api", "prod") != d
+
+    code, out, _ = run_cli(
+        capsys, "pr", "merge", str(number), "--force", "--as", "release-lead",
+        "--reason", "hotfix for the outage", "--json",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["forced"] is True
+    env.wait_pinned("api", "prod", d)
+    [record] = audited(env, "merge_pr", "cli")
+    assert record["outcome"] == "forced" and record["worker"] == "cli"
+    assert "release-lead" in record["reason"] and "hotfix for the outage" in record["reason"]
+    [merged] = [c for c in env.changes("pr_merged") if c["env"] == "prod"]
+    assert merged["actor"] == "release-lead"
+    code, out, _ = run_cli(capsys, "explain", "api", "prod")
+    assert code == 0 and out.startswith("api in prod: up to date")
+    assert "gate approval" not in out  # the gates of a digest already live are history
+
+
+def test_without_auto_merge_explain_waits_for_a_person_who_merges_on_the_record(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+) -> None:
+    d, number = to_staging(env, "manual-merge", auto_merge=False)
+    run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
+    wait_until(lambda: prod_pr(env).statuses["ferry/gates"] == "success", 15, "the gates to pass")
+    explained = json.loads(run_cli(capsys, "explain", "api", "prod", "--json")[1])
+    assert explained["state"] == "waiting for a person to merge"
+    assert f"waiting for a person to merge #{number}" in explained["reasons"][0]
+    code, out, _ = run_cli(capsys, "explain", "api", "prod")
+    assert f"waiting for a person to merge #{number}" in out
+    assert "ferry does now" not in out  # nothing merges it but a person
+
+    code, out, _ = run_cli(capsys, "pr", "merge", str(number), "--as", "carol")
+    assert code == 0 and "merged as" in out
+    env.wait_pinned("api", "prod", d)
+    [record] = audited(env, "merge_pr", "cli")
+    assert record["outcome"] == "merged" and "by carol" in record["reason"]
+    merged = wait_until(lambda: [c for c in env.changes("pr_merged") if c["env"] == "prod"], 10)
+    assert merged[0]["actor"] == "carol"
+
+
+def test_a_close_by_hand_is_audited_with_who_closed_it(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+) -> None:
+    d, number = to_staging(env, "closed-by-hand")
+    code, out, _ = run_cli(
+        capsys, "pr", "close", str(number), "--as", "dave", "--reason", "wrong build", "--json"
+    )
+    assert code == 0 and json.loads(out)["state"] == "closed"
+    [record] = audited(env, "close_pr", "cli")
+    assert record["outcome"] == "closed" and "by dave: wrong build" in record["reason"]
+    [closed] = [c for c in env.changes("pr_closed") if c["env"] == "prod"]
+    assert closed["actor"] == "dave" and closed["reason"] == "wrong build"
+    explained = json.loads(run_cli(capsys, "explain", "api", "prod", "--json")[1])
+    assert explained["state"] == "closed"
