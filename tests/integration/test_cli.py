@@ -67,7 +67,7 @@ def test_tag_instead_of_digest_is_one_line(env: Cluster, capsys) -> None:  # noq
         (["publish", "ci", "--service", "api", "--digest", D, "--status", "ok"], "field 'status'"),
         (
             ["publish", "ci", "--service", "api", "--digest", D, "--built-at", "yesterday"],
-            "field 'built_at'",
+            "built_at must be an ISO 8601 time with a timezone",
         ),
         (["worker", "nope"], "unknown worker 'nope'"),
         (["pr", "ls", "--state", "weird"], "--state must be open, merged or closed"),
@@ -172,3 +172,23 @@ def test_console_script_exit_code_is_real(tmp_path) -> None:  # noqa: ANN001
         "error: digest must be sha256:<64 lowercase hex>, got 'latest' "
         "(a tag is not a digest: build once, promote the digest)"
     ]
+
+
+def test_settings_and_arguments_that_cannot_work_say_how_to_fix_them(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+    monkeypatch,  # noqa: ANN001
+    tmp_path,  # noqa: ANN001
+) -> None:
+    env.init_repo(["api"])
+    code, _, err = run(capsys, "dlq", "retry")
+    one_line_error(code, err, "name the dead letters to retry by id (`ferry dlq ls` lists them")
+    code, _, err = run(capsys, "dlq", "drop", "1-1", "--all")
+    one_line_error(code, err, "or pass --all, not both")
+    monkeypatch.setenv("FERRY_GITOPS_REPO", str(tmp_path / "no-such-repo"))
+    code, _, err = run(capsys, "status")
+    one_line_error(code, err, f"FERRY_GITOPS_REPO={tmp_path / 'no-such-repo'} does not exist")
+    assert "clone" not in err  # not git's command line
+    monkeypatch.setenv("FERRY_REDIS_URL", "redis//localhost:6379")
+    code, _, err = run(capsys, "dlq", "ls")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "FERRY_REDIS_URL" in err

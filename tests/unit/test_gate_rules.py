@@ -1,4 +1,4 @@
-"""The staging -> prod gates (DESIGN.md section 1 rule 4): approval, soak, sync windows, and how
+"""The staging -> prod gates: approval, soak, sync windows, and how
 `evaluate` combines them. Pure functions: plain values in, a verdict and its sentence out."""
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_now_may_be_given_in_any_timezone() -> None:
 
 
 def test_closed_state_names_the_next_opening_and_how_far_it_is() -> None:
-    # The DESIGN.md window: Monday to Thursday 09:00-15:00 Berlin. Thursday 17:00 -> Monday.
+    # The README's window: Monday to Thursday 09:00-15:00 Berlin. Thursday 17:00 -> Monday.
     window = allow("0 9 * * 1-4", "6h", "Europe/Berlin")
     now = datetime(2026, 11, 26, 17, 0, tzinfo=BERLIN)
     state = window_state([window], now)

@@ -1,4 +1,4 @@
-"""Ferry's streams in Redis (DESIGN.md §4): publish, publish-once for idempotent effects,
+"""Ferry's streams in Redis: publish, publish-once for idempotent effects,
 consumer groups created at 0, dead letters, the audit stream and per-subject locks.
 
 Publishing is plain XADD of flat fields (see ferry.core.events)."""
@@ -17,7 +17,7 @@ from ferry.core.events import AuditRecord, DeadLetter, Event
 from ferry.runtime.logging import one_reason, scrub_fields
 from ferry.runtime.settings import Settings
 
-# Keep streams long: trimming must never overtake the reclaim threshold (DESIGN.md §4 pitfalls).
+# Keep streams long: trimming must never overtake the reclaim threshold.
 STREAM_MAXLEN = 1_000_000
 ONCE_TTL_S = 30 * 24 * 3600
 

@@ -1,4 +1,4 @@
-"""Re-drive work: replay a range of a stream, retry or drop dead letters (DESIGN.md §4).
+"""Re-drive work: replay a range of a stream, retry or drop dead letters (docs/architecture.md).
 
 A replayed entry keeps its event id, so effects already done are skipped by the workers'
 idempotency (promotion ids, the forge's PR keys, publish-once); effects that failed are done again.

@@ -50,8 +50,13 @@ def dlq_show(
 
 
 def _chosen(ids: list[str] | None, every: bool, verb: str) -> list[str] | None:
-    if bool(ids) == every:
-        fail(f"name the dead letters to {verb} (ids from `ferry dlq ls`) or pass --all, not both")
+    if ids and every:
+        fail(f"name the dead letters to {verb} or pass --all, not both")
+    if not ids and not every:
+        fail(
+            f"name the dead letters to {verb} by id (`ferry dlq ls` lists them, e.g. "
+            f"`ferry dlq {verb} 1764230400000-0`) or pass --all for every one"
+        )
     return None if every else ids
 
 

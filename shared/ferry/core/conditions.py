@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-# What one measurement says (DESIGN.md section 5, stream canary).
+# What one measurement says (docs/events.md, stream ferry:canary).
 MeasurementPhase = Literal["successful", "failed", "inconclusive", "error"]
 
 

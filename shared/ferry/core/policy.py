@@ -1,8 +1,9 @@
 """The promotion policy: `ferry.yaml` on the GitOps repository's `main`, as pydantic models.
 
-The keys are a contract (DESIGN.md section 2). Unknown keys are accepted and ignored so that a
-newer ferry.yaml does not break an older ferry. Everything that can be checked without the
-outside world is checked at load time, and every problem is reported as one readable line.
+The keys are a contract (the scaffolded ferry.yaml and the README describe them). Unknown keys
+are accepted and ignored so that a newer ferry.yaml does not break an older ferry. Everything
+that can be checked without the outside world is checked at load time, and every problem is
+reported as one readable line.
 
 Schema (defaults in brackets)::
 
@@ -18,7 +19,7 @@ Schema (defaults in brackets)::
           ci: {checks: [str]}           # present = CI gate; no checks = any green CI result
           approval: {min_approvals: int [1], approvers: [user | "team:<name>"],
                      author_can_approve: bool [false], expires_after: duration [never],
-                     via: [cli | forge] [cli, forge]}
+                     via: [cli | forge] [cli, forge]}  # read, not enforced yet
           soak: {min_duration: duration [0s], checks: [str]}
           windows: [{allow | deny: cron (5 fields), duration: duration, timezone: str [UTC]}]
         canary: {count: 5, failure_limit: 0, inconclusive_limit: 0,

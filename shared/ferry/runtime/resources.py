@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ferry.runtime.settings import Settings
@@ -18,7 +19,23 @@ def gitops_remote(settings: Settings) -> str:
             "FERRY_GITOPS_REPO is not set: point it at the GitOps repository "
             "(`ferry init PATH` makes one)"
         )
-    return settings.gitops_repo
+    remote = settings.gitops_repo
+    path = _local_path(remote)
+    if path is not None and not path.exists():
+        raise ConfigError(
+            f"FERRY_GITOPS_REPO={remote} does not exist: point it at the GitOps repository "
+            "(e.g. FERRY_GITOPS_REPO=$HOME/gitops), or make one with `ferry init PATH`"
+        )
+    return remote
+
+
+def _local_path(remote: str) -> Path | None:
+    """The path on this machine REMOTE names; None for a URL (https://, ssh://) or host:path."""
+    if remote.startswith("file://"):
+        return Path(remote.removeprefix("file://"))
+    if "://" in remote or ":" in remote.split("/", 1)[0]:
+        return None
+    return Path(remote).expanduser()
 
 
 def gitops(ctx: WorkerContext):  # noqa: ANN201 - GitOpsRepo, imported lazily
