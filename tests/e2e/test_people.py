@@ -136,3 +136,54 @@ def test_a_close_by_hand_is_audited_with_who_closed_it(
     assert closed["actor"] == "dave" and closed["reason"] == "wrong build"
     explained = json.loads(run_cli(capsys, "explain", "api", "prod", "--json")[1])
     assert explained["state"] == "closed"
+
+
+def test_a_closed_promotion_is_asked_for_again_and_lands(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+) -> None:
+    d, number = to_staging(env, "closed-then-asked-again")
+    run_cli(capsys, "pr", "close", str(number), "--as", "dave", "--reason", "not today")
+    wait_until(
+        lambda: (
+            json.loads(run_cli(capsys, "explain", "api", "prod", "--json")[1])["state"] == "closed"
+        ),
+        10,
+        "the close to be heard",
+    )
+    # Before: approving answered "already requested" for ever.
+    code, out, err = run_cli(capsys, "promote", "api", "prod", "--as", "dave", "--reason", "today")
+    assert code == 0, err
+    reopened = wait_until(
+        lambda: next((p for p in env.forge.list_prs("open") if "to prod" in p.title), None),
+        15,
+        "a new prod pull request",
+    )
+    assert reopened.number != number
+    run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
+    env.wait_pinned("api", "prod", d)
+    [asked] = [a for a in env.entries("audit") if a["outcome"] == "asked again"]
+    assert "by dave: today" in asked["reason"]
+
+
+def test_a_reverted_merge_is_noticed_and_can_be_asked_for_again(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+) -> None:
+    from tests.helpers import pin_digest
+
+    d, number = to_staging(env, "reverted")
+    run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
+    env.wait_pinned("api", "prod", d)
+    wait_until(lambda: [c for c in env.changes("pr_merged") if c["env"] == "prod"], 10)
+    other = digest_of("pinned by hand")
+    env.commit_by_hand("pin prod by hand", lambda clone: pin_digest(clone, "prod", "api", other))
+    code, out, err = run_cli(capsys, "explain", "api", "prod", "--json")
+    assert code == 0, err
+    explained = json.loads(out)
+    assert explained["state"] == "reverted"
+    assert f"ferry promote api prod {d}" in explained["reasons"][0]
+
+    code, _, err = run_cli(capsys, "promote", "api", "prod", d, "--as", "release-lead")
+    assert code == 0, err
+    env.wait_pinned("api", "prod", d)

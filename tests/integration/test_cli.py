@@ -92,6 +92,8 @@ def test_missing_settings_say_which_variable(capsys, monkeypatch, tmp_path) -> N
     code, _, err = run(capsys, "worker", "pr-writer")
     one_line_error(code, err, "FERRY_GITOPS_REPO is not set")
     code, _, err = run(capsys, "publish", "ci", "--service", "api", "--digest", D)
+    one_line_error(code, err, "FERRY_GITOPS_REPO is not set")  # checked against main first
+    code, _, err = run(capsys, "publish", "ci", "--service", "api", "--digest", D, "--no-check")
     one_line_error(code, err, "no Redis to talk to: set FERRY_REDIS_URL, or start Ferry with")
 
 
@@ -192,3 +194,47 @@ def test_settings_and_arguments_that_cannot_work_say_how_to_fix_them(
     monkeypatch.setenv("FERRY_REDIS_URL", "redis//localhost:6379")
     code, _, err = run(capsys, "dlq", "ls")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "FERRY_REDIS_URL" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["publish", "ci", "--service", "nope", "--digest", D], "unknown service 'nope'"),
+        (
+            ["publish", "ci", "--service", "api", "--digest", D, "--env", "qa"],
+            "unknown environment 'qa'",
+        ),
+        (
+            ["publish", "ci", "--service", "api", "--digest", D, "--image", "docker.io/x/api"],
+            "image 'docker.io/x/api' is not the repository of 'api'",
+        ),
+        (
+            ["approve", "api", D, "--env", "staging", "--as", "sre-oncall-1"],
+            "staging has no approval gate",
+        ),
+        (
+            ["reject", "api", D, "--env", "prod", "--as", "mallory", "--reason", "no"],
+            "mallory is not an approver of prod",
+        ),
+        (
+            ["publish", "check", "--service", "api", "--digest", D, "--env", "qa", "--check", "x"],
+            "unknown environment 'qa'",
+        ),
+        (["promote", "api", "prod", D, "--as", "ann"], "is not live in staging"),
+    ],
+)
+def test_mistakes_the_policy_shows_are_refused_before_publishing(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+    argv: list[str],
+    needle: str,
+) -> None:
+    env.init_repo(["api"])
+    code, _, err = run(capsys, *argv)
+    one_line_error(code, err, needle)
+    assert "--no-check publishes anyway" in err
+    streams = ("ci", "signals")
+    assert all(env.bus.redis.xlen(env.bus.stream(s)) == 0 for s in streams)
+    code, out, _ = run(capsys, *argv, "--no-check", "--json")
+    assert code == 0 and json.loads(out)["entry_id"]
+    assert sum(env.bus.redis.xlen(env.bus.stream(s)) for s in streams) == 1

@@ -244,3 +244,41 @@ def test_choosing_a_newer_digest_closes_the_older_candidates_open_pull_request()
     )
     close = next(a for a in d.actions if a.kind == "close")
     assert close.promotion_id == old_pid and close.successor == D and close.pr == 4
+
+
+@given(now=instants, state=st.sampled_from(["requested", "open", "merged", "closed"]))
+def test_a_closed_or_reverted_candidate_no_longer_outranks_an_older_build(
+    now: datetime, state: str
+) -> None:
+    pid = promotion_id("api", OTHER, "staging")
+    newer = Candidate(OTHER, now.timestamp() + 60, pid, fence=2)
+    for reverted in (False, True):
+        if reverted and state != "merged":
+            continue
+        view = PromotionView(pid, OTHER, state, 5, reverted=reverted)  # type: ignore[arg-type]
+        d = decide(
+            snapshot(
+                POLICY,
+                "staging",
+                D,
+                now,
+                build_rank=now.timestamp(),
+                candidate=newer,
+                candidate_promotion=view,
+                evidence=Evidence(checks={"*": "success"}),
+            )
+        )
+        set_aside = state == "closed" or reverted
+        assert (d.state == "older") is not set_aside
+        if d.state == "older":
+            assert OTHER in d.sentence and "#5" in d.sentence  # names the candidate that blocks
+
+
+def test_a_merged_promotion_main_no_longer_pins_waits_for_a_person() -> None:
+    pid = promotion_id("api", D, "prod")
+    gone = PromotionView(pid, D, "merged", 7, merge_commit="c0ffee", reverted=True)
+    d = prod(T0 + timedelta(days=3, hours=10), promotion=gone, pinned_target=OTHER)
+    assert d.state == "reverted" and d.kinds() == ["nothing"]
+    assert f"ferry promote api prod {D} --as USER" in d.sentence
+    shown = PromotionView(pid, D, "merged", 7, merge_commit="c0ffee")
+    assert prod(T0, promotion=shown, pinned_target=OTHER).state == "merged"

@@ -41,6 +41,7 @@ from ferry.core.evidence import Word
 from ferry.core.policy import BUILD, Policy
 from ferry.runtime import resources, timers
 from ferry.runtime.worker import WorkerContext, WorkerSpec
+from gate_evaluator import people
 
 
 def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
@@ -106,7 +107,7 @@ def handle_change(event: Event, ctx: WorkerContext) -> None:
         return
     if event.kind != "pr_merged":
         return
-    promotions.remember(pid, state="merged", pr=event.pr)
+    promotions.remember(pid, state="merged", pr=event.pr, merge_commit=event.merge_commit)
     LiveStore(ctx.bus).mark(event.service, event.env, event.digest, event.occurred_at)
     policy = resources.gitops(ctx).at_main().policy
     for target in policy.targets_from(event.env, event.service):
@@ -131,7 +132,11 @@ def handle_signal(event: Event, ctx: WorkerContext) -> None:
             consider(ctx, event, event.service, target, digest=event.digest, source=event.env)
         return
     if not event.actor:
-        raise Rejected(f"an {event.kind} needs 'actor': who approves or rejects")
+        raise Rejected(f"an {event.kind} needs 'actor': who approves, rejects or promotes")
+    if event.kind == "promote":
+        people.ask_again(ctx, event)
+        consider(ctx, event, event.service, event.env, digest=event.digest)
+        return
     reason = event.reason or ""
     word = Word(event.kind, event.actor, event.digest, event.env, reason, event.occurred_at)  # type: ignore[arg-type]
     SignalStore(ctx.bus).record(word, event.service)
@@ -264,6 +269,7 @@ def _carry_out(
         if kind in ("open", "gates")
         else [],
         fence=fence,
+        attempt=promotions.attempt(a.promotion_id),
     )
     published = ctx.bus.emit(command)
     if published is None:

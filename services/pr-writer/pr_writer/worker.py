@@ -67,7 +67,7 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
 
     forge = ctx.resources["forge"]
     repo = resources.gitops(ctx)
-    pr = forge.find_pr(cmd.promotion_id)
+    pr = forge.find_pr(cmd.pr_key)
     if pr is None:
         policy = repo.policy()
         branch = f"ferry/{cmd.target_env}/{cmd.service}/{cmd.digest[7:19]}"
@@ -81,7 +81,7 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
                 title=title(cmd),
                 body=body(cmd, policy.values_path(cmd.target_env, cmd.service), policy.digest_key),
                 labels=["ferry", f"env/{cmd.target_env}"],
-                key=cmd.promotion_id,
+                key=cmd.pr_key,
             )
         except PermanentForgeError as e:
             raise Rejected(f"forge refused the pull request for {cmd.subject}: {e}") from e
@@ -103,7 +103,7 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
 def _gates(cmd: PromotionCommand, ctx: WorkerContext) -> None:
     """Show the gates' state on the PR. No PR yet: the open command will (gate-evaluator sends
     newer gates again once it hears the PR opened)."""
-    pr = ctx.resources["forge"].find_pr(cmd.promotion_id)
+    pr = ctx.resources["forge"].find_pr(cmd.pr_key)
     if pr is not None and pr.state == "open":
         _set_gates(ctx, cmd, pr)
 
@@ -123,7 +123,7 @@ def _set_gates(ctx: WorkerContext, cmd: PromotionCommand, pr) -> None:  # noqa: 
 
 
 def _merge(cmd: PromotionCommand, ctx: WorkerContext) -> None:
-    pr = ctx.resources["forge"].find_pr(cmd.promotion_id)
+    pr = ctx.resources["forge"].find_pr(cmd.pr_key)
     if pr is None:
         raise Rejected(f"no pull request for promotion {cmd.promotion_id}: open it first")
     if pr.state == "open":
@@ -135,7 +135,7 @@ def _merge(cmd: PromotionCommand, ctx: WorkerContext) -> None:
 
 def _close(cmd: PromotionCommand, ctx: WorkerContext) -> None:
     forge = ctx.resources["forge"]
-    pr = forge.find_pr(cmd.promotion_id)
+    pr = forge.find_pr(cmd.pr_key)
     if pr is None:
         return
     if pr.state == "open":

@@ -409,6 +409,14 @@ class MainSnapshot:
         policy.environment(env)  # unknown environment: PolicyError
         return policy, path, self.repo._read_at(self.commit, path)
 
+    def contains(self, commit: str) -> bool:
+        """Is COMMIT part of main's history at this snapshot (a merge that landed)?"""
+        try:
+            git(*self.repo._object_git_args(), "merge-base", "--is-ancestor", commit, self.commit)
+        except GitError:
+            return False  # not an ancestor, or a commit this clone never saw
+        return True
+
     def values_exists(self, service: str, env: str) -> bool:
         return self._values(service, env)[2] is not None
 

@@ -180,6 +180,19 @@ class PromotionStore:
             self._key(promotion_id), "state", "pr", "gates_sent", "opened_with", "auto_merge"
         )
 
+    def ask_again(self, promotion_id: str) -> int:
+        """A person asked for this promotion again: it starts from nothing, under a new attempt
+        (its pull request gets a key of its own); returns the attempt."""
+        key = self._key(promotion_id)
+        with self.bus.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(key, "state", "pr", "gates_sent", "opened_with", "auto_merge", "merge_commit")
+            pipe.hincrby(key, "attempt", 1)
+            return int(pipe.execute()[1])
+
+    def attempt(self, promotion_id: str) -> int:
+        value = self.bus.redis.hget(self._key(promotion_id), "attempt")
+        return int(value) if value is not None else 0
+
     def get(self, promotion_id: str) -> dict[str, str] | None:
         raw = self.bus.redis.hgetall(self._key(promotion_id))
         return {k.decode(): v.decode() for k, v in raw.items()} or None
@@ -195,6 +208,7 @@ class PromotionStore:
             pr=int(record["pr"]) if record.get("pr") else None,
             gates_sent=record.get("gates_sent", ""),
             auto_merge=record.get("auto_merge") == "1",
+            merge_commit=record.get("merge_commit") or None,
         )
 
 

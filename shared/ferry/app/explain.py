@@ -11,12 +11,13 @@ from typing import Any
 
 from ferry.adapters.bus import Bus
 from ferry.adapters.gitops import GitOpsRepo, MainSnapshot
+from ferry.adapters.state import PromotionStore
 from ferry.app.canary import canary_state
 from ferry.app.canary import describe as describe_canary
 from ferry.app.snapshot import gather
 from ferry.core.decision import Decision, decide
 from ferry.core.errors import Rejected
-from ferry.core.events import promotion_id
+from ferry.core.events import pr_key, promotion_id
 
 
 @dataclass
@@ -75,7 +76,8 @@ def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> E
         canary=canary_state(bus, main.policy, service, env),
     )
     if forge is not None and d.digest is not None:
-        pr = forge.find_pr(promotion_id(service, d.digest, env))
+        pid = promotion_id(service, d.digest, env)
+        pr = forge.find_pr(pr_key(pid, PromotionStore(bus).attempt(pid)))
         if pr is not None:
             out.pull_request = {
                 "number": pr.number,

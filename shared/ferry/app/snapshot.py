@@ -4,6 +4,7 @@ disagree."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from ferry.adapters.bus import Bus
@@ -16,7 +17,7 @@ from ferry.adapters.state import (
     RollbackStore,
     SignalStore,
 )
-from ferry.core.decision import Snapshot, next_digest
+from ferry.core.decision import PromotionView, Snapshot, next_digest
 from ferry.core.events import promotion_id
 from ferry.core.evidence import Evidence
 from ferry.core.policy import BUILD
@@ -42,6 +43,7 @@ def gather(
     if digest is None:
         digest = next_digest(source, pinned_source, candidate)
     promotions = PromotionStore(bus)
+    pinned_target = main.pinned(service, target)
     live_since = None
     if digest is not None and source != BUILD:
         live_since = LiveStore(bus).since(service, source, digest)
@@ -56,7 +58,7 @@ def gather(
         env_policy=env_policy,
         now=now,
         digest=digest,
-        pinned_target=main.pinned(service, target),
+        pinned_target=pinned_target,
         pinned_source=pinned_source,
         build_rank=candidates.build_rank(service, digest) if digest else None,
         author=candidates.author(service, digest) if digest else None,
@@ -65,11 +67,33 @@ def gather(
         words=SignalStore(bus).get(service, target, digest) if digest else (),
         teams=dict(policy.approvers.teams),
         candidate=candidate,
-        promotion=promotions.view(promotion_id(service, digest, target)) if digest else None,
-        candidate_promotion=promotions.view(candidate.promotion_id) if candidate else None,
+        promotion=_seen(main, promotions, service, target, digest, pinned_target),
+        candidate_promotion=(
+            _seen(main, promotions, service, target, candidate.digest, pinned_target)
+            if candidate
+            else None
+        ),
         policy_error=main.policy_error,
         rolled_back=_rolled_back(bus, service, target, digest),
     )
+
+
+def _seen(
+    main: MainSnapshot,
+    promotions: PromotionStore,
+    service: str,
+    target: str,
+    digest: str | None,
+    pinned_target: str | None,
+) -> PromotionView | None:
+    """DIGEST's promotion into TARGET as Ferry heard it, marked reverted when its merge is in
+    main's history but main pins something else (reverted, or edited by hand)."""
+    view = promotions.view(promotion_id(service, digest, target)) if digest else None
+    if view is None or view.state != "merged" or pinned_target == view.digest:
+        return view
+    if view.merge_commit is None or not main.contains(view.merge_commit):
+        return view  # merged on the forge, not fetched here yet
+    return replace(view, reverted=True)
 
 
 def _rolled_back(bus: Bus, service: str, target: str, digest: str | None) -> str | None:

@@ -9,7 +9,10 @@ The rules, in order:
 - nothing moves that the target already pins, or that is not live in the source environment;
 - a digest rolled back out of the target does not go back there on its own;
 - an older build never replaces the newer one already chosen for the target (ranked by build
-  time; a build of unknown time ranks as now);
+  time; a build of unknown time ranks as now), while that one's pull request is not closed and
+  its merge not reverted;
+- a merged promotion whose digest main no longer pins (a revert, a hand edit) is "reverted":
+  it, like a closed one, moves again only when a person asks (`ferry promote`);
 - a target with gates that wait on people or time (approval, soak, windows) gets its pull request
   as soon as the digest is live in the source and is the newest candidate, with a `ferry/gates`
   status (pending, failure, success) that is updated when the gates' state changes; it is merged
@@ -47,6 +50,10 @@ class PromotionView:
     pr: int | None = None
     gates_sent: str = ""  # the gate status last sent to the pull request (a fingerprint)
     auto_merge: bool = False  # asked for with its gates passed: pr-writer merges it at once
+    merge_commit: str | None = None
+    # Merged, but main no longer pins its digest: the merge was reverted, or the line edited by
+    # hand (or rolled back). Only a person asks for it again (`ferry promote`).
+    reverted: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,9 +198,11 @@ def decide(s: Snapshot) -> Decision:
         why += ": it goes back there only when a newer build replaces it"
         return decision("rolled back", [Action("nothing", why, digest, pid)], [why])
     chosen = s.candidate
-    if chosen and chosen.digest != digest and chosen.rank > rank:
+    if chosen and chosen.digest != digest and chosen.rank > rank and _stands(s):
+        prom_c = s.candidate_promotion
+        where = f" (pull request #{prom_c.pr} {prom_c.state})" if prom_c and prom_c.pr else ""
         why = (
-            f"{chosen.digest[:19]} is a newer build and already the candidate for {target}: "
+            f"{chosen.digest} is a newer build and already the candidate for {target}{where}: "
             "an older build never replaces it"
         )
         return decision("older", [Action("nothing", why, digest, pid)], [why])
@@ -228,11 +237,18 @@ def decide(s: Snapshot) -> Decision:
             )
         ]
 
+    again = f"`ferry promote {s.service} {target} {digest} --as USER` asks for it again"
+    if prom is not None and prom.state == "merged" and prom.reverted:
+        why = (
+            f"pull request #{prom.pr} merged, but main no longer pins this digest in {target} "
+            f"(reverted or changed by hand): {again}"
+        )
+        return decision("reverted", [Action("nothing", why, digest, pid, pr=prom.pr)], [why])
     if prom is not None and prom.state == "merged":
         why = f"pull request #{prom.pr} merged; waiting for main to show it"
         return decision("merged", [Action("nothing", why, digest, pid, pr=prom.pr)], [why])
     if prom is not None and prom.state == "closed":
-        why = f"pull request #{prom.pr} was closed without merging"
+        why = f"pull request #{prom.pr} was closed without merging: {again}"
         return decision("closed", [Action("nothing", why, digest, pid, pr=prom.pr)], [why])
     if prom is None or prom.auto_merge:
         # Not asked for yet; or asked for to be opened and merged at once, which asking again
@@ -260,6 +276,16 @@ def decide(s: Snapshot) -> Decision:
             "waiting for a person to merge", gates_update(number), [why, *reasons], next_at
         )
     return decision(verdict, [*gates_update(number), *wait], reasons, next_at)
+
+
+def _stands(s: Snapshot) -> bool:
+    """Does the candidate chosen for the target still hold its place? Not once its pull request
+    was closed or its merge reverted on main: a person set it aside, and an older build may
+    move again."""
+    prom = s.candidate_promotion
+    if prom is None:
+        return True
+    return not (prom.state == "closed" or (prom.state == "merged" and prom.reverted))
 
 
 def _stale(s: Snapshot) -> list[Action]:

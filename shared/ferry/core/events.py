@@ -205,10 +205,12 @@ class CiResult(_Subject):
 
 
 class Signal(_Subject):
-    """A person's or a job's word about a digest in an environment."""
+    """A person's or a job's word about a digest in an environment: an approval, a rejection, a
+    check's result, or `promote`, a person asking for the digest there again (after its pull
+    request was closed, its merge reverted, or it was rolled back)."""
 
     on_stream: ClassVar[str] = "signals"
-    kind: Literal["approval", "rejection", "check"]
+    kind: Literal["approval", "rejection", "check", "promote"]
     digest: Digest
     env: Label
     actor: Name | None = None
@@ -244,6 +246,14 @@ class PromotionCommand(_Subject):
     # The order of gate-evaluator's choices for (service, target): pr-writer leaves alone a
     # command that a later choice (a higher fence) has replaced. 0: not fenced.
     fence: int = 0
+    # How many times a person asked for this promotion again (`ferry promote`): each request
+    # gets a pull request of its own on the forge (see pr_key).
+    attempt: int = 0
+
+    @property
+    def pr_key(self) -> str:
+        """The key this command's pull request is found by on the forge."""
+        return pr_key(self.promotion_id, self.attempt)
 
     @property
     def subject(self) -> str:
@@ -294,7 +304,12 @@ class Change(_Subject):
         """A PR is opened, merged and closed once; a failure is reported each time it happens."""
         if self.kind == "promotion_failed":
             return None
-        return f"change:{self.promotion_id}:{self.kind}"
+        return self.key_for(self.promotion_id, self.kind)
+
+    @staticmethod
+    def key_for(promotion_id: str, kind: str) -> str:
+        """The publish-once key of the KIND change of a promotion."""
+        return f"change:{promotion_id}:{kind}"
 
     @classmethod
     def about(cls, kind: str, *, promotion_id: str, **fields: Any) -> Change:
