@@ -187,3 +187,68 @@ def test_a_reverted_merge_is_noticed_and_can_be_asked_for_again(
     code, _, err = run_cli(capsys, "promote", "api", "prod", d, "--as", "release-lead")
     assert code == 0, err
     env.wait_pinned("api", "prod", d)
+
+
+def test_a_hold_stops_a_promotion_that_would_merge_and_release_lets_it_through(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+) -> None:
+    d, number = to_staging(env, "held")
+    code, _, err = run_cli(
+        capsys, "hold", "api", "prod", "--as", "sre-oncall-1", "--reason", "incident 42"
+    )
+    assert code == 0, err
+    wait_until(lambda: audited(env, "hold"), 10, "the hold recorded")
+    run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
+    pr = wait_until(
+        lambda: (p := prod_pr(env)) and "hold (waiting)" in p.status_descriptions["ferry/gates"]
+        and "| approval | passed |" in p.body and p,
+        15,
+        "the approval and the hold on the pull request",
+    )
+    assert pr.status_descriptions["ferry/gates"] == "unmet: hold (waiting)"
+    explained = json.loads(run_cli(capsys, "explain", "api", "prod", "--json")[1])
+    assert explained["state"] == "waiting"
+    [held] = [g for g in explained["gates"] if g["gate"] == "hold"]
+    assert "held by sre-oncall-1" in held["reason"] and "incident 42" in held["reason"]
+    status = run_cli(capsys, "status")[1]
+    assert "held by sre-oncall-1" in status
+    assert env.forge.get_pr(number).state == "open" and env.repo.pinned("api", "prod") != d
+
+    code, _, err = run_cli(capsys, "hold", "prod", "--as", "x", "--reason", "y")
+    assert code == 2 and "ferry hold SERVICE ENV" in err
+    code, _, err = run_cli(capsys, "release", "api", "prod", "--as", "sre-oncall-1")
+    assert code == 0, err
+    env.wait_pinned("api", "prod", d)
+    [record] = audited(env, "hold")
+    assert record["subject"] == "api in prod" and record["outcome"] == "held"
+    assert "by sre-oncall-1: incident 42" in record["reason"]
+    assert audited(env, "release")[0]["outcome"] == "released"
+
+
+def test_a_hold_of_every_service_holds_each_one(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+) -> None:
+    env.init_repo(["api", "web"])
+    env.start("gate-evaluator")
+    env.start("pr-writer")
+    code, _, err = run_cli(capsys, "hold", "--all", "staging", "--as", "ann", "--reason", "freeze")
+    assert code == 0, err
+    wait_until(lambda: audited(env, "hold"), 10, "the hold recorded")
+    d = digest_of("frozen")
+    env.build("web", d)
+    env.wait_pinned("web", "dev", d)
+    explained = wait_until(
+        lambda: (
+            (e := json.loads(run_cli(capsys, "explain", "web", "staging", "--json")[1]))
+            and e["next_digest"] == d
+            and e
+        ),
+        10,
+    )
+    assert explained["state"] == "waiting"
+    assert "held (every service) by ann" in explained["reasons"][0]
+    run_cli(capsys, "release", "--all", "staging", "--as", "ann")
+    env.build("web", d, env="dev", check="integration")
+    env.wait_pinned("web", "staging", d)

@@ -33,6 +33,7 @@ from ferry.core.events import (
     Change,
     CiResult,
     Event,
+    Hold,
     PromotionCommand,
     Signal,
     promotion_id,
@@ -41,7 +42,7 @@ from ferry.core.evidence import Word
 from ferry.core.policy import BUILD, Policy
 from ferry.runtime import resources, timers
 from ferry.runtime.worker import WorkerContext, WorkerSpec
-from gate_evaluator import people
+from gate_evaluator import holds, people
 
 
 def handle_ci_result(event: Event, ctx: WorkerContext) -> None:
@@ -143,6 +144,14 @@ def handle_signal(event: Event, ctx: WorkerContext) -> None:
     said = f"by {event.actor}" + (f": {reason}" if reason else "")
     ctx.audit(event.kind, subject, "recorded", said, event)
     consider(ctx, event, event.service, event.env, digest=event.digest)
+
+
+def handle_hold(event: Event, ctx: WorkerContext) -> None:
+    """A person held or released promotions into an environment: decide again about each
+    service it concerns (a release lets a waiting promotion through at once)."""
+    assert isinstance(event, Hold)
+    for service in holds.record(event, ctx):
+        consider(ctx, event, service, event.env)
 
 
 def wake(ctx: WorkerContext, halt: threading.Event) -> None:
@@ -324,7 +333,12 @@ def _check_image(main: MainSnapshot, event: CiResult, env: str) -> None:
 
 WORKER = WorkerSpec(
     name="gate-evaluator",
-    handlers={"ci": handle_ci_result, "changes": handle_change, "signals": handle_signal},
+    handlers={
+        "ci": handle_ci_result,
+        "changes": handle_change,
+        "signals": handle_signal,
+        "holds": handle_hold,
+    },
     background=wake,
     description="decides when a digest may move to the next environment",
 )

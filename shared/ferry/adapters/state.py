@@ -19,6 +19,7 @@ __all__ = [
     "CandidateStore",
     "DueStore",
     "EvidenceStore",
+    "HoldStore",
     "LiveStore",
     "PromotionStore",
     "SignalStore",
@@ -210,6 +211,46 @@ class PromotionStore:
             auto_merge=record.get("auto_merge") == "1",
             merge_commit=record.get("merge_commit") or None,
         )
+
+
+class HoldStore:
+    """Holds per environment: who stopped promotions into it (for one service, or "*" for
+    every service), when and why. Key: <prefix>hold:<env>, a hash scope -> JSON."""
+
+    EVERY = "*"
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    def _key(self, env: str) -> str:
+        return self.bus.settings.key("hold", env)
+
+    def hold(self, env: str, service: str | None, actor: str, reason: str, at: datetime) -> None:
+        value = json.dumps({"actor": actor, "reason": reason, "at": at.isoformat()})
+        self.bus.redis.hset(self._key(env), service or self.EVERY, value)
+
+    def release(self, env: str, service: str | None) -> bool:
+        return bool(self.bus.redis.hdel(self._key(env), service or self.EVERY))
+
+    def get(self, env: str, service: str) -> str | None:
+        """Why SERVICE may not move into ENV now ("held by alice: freeze"), or None."""
+        raw = self.bus.redis.hmget(self._key(env), [service, self.EVERY])
+        for scope, value in zip((service, None), raw, strict=True):
+            if value is not None:
+                data = json.loads(value)
+                what = "" if scope else " (every service)"
+                why = f": {data['reason']}" if data.get("reason") else ""
+                return f"held{what} by {data['actor']} since {data['at'][:16]}Z{why}"
+        return None
+
+    def all(self) -> dict[str, dict[str, dict[str, str]]]:
+        """env -> scope -> {actor, reason, at}, for every hold."""
+        out: dict[str, dict[str, dict[str, str]]] = {}
+        for key in self.bus.redis.scan_iter(match=self._key("*")):
+            env = key.decode().rsplit(":", 1)[1]
+            raw = self.bus.redis.hgetall(key)
+            out[env] = {k.decode(): json.loads(v) for k, v in raw.items()}
+        return out
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from ferry.adapters.gitops import MainSnapshot
 from ferry.adapters.state import (
     CandidateStore,
     EvidenceStore,
+    HoldStore,
     LiveStore,
     PromotionStore,
     RollbackStore,
@@ -75,6 +76,7 @@ def gather(
         ),
         policy_error=main.policy_error,
         rolled_back=_rolled_back(bus, service, target, digest),
+        hold=HoldStore(bus).get(target, service),
     )
 
 

@@ -12,6 +12,7 @@ import typer
 from ferry.cli import (  # noqa: F401 - registers the commands
     canary,
     dlq,
+    hold,
     pr,
     previews,
     publish,

@@ -13,6 +13,7 @@ The rules, in order:
   its merge not reverted;
 - a merged promotion whose digest main no longer pins (a revert, a hand edit) is "reverted":
   it, like a closed one, moves again only when a person asks (`ferry promote`);
+- a hold on the target (`ferry hold`) is a gate that waits until a person releases it;
 - a target with gates that wait on people or time (approval, soak, windows) gets its pull request
   as soon as the digest is live in the source and is the newest candidate, with a `ferry/gates`
   status (pending, failure, success) that is updated when the gates' state changes; it is merged
@@ -79,6 +80,7 @@ class Snapshot:
     candidate_promotion: PromotionView | None = None  # the chosen candidate's promotion
     policy_error: str | None = None  # ferry.yaml on main refused; the last valid one is used
     rolled_back: str | None = None  # DIGEST was rolled back out of TARGET ("by alice: why")
+    hold: str | None = None  # promotions into TARGET are held ("held by alice since ...: why")
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,11 @@ def decide(s: Snapshot) -> Decision:
         teams=dict(s.teams),
     )
     gates = gate_results(s.env_policy, s.evidence, s.source, facts)
+    if s.hold is not None:
+        # A hold is a gate like any other: it waits (nothing opens early or merges) until a
+        # person releases it.
+        release = f"`ferry release {s.service} {target}` lifts it"
+        gates = (GateResult("hold", "waiting", f"waiting: {s.hold}; {release}"), *gates)
     notes: tuple[str, ...] = ()
     if s.policy_error:
         notes = (f"ferry.yaml on main is refused ({s.policy_error}); the last valid one applies",)

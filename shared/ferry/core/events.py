@@ -219,6 +219,22 @@ class Signal(_Subject):
     reason: str | None = None
 
 
+class Hold(Event):
+    """A person stops promotions into ENV (of SERVICE, or of every service when absent) until
+    they are released: a gate like any other, shown by `ferry explain` and `ferry status`."""
+
+    on_stream: ClassVar[str] = "holds"
+    kind: Literal["hold", "release"]
+    env: Label
+    service: Label | None = None  # None: every service
+    actor: Name
+    reason: str | None = None
+
+    @property
+    def scope(self) -> str:
+        return f"{self.service or 'every service'} in {self.env}"
+
+
 class PromotionCommand(_Subject):
     """gate-evaluator's instruction to pr-writer: open (and with auto_merge, merge) a promotion's
     pull request, set its gate status (`gates`), merge it, close it, or roll back."""
@@ -429,6 +445,7 @@ MODELS: dict[str, type[Event]] = {
         Signal,
         PromotionCommand,
         Change,
+        Hold,
         CanaryMeasurement,
         PreviewEvent,
         AuditRecord,
