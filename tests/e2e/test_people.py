@@ -201,8 +201,12 @@ def test_a_hold_stops_a_promotion_that_would_merge_and_release_lets_it_through(
     wait_until(lambda: audited(env, "hold"), 10, "the hold recorded")
     run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
     pr = wait_until(
-        lambda: (p := prod_pr(env)) and "hold (waiting)" in p.status_descriptions["ferry/gates"]
-        and "| approval | passed |" in p.body and p,
+        lambda: (
+            (p := prod_pr(env))
+            and "hold (waiting)" in p.status_descriptions["ferry/gates"]
+            and "| approval | passed |" in p.body
+            and p
+        ),
         15,
         "the approval and the hold on the pull request",
     )
