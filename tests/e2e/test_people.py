@@ -203,14 +203,13 @@ def test_a_hold_stops_a_promotion_that_would_merge_and_release_lets_it_through(
     pr = wait_until(
         lambda: (
             (p := prod_pr(env))
-            and "hold (waiting)" in p.status_descriptions["ferry/gates"]
-            and "| approval | passed |" in p.body
+            and p.status_descriptions["ferry/gates"] == "unmet: hold (waiting)"
             and p
         ),
         15,
-        "the approval and the hold on the pull request",
+        "the approval passed and the hold waiting on the pull request",
     )
-    assert pr.status_descriptions["ferry/gates"] == "unmet: hold (waiting)"
+    assert "| approval | passed |" in pr.body and "| hold | waiting |" in pr.body
     explained = json.loads(run_cli(capsys, "explain", "api", "prod", "--json")[1])
     assert explained["state"] == "waiting"
     [held] = [g for g in explained["gates"] if g["gate"] == "hold"]
@@ -256,3 +255,51 @@ def test_a_hold_of_every_service_holds_each_one(
     run_cli(capsys, "release", "--all", "staging", "--as", "ann")
     env.build("web", d, env="dev", check="integration")
     env.wait_pinned("web", "staging", d)
+
+
+def test_status_pending_says_what_waits_on_whom_and_audit_shows_dates_one_gate_per_line(
+    env: Cluster,
+    capsys,  # noqa: ANN001
+) -> None:
+    from datetime import UTC, datetime
+
+    d, number = to_staging(env, "pending")
+    code, out, _ = run_cli(capsys, "status", "--pending", "--json")
+    assert code == 0
+    [waiting] = json.loads(out)
+    assert (waiting["service"], waiting["env"], waiting["digest"]) == ("api", "prod", d)
+    assert waiting["pull_request"] == number and waiting["state"] == "waiting"
+    [approval] = waiting["unmet"]
+    assert approval["gate"] == "approval" and approval["who"] == "approvers: bob, release-lead"
+    code, out, _ = run_cli(capsys, "status", "--pending")
+    assert out.splitlines()[0] == f"api -> prod {d[:19]} #{number}: waiting"
+    assert "moved by approvers: bob, release-lead" in out
+
+    run_cli(capsys, "hold", "api", "prod", "--as", "ann", "--reason", "freeze")
+    wait_until(lambda: audited(env, "hold"), 10, "the hold recorded")
+    pend = json.loads(run_cli(capsys, "status", "--pending", "--json")[1])
+    assert [g["gate"] for g in pend[0]["unmet"]] == ["hold", "approval"]
+    assert pend[0]["unmet"][0]["who"] == "anyone: ferry release api prod --as USER"
+    wait_until(
+        lambda: any(
+            "; " in a["reason"] and a["subject"].endswith("-> prod") for a in env.entries("audit")
+        ),
+        10,
+        "a decision about prod with two unmet gates",
+    )
+    code, out, _ = run_cli(capsys, "audit", "--service", "api", "--limit", "50")
+    assert code == 0 and f"{datetime.now(UTC):%Y-%m-%d}" in out
+    lines = out.splitlines()
+    [held] = [
+        i
+        for i, line in enumerate(lines)
+        if "waiting: held by ann" in line and "gates updated" in line
+    ]
+    assert lines[held + 1].lstrip().startswith("waiting: approvals 0/1")
+    assert any(line.split()[3:6] == ["api", "in", "prod"] for line in lines)  # the hold
+
+    run_cli(capsys, "release", "api", "prod", "--as", "ann")
+    run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
+    env.wait_pinned("api", "prod", d)
+    code, out, _ = run_cli(capsys, "status", "--pending")
+    assert out.strip() == "nothing is open or waiting"

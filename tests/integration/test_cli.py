@@ -238,3 +238,12 @@ def test_mistakes_the_policy_shows_are_refused_before_publishing(
     code, out, _ = run(capsys, *argv, "--no-check", "--json")
     assert code == 0 and json.loads(out)["entry_id"]
     assert sum(env.bus.redis.xlen(env.bus.stream(s)) for s in streams) == 1
+
+
+def test_version_and_json_of_dlq_retry(env: Cluster, capsys) -> None:  # noqa: ANN001
+    from importlib.metadata import version
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"ferry {version('ferry')}"
+    code, out, _ = run(capsys, "dlq", "retry", "--all", "--json")
+    assert code == 0 and json.loads(out) == {"retried": []}

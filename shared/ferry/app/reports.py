@@ -72,7 +72,7 @@ def audit_records(settings: Settings, service: str | None, limit: int) -> list[A
         for _, raw in batch:
             record = parse("audit", decode_fields(raw))
             assert isinstance(record, AuditRecord)
-            if service is None or record.subject.startswith(f"{service}@"):
+            if service is None or record.subject.startswith((f"{service}@", f"{service} in ")):
                 found.append(record)
                 if len(found) == limit:
                     break
@@ -83,3 +83,79 @@ def audit_records(settings: Settings, service: str | None, limit: int) -> list[A
 def short_subject(subject: str) -> str:
     """'api@sha256:<64 hex> -> dev' as 'api@4f1c2ab9d3e5 -> dev'."""
     return re.sub(r"sha256:([0-9a-f]{12})[0-9a-f]{52}", r"\1", subject)
+
+
+# Decisions that need nobody: the digest is live, or nothing waits.
+_SETTLED = ("up to date", "nothing to promote")
+
+
+def pending(settings: Settings) -> list[dict[str, Any]]:
+    """Every promotion that is open or waits, with its unmet gates and who can move each one
+    (the same `decide` on the same snapshot as `ferry explain`)."""
+    from datetime import UTC, datetime
+
+    from ferry.app.snapshot import gather
+    from ferry.core.decision import decide
+
+    repo = open_repo(settings)
+    bus = connect(settings)
+    main = repo.at_main()
+    now = datetime.now(UTC)
+    out: list[dict[str, Any]] = []
+    for service in repo.services():
+        for env in main.policy.env_names():
+            if not main.values_exists(service, env):
+                continue
+            s = gather(bus, main, service, env, now)
+            d = decide(s)
+            if d.state in _SETTLED:
+                continue
+            pr = s.promotion.pr if s.promotion else None
+            gates = [
+                {"gate": g.gate, "status": g.status, "reason": g.reason, "who": _who(s, g.gate)}
+                for g in d.gates
+                if g.status != "passed"
+            ]
+            out.append(
+                {
+                    "service": service,
+                    "env": env,
+                    "digest": d.digest,
+                    "state": d.state,
+                    "pull_request": pr,
+                    "unmet": gates,
+                    "who": _who_moves(s, d.state, pr) if not gates else None,
+                    "reason": d.sentence,
+                }
+            )
+    return out
+
+
+def _who(s: Any, gate: str) -> str:
+    """Who (or what) can move GATE for snapshot S."""
+    from ferry.core.rollback import approvers_of
+
+    if gate == "approval":
+        listed = approvers_of(s.env_policy, dict(s.teams))
+        return "approvers: " + (", ".join(sorted(listed)) or "nobody is listed")
+    if gate == "hold":
+        return f"anyone: ferry release {s.service} {s.target} --as USER"
+    if gate == "ci":
+        return f"CI: a green result for this digest in {s.source}"
+    if gate == "soak":
+        return f"time, and the named checks green in {s.source}"
+    return "time: the next sync window"
+
+
+def _who_moves(s: Any, state: str, pr: int | None) -> str:
+    """Who can move a promotion whose gates all passed (or that no gate holds)."""
+    again = f"a person: ferry promote {s.service} {s.target} --as USER"
+    return {
+        "waiting for a person to merge": f"a person: ferry pr merge {pr} --as USER",
+        "closed": again,
+        "reverted": again,
+        "rolled back": again,
+        "older": "nobody: a newer build is the candidate",
+        "ready": "ferry: it merges now",
+        "merged": "ferry: main is about to show it",
+    }.get(state, "ferry")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -64,24 +65,33 @@ def _chosen(ids: list[str] | None, every: bool, verb: str) -> list[str] | None:
 def dlq_retry(
     ids: list[str] | None = typer.Argument(None, help="Dead letter ids (from `ferry dlq ls`)."),
     every: bool = typer.Option(False, "--all", help="Every dead letter."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Put dead letters back on their streams (after fixing the cause); done effects are skipped."""
     from ferry.app.replay import retry
 
     done = retry(connect_bus(load_settings()), _chosen(ids, every, "retry"))
-    typer.echo(f"retried {len(done)} dead letter{'s' * (len(done) != 1)}")
+    _done("retried", done, as_json)
+
+
+def _done(verb: str, done: list[Any], as_json: bool) -> None:
+    if as_json:
+        echo_json({verb: done})
+    else:
+        typer.echo(f"{verb} {len(done)} dead letter{'s' * (len(done) != 1)}")
 
 
 @dlq_app.command("drop")
 def dlq_drop(
     ids: list[str] | None = typer.Argument(None, help="Dead letter ids (from `ferry dlq ls`)."),
     every: bool = typer.Option(False, "--all", help="Every dead letter."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Delete dead letters for good."""
     from ferry.app.replay import drop
 
     done = drop(connect_bus(load_settings()), _chosen(ids, every, "drop"))
-    typer.echo(f"dropped {len(done)} dead letter{'s' * (len(done) != 1)}")
+    _done("dropped", done, as_json)
 
 
 # --- replay -----------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
+from typing import Any
 
 import typer
 
@@ -30,7 +32,12 @@ from ferry.cli.app import (
 
 
 @app.command()
-def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    only_pending: bool = typer.Option(
+        False, "--pending", help="Only what is open or waits: unmet gates, and who can move it."
+    ),
+) -> None:
     """Service x environment: the digest pinned on main, and what moves or waits and why (the
     decision `ferry explain` shows)."""
     import redis
@@ -38,6 +45,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     from ferry.app.canary import canaries, describe
 
     settings = load_settings()
+    if only_pending:
+        _pending(settings, as_json)
+        return
     table = status_table(settings)
     try:
         decided = decisions(settings)
@@ -64,6 +74,26 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     for service, by_env in watched.items():
         for env, state in by_env.items():
             typer.echo(f"canary {service} in {env}: {describe(state)}")
+
+
+def _pending(settings: Any, as_json: bool) -> None:
+    from ferry.app.reports import pending
+
+    found = pending(settings)
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        typer.echo("nothing is open or waiting")
+        return
+    for p in found:
+        pr = f" #{p['pull_request']}" if p["pull_request"] else ""
+        typer.echo(f"{p['service']} -> {p['env']} {short(p['digest'])}{pr}: {p['state']}")
+        for g in p["unmet"]:
+            typer.echo(f"  {g['gate']:<9} {g['status']:<8} {g['reason']}")
+            typer.echo(f"  {'':<9} {'':<8} moved by {g['who']}")
+        if p["who"]:
+            typer.echo(f"  moved by {p['who']}")
 
 
 # --- manifest ---------------------------------------------------------------------------------
@@ -130,9 +160,11 @@ def audit(
     if not records:
         typer.echo("no decisions recorded")
         return
-    rows = [["WHEN", "WORKER", "SUBJECT", "OUTCOME", "REASON"]]
+    rows = [["WHEN (UTC)", "WORKER", "SUBJECT", "OUTCOME", "REASON"]]
     for r in records:
-        rows.append(
-            [f"{r.occurred_at:%H:%M:%S}", r.worker, short_subject(r.subject), r.outcome, r.reason]
-        )
+        # One gate per line: a decision's reason lists its gates with "; ".
+        first, *more = r.reason.split("; ")
+        when = f"{r.occurred_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+        rows.append([when, r.worker, short_subject(r.subject), r.outcome, first])
+        rows += [["", "", "", "", line] for line in more]
     print_rows(rows)

@@ -179,7 +179,7 @@ def decide(s: Snapshot) -> Decision:
         # A hold is a gate like any other: it waits (nothing opens early or merges) until a
         # person releases it.
         release = f"`ferry release {s.service} {target}` lifts it"
-        gates = (GateResult("hold", "waiting", f"waiting: {s.hold}; {release}"), *gates)
+        gates = (GateResult("hold", "waiting", f"waiting: {s.hold} ({release})"), *gates)
     notes: tuple[str, ...] = ()
     if s.policy_error:
         notes = (f"ferry.yaml on main is refused ({s.policy_error}); the last valid one applies",)
