@@ -101,3 +101,42 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
     # After `ferry up` stops, commands say what to do instead of hanging.
     after = ferry("publish", "ci", "--service", "api", "--digest", digest_of("x"), env=env)
     assert after.returncode == 2 and "no Redis to talk to" in after.stderr
+
+
+def test_ferry_up_says_when_it_is_ready_runs_once_per_home_and_ferry_down_stops_it(
+    tmp_path: Path,
+) -> None:
+    repo, home = tmp_path / "gitops", tmp_path / "home"
+    scaffold(repo, ["api"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+    env.update(FERRY_HOME=str(home), FERRY_GITOPS_REPO=str(repo))
+    out_path = tmp_path / "up.out"
+    with open(out_path, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "ferry", "up"], env=env, stdout=out, stderr=subprocess.DEVNULL
+        )
+    try:
+        wait_until(lambda: "ferry is up" in out_path.read_text(), 60, "ferry up to say it is ready")
+        said = out_path.read_text()
+        assert "`ferry down`" in said and "pr-writer (pid" in said
+        second = ferry("up", env=env)
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"error: ferry up already runs on FERRY_HOME={home} (pid {up.pid}): `ferry ps` "
+            "shows it, `ferry down` stops it; another FERRY_HOME runs a second set"
+        ]
+        shown = json.loads(ferry("ps", "--json", env=env).stdout)
+        assert shown["running"] is True and shown["pid"] == up.pid
+        assert sorted(shown["workers"]) == sorted(worker_pids(up.pid).values())
+        assert all(w["alive"] for w in shown["workers"].values())
+        assert "pr-writer" in ferry("ps", env=env).stdout
+        stopped = ferry("down", env=env)
+        assert stopped.returncode == 0 and f"stopped ferry up (pid {up.pid})" in stopped.stdout
+        up.wait(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGTERM)
+            up.wait(timeout=30)
+    assert up.returncode == 0
+    assert json.loads(ferry("ps", "--json", env=env).stdout)["running"] is False
+    assert "nothing to stop" in ferry("down", env=env).stdout

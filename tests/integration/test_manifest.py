@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 from ferry.adapters.git import git
 from tests.helpers import Cluster, digest_of, pin_digest, run_cli
@@ -45,3 +46,20 @@ def test_manifest_of_an_unknown_environment_is_one_line(env: Cluster, capsys) ->
     assert code == 2 and err.strip().splitlines() == [
         "error: unknown environment 'qa': ferry.yaml defines dev, staging, prod"
     ]
+
+
+def test_status_and_manifest_work_while_ferry_yaml_is_broken(env: Cluster, capsys) -> None:  # noqa: ANN001
+    env.init_repo(["api"])
+    a = digest_of("before-the-typo")
+    pin(env, "api", a)
+
+    def break_it(clone: Path) -> None:
+        (clone / "ferry.yaml").write_text("environments: [this is: not a mapping\n")
+
+    env.commit_by_hand("a broken policy", break_it)
+    code, out, err = run_cli(capsys, "manifest", "prod", "--json")
+    assert code == 0, err
+    assert json.loads(out)["services"] == {"api": a}  # the last valid policy says where to look
+    code, out, err = run_cli(capsys, "status", "--json")
+    assert code == 0, err
+    assert json.loads(out)["services"]["api"]["prod"] == a

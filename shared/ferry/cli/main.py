@@ -34,6 +34,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ferry.core.errors import Rejected
     from ferry.core.policy import PolicyError
     from ferry.runtime.resources import ConfigError
+    from ferry.runtime.runner import AlreadyUp
 
     return (
         CliError,
@@ -45,6 +46,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ConfigError,
         ScaffoldError,
         ReplayError,
+        AlreadyUp,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import typer
 
 from ferry.cli.app import (
     app,
+    echo_json,
     fail,
     load_settings,
+    print_rows,
 )
 
 # --- init -------------------------------------------------------------------------------------
@@ -64,6 +67,73 @@ def up() -> None:
     settings = load_settings()
     gitops_remote(settings)
     run_up(settings)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@app.command()
+def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """What `ferry up` runs on this FERRY_HOME: its pid and each worker's."""
+    from ferry.runtime.runner import up_state
+
+    settings = load_settings()
+    state = up_state(settings)
+    if as_json:
+        workers = (state or {}).get("workers", {})
+        echo_json(
+            {
+                "running": state is not None,
+                "home": str(settings.home),
+                **(state or {}),
+                "workers": {n: {"pid": p, "alive": _alive(p)} for n, p in workers.items()},
+            }
+        )
+        return
+    if state is None:
+        typer.echo(f"ferry up is not running on FERRY_HOME={settings.home}")
+        return
+    typer.echo(f"ferry up (pid {state.get('pid')}) since {state.get('started', '?')}")
+    rows = [["WORKER", "PID", "STATE"]]
+    for name, pid in sorted(state.get("workers", {}).items()):
+        rows.append([name, str(pid), "running" if _alive(pid) else "restarting"])
+    print_rows(rows)
+
+
+@app.command()
+def down(
+    timeout: float = typer.Option(60.0, help="Seconds to wait for the workers to stop."),
+) -> None:
+    """Stop what `ferry up` runs on this FERRY_HOME (its workers finish what they hold)."""
+    import signal
+    import time
+
+    from ferry.runtime.runner import up_state
+
+    settings = load_settings()
+    state = up_state(settings)
+    if state is None:
+        typer.echo(f"ferry up is not running on FERRY_HOME={settings.home}: nothing to stop")
+        return
+    pid = state.get("pid")
+    if not pid:
+        fail("ferry up is still starting: try `ferry down` again in a moment")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while up_state(settings) is not None:
+        if time.monotonic() > deadline:
+            fail(f"ferry up (pid {pid}) did not stop within {timeout:.0f} s: kill {pid}")
+        time.sleep(0.2)
+    typer.echo(f"stopped ferry up (pid {pid}) and its {len(state.get('workers', {}))} workers")
 
 
 # --- demo -------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +18,7 @@ from typing import Any
 
 from ferry.adapters import embedded
 from ferry.runtime.consumer import serve
-from ferry.runtime.logging import configure, get_logger
+from ferry.runtime.logging import configure, get_logger, scrub_text
 from ferry.runtime.settings import Settings
 from ferry.runtime.worker import WorkerSpec
 
@@ -100,10 +102,88 @@ def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 10
             proc.wait()
 
 
+class AlreadyUp(RuntimeError):
+    """`ferry up` already runs on this FERRY_HOME."""
+
+
+def _up_files(settings: Settings) -> tuple[Path, Path]:
+    return settings.home / "up.lock", settings.home / "up.json"
+
+
+def up_state(settings: Settings) -> dict[str, Any] | None:
+    """What `ferry up` on this FERRY_HOME runs ({pid, redis, started, workers: {name: pid}}),
+    or None when it does not run (its lock is free, whatever a stale file says)."""
+    lock_path, state_path = _up_files(settings)
+    if not lock_path.exists():
+        return None
+    with open(lock_path, "a") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return dict(json.loads(state_path.read_text()))
+            except (OSError, ValueError):
+                return {"pid": None, "workers": {}}  # starting: the state is not written yet
+        fcntl.flock(probe, fcntl.LOCK_UN)
+    return None
+
+
+def _hold_up_lock(settings: Settings) -> Any:
+    """Take this FERRY_HOME's `ferry up` lock for the life of the process, or refuse."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    lock_path, _ = _up_files(settings)
+    handle = open(lock_path, "a")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        running = up_state(settings) or {}
+        raise AlreadyUp(
+            f"ferry up already runs on FERRY_HOME={settings.home} (pid {running.get('pid')}): "
+            "`ferry ps` shows it, `ferry down` stops it; another FERRY_HOME runs a second set"
+        ) from None
+    return handle
+
+
+def _write_up_state(settings: Settings, url: str, procs: dict[str, Any], started: str) -> None:
+    _, state_path = _up_files(settings)
+    state = {
+        "pid": os.getpid(),
+        "redis": url,
+        "started": started,
+        "workers": {name: proc.pid for name, proc in procs.items()},
+    }
+    tmp = state_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, sort_keys=True))
+    tmp.replace(state_path)
+
+
+def _joined(url: str, settings: Settings, names: Iterable[str]) -> bool:
+    """Has every worker in NAMES joined its consumer group (it reads its stream)?"""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for name in names:
+            spec = load_worker(name)
+            streams = list(spec.handlers) or list(spec.joins)
+            groups = client.xinfo_groups(settings.stream(streams[0]))
+            if not any(g["name"].decode() == name for g in groups):
+                return False
+        return True
+    except redis.RedisError:
+        return False  # the stream does not exist until the worker creates it
+    finally:
+        client.close()
+
+
 def run_up(settings: Settings) -> None:
-    """All four workers, each its own process, until Ctrl-C or SIGTERM."""
+    """All four workers, each its own process, until Ctrl-C, SIGTERM or `ferry down`; one set
+    per FERRY_HOME."""
     configure(settings.log_level, settings.log_format)
     log = get_logger()
+    lock = _hold_up_lock(settings)
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     url, server = ensure_server(settings, persist=True)
     env = {**os.environ, "FERRY_REDIS_URL": url}
     envs = {}
@@ -113,7 +193,9 @@ def run_up(settings: Settings) -> None:
             # One port each: the four workers share this machine.
             envs[name]["FERRY_HTTP_PORT"] = str(settings.http_port + i)
     procs = {name: spawn_worker(name, envs[name]) for name in envs}
+    _write_up_state(settings, url, procs, started_at)
     log.info("ferry up", redis=url, workers={n: p.pid for n, p in procs.items()})
+    ready = False
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -146,10 +228,23 @@ def run_up(settings: Settings) -> None:
                     del due[name]
                     procs[name] = spawn_worker(name, envs[name])
                     started[name] = now
+                    _write_up_state(settings, url, procs, started_at)
+            if not ready and _joined(url, settings, procs):
+                ready = True
+                workers = ", ".join(f"{n} (pid {p.pid})" for n, p in procs.items())
+                print(
+                    scrub_text(
+                        f"ferry is up: {workers} on {url}. Stop it with Ctrl-C or `ferry down`; "
+                        "`ferry ps` shows what runs."
+                    ),
+                    flush=True,
+                )
             time.sleep(0.2)
     finally:
         stop_processes(procs.values())
+        _up_files(settings)[1].unlink(missing_ok=True)
         if server is not None:
             embedded.forget_url(settings, url)
             server.stop()
         log.info("ferry stopped")
+        lock.close()  # last: `ferry down` returns once everything above is done
