@@ -79,7 +79,7 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
         # A worker that dies is started again.
         before = worker_pids(up.pid)
         assert sorted(before.values()) == sorted(
-            ["gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper"]
+            ["gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper", "notifier"]
         )
         victim = next(p for p, name in before.items() if name == "pr-writer")
         os.kill(victim, signal.SIGKILL)

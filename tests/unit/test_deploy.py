@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"
 CRD = ROOT.parent / "shared" / "schemas" / "keda" / "keda.sh_scaledobjects.yaml"
-WORKERS = {"gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper"}
+WORKERS = {"gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper", "notifier"}
 # The workers KEDA scales, and the stream whose consumer-group lag it scales them on.
 SCALED_ON = {"gate-evaluator": "ci", "pr-writer": "promotions"}
 

@@ -41,7 +41,7 @@ def init(
 @app.command()
 def worker(
     name: str = typer.Argument(
-        ..., help="gate-evaluator, pr-writer, canary-watcher or preview-reaper"
+        ..., help="gate-evaluator, pr-writer, canary-watcher, preview-reaper or notifier"
     ),
 ) -> None:
     """Run one replica of a worker (run more processes to scale it)."""
@@ -60,7 +60,7 @@ def worker(
 
 @app.command()
 def up() -> None:
-    """Run all four workers, each its own process (embedded server if FERRY_REDIS_URL is unset)."""
+    """Run every worker, each its own process (embedded server if FERRY_REDIS_URL is unset)."""
     from ferry.runtime.resources import gitops_remote
     from ferry.runtime.runner import run_up
 

@@ -33,6 +33,10 @@ Schema (defaults in brackets)::
                ttl_from: last_activity | created, max_ttl: 7d, quota_per_team: 5 (null: none),
                evict: never | oldest | least_active, warn_before: 2h (0s: none),
                dry_run: false}
+    notifications:                      # webhooks the notifier posts to (docs/notifications.md)
+      webhooks: [{name: label, kind: slack | json [json], url_env: ENV_VAR,
+                  secret_env: ENV_VAR (json: HMAC-SHA256 signature), events: [needs_approval,
+                  rejected, failed, rolled_back, dead_letter] [all], environments: [env] [all]}]
     services:                           # optional per-service overrides, deep-merged
       <service>: {environments: {<env>: <any subset of an environment>}}
 
@@ -286,6 +290,32 @@ class Approvers(_Model):
     teams: dict[str, list[str]] = Field(default_factory=dict)
 
 
+NoticeKind = Literal["needs_approval", "rejected", "failed", "rolled_back", "dead_letter"]
+NOTICE_KINDS: tuple[NoticeKind, ...] = (
+    "needs_approval",
+    "rejected",
+    "failed",
+    "rolled_back",
+    "dead_letter",
+)
+
+
+class Webhook(_Model):
+    """One receiver of notices. The URL is named by an environment variable, never written in
+    ferry.yaml: a Slack incoming-webhook URL is itself a secret."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    kind: Literal["slack", "json"] = "json"
+    url_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    events: list[NoticeKind] = Field(default_factory=lambda: list(NOTICE_KINDS))
+    environments: list[str] = Field(default_factory=list)  # empty: every environment
+
+
+class Notifications(_Model):
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+
 class Previews(_Model):
     """Per-PR preview environments: how long they live and how many a team may have."""
 
@@ -342,6 +372,7 @@ class Policy(_Model):
     environments: dict[str, EnvironmentPolicy]
     approvers: Approvers = Field(default_factory=Approvers)
     previews: Previews = Field(default_factory=Previews)
+    notifications: Notifications = Field(default_factory=Notifications)
     services: dict[str, ServiceOverrides] = Field(default_factory=dict)
 
     # The environments as written, so that service overrides merge over the source, not over

@@ -1,4 +1,4 @@
-"""Run workers: one replica in this process (`ferry worker NAME`), or all four as processes
+"""Run workers: one replica in this process (`ferry worker NAME`), or all of them as processes
 (`ferry up`), with the embedded server when no FERRY_REDIS_URL is given."""
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def _joined(url: str, settings: Settings, names: Iterable[str]) -> bool:
 
 
 def run_up(settings: Settings) -> None:
-    """All four workers, each its own process, until Ctrl-C, SIGTERM or `ferry down`; one set
+    """All the workers, each its own process, until Ctrl-C, SIGTERM or `ferry down`; one set
     per FERRY_HOME."""
     configure(settings.log_level, settings.log_format)
     log = get_logger()
@@ -190,7 +190,7 @@ def run_up(settings: Settings) -> None:
     for i, name in enumerate(worker_names()):
         envs[name] = dict(env)
         if settings.http_port:
-            # One port each: the four workers share this machine.
+            # One port each: the workers share this machine.
             envs[name]["FERRY_HTTP_PORT"] = str(settings.http_port + i)
     procs = {name: spawn_worker(name, envs[name]) for name in envs}
     _write_up_state(settings, url, procs, started_at)
