@@ -18,7 +18,14 @@ def ask_again(ctx: WorkerContext, event: Signal) -> None:
     """Forget how far EVENT's promotion got (its projection, publish-once keys, a rollback that
     holds its digest back) under a new attempt, and say so in the audit."""
     pid = promotion_id(event.service, event.digest, event.env)
-    attempt = PromotionStore(ctx.bus).ask_again(pid)
+    subject = f"{event.service}@{event.digest} -> {event.env}"
+    promotions = PromotionStore(ctx.bus)
+    view = promotions.view(pid)
+    if view is not None and view.state in ("requested", "open"):
+        # Still in flight: a second pull request for it would only compete with the first.
+        ctx.audit("promote", subject, "in flight", f"PR #{view.pr} is {view.state}", event)
+        return
+    attempt = promotions.ask_again(pid)
     for kind in _COMMANDS:
         ctx.bus.forget_once(PromotionCommand.key_for(pid, kind))
     for kind in _CHANGES:
@@ -27,7 +34,7 @@ def ask_again(ctx: WorkerContext, event: Signal) -> None:
     said = f"by {event.actor}" + (f": {event.reason}" if event.reason else "")
     ctx.audit(
         "promote",
-        f"{event.service}@{event.digest} -> {event.env}",
+        subject,
         "asked again",
         f"{said} (attempt {attempt})",
         event,

@@ -157,6 +157,14 @@ def pr_merge(
         fail(f"pull request #{number} is closed: it cannot be merged")
     bus, promotion = _promotion(pr)
     forced = False
+    if pr.state == "open" and promotion is None and (pr.key or "").startswith("p-"):
+        if not force:
+            fail(
+                f"cannot check the gates of #{number}: Ferry has no record of its promotion "
+                "(is FERRY_REDIS_URL right, is `ferry up` running?); a listed approver may merge "
+                "it anyway with --force --as USER --reason WHY"
+            )
+        forced = True
     if pr.state == "open" and promotion is not None:
         main = open_repo(load_settings()).at_main()
         now = datetime.now(UTC)

@@ -196,15 +196,21 @@ def promote(
 ) -> None:
     """Ask for DIGEST in ENV again: after its pull request was closed, its merge reverted on main
     or its digest rolled back. The gates apply as to any promotion."""
+    from ferry.adapters.state import PromotionStore
     from ferry.app.explain import decision_for
+    from ferry.core.events import promotion_id
 
     check_names(service=service, environment=env, actor=actor)
+    settings = load_settings()
     if digest is None:
-        settings = load_settings()
         main = open_repo(settings).at_main()
         digest = decision_for(connect_bus(settings), main, service, env).digest
         if digest is None:
             fail(f"nothing to promote into {env} for {service}: name the digest")
+    if not no_check:
+        view = PromotionStore(connect_bus(settings)).view(promotion_id(service, digest, env))
+        if view is not None and view.state in ("requested", "open"):
+            fail(f"{digest[:19]} is already on its way to {env} (PR #{view.pr} {view.state})")
     _publish_signal(
         as_json,
         None if no_check else (lambda main: check_promote(main, service, env, digest)),
