@@ -94,7 +94,7 @@ def test_replay_chooses_by_service_and_time_and_says_what_it_would_do(
     [
         (["replay", "audit"], "stream 'audit' cannot be replayed: choose one of ci, signals"),
         (["replay", "ci", "--from", "yesterday"], "--from must be a stream entry id"),
-        (["dlq", "retry"], "name the dead letters to retry (ids from `ferry dlq ls`) or pass"),
+        (["dlq", "retry"], "name the dead letters to retry by id (`ferry dlq ls` lists them"),
         (["dlq", "drop", "1-1", "--all"], "or pass --all, not both"),
         (["dlq", "drop", "1-1"], "no dead letter '1-1'"),
     ],
