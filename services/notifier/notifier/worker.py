@@ -28,6 +28,8 @@ ATTEMPTS = 4  # tries per receiver in one delivery of the entry: 0.5 s, 1 s, 2 s
 FIRST_DELAY_S = 0.5
 TIMEOUT_S = 5.0
 REMEMBER_S = 30 * 24 * 3600
+# How long one replica may take to send one notice (every try, timeouts and backoff included).
+SENDING_S = int(ATTEMPTS * TIMEOUT_S) + 10
 
 
 class ReceiverDown(RuntimeError):
@@ -41,11 +43,32 @@ def handle(event: Event, ctx: WorkerContext) -> None:
         return
     for hook in receivers(policy, notice):
         sent = ctx.bus.settings.key("notified", hook.name, notice.event_id)
-        if ctx.bus.redis.exists(sent):
-            continue  # taken before a restart or a redelivery
-        _deliver(ctx, hook, notice)
-        ctx.bus.redis.set(sent, "1", ex=REMEMBER_S)
+        if not _mine(ctx, sent):
+            continue  # taken before a restart or a redelivery, or by a copy of this entry
+        try:
+            _deliver(ctx, hook, notice)
+        except BaseException:
+            ctx.bus.redis.delete(sent + ":sending")
+            raise
+        with ctx.bus.redis.pipeline(transaction=True) as pipe:
+            pipe.set(sent, "1", ex=REMEMBER_S)
+            pipe.delete(sent + ":sending")
+            pipe.execute()
         ctx.log.info("notified", webhook=hook.name, notice=notice.kind)
+
+
+def _mine(ctx: WorkerContext, sent: str) -> bool:
+    """May this replica send the notice SENT names? Not once a receiver took it; and while
+    another copy of the entry (reclaimed from a replica that seemed idle while it backed off) is
+    sending it, wait for that one to finish, so a receiver never gets it twice."""
+    deadline = time.monotonic() + SENDING_S
+    while time.monotonic() < deadline:
+        if ctx.bus.redis.exists(sent):
+            return False
+        if ctx.bus.redis.set(sent + ":sending", "1", nx=True, ex=SENDING_S):
+            return True
+        time.sleep(0.2)
+    raise ReceiverDown("another replica is still sending this notice")
 
 
 def _deliver(ctx: WorkerContext, hook: Webhook, notice: Notice) -> None:
