@@ -123,7 +123,7 @@ def test_a_restarted_gate_evaluator_merges_a_soaking_promotion_on_time_once(
     wait_until(
         lambda: (
             (p := prod_pr(env))
-            and p.status_descriptions["ferry/gates"] == ("unmet: soak (waiting)")
+            and p.status_descriptions.get("ferry/gates") == ("unmet: soak (waiting)")
         ),
         10,
         "only the soak to wait",
