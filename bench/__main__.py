@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import canary, hostile, latency, micro, previews, throughput
+from bench import canary, forges, hostile, latency, micro, previews, throughput
 from bench.env import machine, services
 from bench.report import render
 
@@ -123,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             n_previews = 200 if args.quick else 1000
             step(f"preview reaping: {n_previews} previews, 2 preview-reaper replicas")
             results["previews"] = previews.run(url, root, n_previews)
+            step("(f) forge requests per promotion: github, gitea, gitlab on the fake forge")
+            forge_rows = forges.run(url, root, 5 if args.quick else 10)
         results["elapsed_s"] = time.perf_counter() - t_all
     finally:
         server.stop()
-    text = render(results)
+    text = render(results).rstrip("\n") + "\n\n" + forges.render(forge_rows)
     print(text)
     args.out.write_text(text)
     step(f"wrote {args.out} ({results['elapsed_s']:.0f}s)")

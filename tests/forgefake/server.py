@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
+# How long after answering 429 a request may still arrive that was sent before the answer was read
+LIMIT_GRACE_S = 0.25
 API_PREFIX = {"github": "/api/v3", "gitea": "/api/v1", "gitlab": "/api/v4"}
 # Documented page sizes: (default, maximum)
 PAGE_SIZE = {"github": (30, 100), "gitea": (30, 50), "gitlab": (20, 100)}
@@ -149,12 +151,15 @@ class FakeForge:
         self.read_only = False
         self.faults: list[Fault] = []
         self.transient_rate = 0.0
+        # what a random transient failure may be ("after": the write is done, the answer is a 502)
+        self.transient_kinds = ["500", "502", "503", "429", "secondary", "after"]
         self.rng = random.Random(8)
         self.before_merge: list[Any] = []  # callables run once each, before the next merge
         # What happened, for the tests to check.
         self.requests: list[dict[str, Any]] = []
         self.violations: list[str] = []  # requests sent before a Retry-After allowed them
         self.blocked_until = 0.0
+        self.limited_at = 0.0
         self.rate_limit = 5000
         self.max_page: int | None = None  # a smaller page cap than the vendor's, to test paging
         self.lock = threading.RLock()
@@ -407,6 +412,7 @@ def _exists(flavour: str, owner: str, pr: FakePR) -> ApiError:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ThreadingHTTPServer
+    _sent: Any = None
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet in tests
         return
@@ -457,15 +463,19 @@ class _Handler(BaseHTTPRequestHandler):
         data = (
             raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
         )
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        if data or status not in (204, 304):
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
+        self._sent = payload
+        try:
+            self.send_response(status)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            if data or status not in (204, 304):
+                self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if data:
+                self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (a timeout fault): what a real server sees too
 
     def _token(self) -> str | None:
         auth = self.headers.get("Authorization", "")
@@ -505,6 +515,9 @@ class _Handler(BaseHTTPRequestHandler):
         record["api"] = True
         status = self._api(method, path[len(prefix) :], parse_qs(url.query), body, token, record)
         record["status"] = status
+        # what was asked and answered, for checking both against the vendor's API description
+        record["request"] = json.loads(body) if body else None
+        record["response"] = self._sent
 
     # ------------------------------------------------------------------ git over HTTP
 
@@ -592,12 +605,14 @@ class _Handler(BaseHTTPRequestHandler):
         f = self.forge
         now = time.time()
         with f.lock:
-            if now < f.blocked_until and token == f.token:
+            # A request already on its way when the limit was answered cannot have known of it:
+            # only one that arrives LIMIT_GRACE_S after that answer broke the Retry-After.
+            if now < f.blocked_until and now > f.limited_at + LIMIT_GRACE_S and token == f.token:
                 f.violations.append(f"{method} {path} sent {f.blocked_until - now:.2f}s early")
         if token != f.token:
             return self._error(401, "Bad credentials")
         fault = self._pick_fault(method, path)
-        if fault is not None and fault.delay:
+        if fault is not None and fault.delay and not fault.after:
             time.sleep(fault.delay)
         if fault is not None and not fault.after:
             return self._fault(fault)
@@ -618,7 +633,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload, headers = routes(f, method, path, query, data)
         except ApiError as e:
             return self._error(e.status, e.message, e.headers)
-        if fault is not None:  # AFTER: it was done, and the client hears an error anyway
+        if fault is not None:  # AFTER: it was done, and the client hears an error, or nothing
+            time.sleep(fault.delay)
             return self._fault(fault)
         self._send(status, payload, {**self._rate_headers(), **headers})
         return status
@@ -636,7 +652,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _random_fault(self, method: str) -> Fault:
         f = self.forge
-        kind = f.rng.choice(["500", "502", "503", "429", "secondary", "after"])
+        kind = f.rng.choice(f.transient_kinds)
         if kind == "after" and method != "GET":
             return Fault(status=502, after=True)
         if kind == "429":
@@ -655,7 +671,8 @@ class _Handler(BaseHTTPRequestHandler):
         retry_after = fault.headers.get("Retry-After") or fault.headers.get("retry-after")
         if retry_after:
             with f.lock:
-                f.blocked_until = max(f.blocked_until, time.time() + float(retry_after))
+                f.limited_at = time.time()
+                f.blocked_until = max(f.blocked_until, f.limited_at + float(retry_after))
         message = fault.body if isinstance(fault.body, str) else "Server Error"
         if isinstance(fault.body, dict):
             self._send(fault.status, fault.body, fault.headers)
@@ -730,10 +747,12 @@ def _gh_label(f: FakeForge, name: str) -> dict[str, Any]:
     }
 
 
-def _gh_pr(f: FakeForge, pr: FakePR) -> dict[str, Any]:
+def _gh_pr(f: FakeForge, pr: FakePR, simple: bool = False) -> dict[str, Any]:
+    """A pull request as GitHub shows it; SIMPLE: as its list shows it (GitHub's
+    pull-request-simple: no merged, no mergeable)."""
     repo = f"{f.base_url}/{f.full_name}"
     head_sha = f.head_sha(pr) or "0" * 40
-    return {
+    out = {
         "id": 10_000 + pr.number,
         "number": pr.number,
         "state": pr.state,
@@ -751,9 +770,10 @@ def _gh_pr(f: FakeForge, pr: FakePR) -> dict[str, Any]:
         "head": {"ref": pr.head, "sha": head_sha, "label": f"{f.owner}:{pr.head}"},
         "base": {"ref": pr.base, "sha": f.branch_sha(pr.base), "label": f"{f.owner}:{pr.base}"},
         "draft": False,
-        "merged": pr.merged,
-        "mergeable": f.mergeable(pr),
     }
+    if not simple:
+        out.update({"merged": pr.merged, "mergeable": f.mergeable(pr)})
+    return out
 
 
 def _gh_comment(c: dict[str, Any]) -> dict[str, Any]:
@@ -865,7 +885,7 @@ def _github(
             owner, _, ref = head.partition(":")
             prs = [p for p in prs if ref and owner == f.owner and p.head == ref]
         chunk, headers = _page(f, path, query, prs)
-        return 200, [_gh_pr(f, p) for p in chunk], headers
+        return 200, [_gh_pr(f, p, simple=True) for p in chunk], headers
     if rest == "/pulls" and method == "POST":
         pr = f.open_pr(
             head=data.get("head", ""),

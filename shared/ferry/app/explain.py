@@ -5,11 +5,13 @@ including the actions it lists, is what the worker does now."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from ferry.adapters.bus import Bus
+from ferry.adapters.forge import budget_wait
 from ferry.adapters.gitops import GitOpsRepo, MainSnapshot
 from ferry.adapters.state import PromotionStore
 from ferry.app.canary import canary_state
@@ -75,7 +77,7 @@ def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> E
         policy_error=main.policy_error,
         canary=canary_state(bus, main.policy, service, env),
     )
-    if forge is not None and d.digest is not None:
+    if forge is not None and d.digest is not None and not _forge_budget_spent(out, forge):
         pid = promotion_id(service, d.digest, env)
         pr = forge.find_pr(pr_key(pid, PromotionStore(bus).attempt(pid)))
         if pr is not None:
@@ -86,6 +88,17 @@ def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> E
                 "gates": pr.statuses.get("ferry/gates"),
             }
     return out
+
+
+def _forge_budget_spent(out: Explanation, forge: Any) -> bool:
+    """Say so when the forge request budget holds promotions back (the forge is then not asked:
+    the question would wait for the budget too)."""
+    wait = budget_wait(forge)
+    if wait <= 0 or out.state == "up to date":
+        return False
+    out.state = "waiting"
+    out.reasons.insert(0, f"waiting: forge budget, next request allowed in {math.ceil(wait)} s")
+    return True
 
 
 def render(e: Explanation) -> list[str]:

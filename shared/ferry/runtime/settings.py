@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     forge_budget_wait_s: float = Field(default=30.0, gt=0)
     forge_timeout_s: float = Field(default=30.0, gt=0)
     forge_attempts: int = Field(default=6, ge=1)
+    # The first retry's wait; each next one doubles it (with jitter), at most 10 s
+    forge_backoff_s: float = Field(default=0.5, gt=0)
     stream_prefix: str = "ferry:"
     consumer: str = Field(default_factory=_default_consumer)
     max_deliveries: int = Field(default=5, ge=1)

@@ -14,6 +14,16 @@ from ferry.adapters.forge.base import (
 )
 from ferry.adapters.forge.local import LocalForge, read_pulls, resolve_repo
 
+
+def budget_wait(forge: object) -> float:
+    """Seconds until FORGE's shared request budget allows a content-creating request (0: now, or
+    a forge without a budget, like the local one)."""
+    budget = getattr(forge, "budget", None)
+    if budget is None:
+        return 0.0
+    return max(budget.wait_s(write=True), budget.wait_s(write=False))
+
+
 __all__ = [
     "Comment",
     "Forge",
@@ -26,6 +36,7 @@ __all__ = [
     "PullRequestNotFound",
     "StatusState",
     "TransientForgeError",
+    "budget_wait",
     "read_pulls",
     "resolve_repo",
 ]

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 import redis
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from ferry.adapters.forge.base import (
     STATUS_STATES,
@@ -121,6 +121,7 @@ class HTTPForge:
         merge_method: str = "merge",
         timeout_s: float = 30.0,
         attempts: int = 6,
+        backoff_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
@@ -128,6 +129,7 @@ class HTTPForge:
         self.budget = budget
         self.merge_method = merge_method
         self.attempts = attempts
+        self.backoff_s = backoff_s
         self._keys = keys
         self._key_index = f"{key_prefix}keys"
         self._http = httpx.Client(
@@ -206,9 +208,21 @@ class HTTPForge:
         params: dict[str, Any] | None = None,
         url: str | None = None,
     ) -> httpx.Response:
-        """One request through the budget; a 2xx response, or the error it means."""
-        write = method != "GET"
-        self.budget.acquire(write=write)
+        """One request through the budget; a 2xx response, or the error it means. A read is
+        retried on its own (it changes nothing); a write is retried by the operation around it,
+        which first looks whether the failed try took effect."""
+        if method == "GET":
+            try:
+                return self._retrying(lambda: self._send(method, path, json, params, url))
+            except TransientForgeError as e:
+                e.exhausted = True  # type: ignore[attr-defined]  # the operation must not retry it again
+                raise
+        return self._send(method, path, json, params, url)
+
+    def _send(
+        self, method: str, path: str, json: Any, params: dict[str, Any] | None, url: str | None
+    ) -> httpx.Response:
+        self.budget.acquire(write=method != "GET")
         try:
             resp = self._http.request(method, url or path, json=json, params=params)
         except httpx.TimeoutException:
@@ -288,7 +302,9 @@ class HTTPForge:
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run ATTEMPT until it succeeds, a permanent error, or self.attempts tries; the wait
         grows with jitter and is never shorter than the forge's Retry-After."""
-        backoff = wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.5)
+        backoff = wait_exponential_jitter(
+            multiplier=self.backoff_s, max=10.0, jitter=self.backoff_s
+        )
 
         def wait(state: Any) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -296,7 +312,9 @@ class HTTPForge:
             return max(float(after), backoff(state))
 
         retrying = Retrying(
-            retry=retry_if_exception_type(TransientForgeError),
+            retry=retry_if_exception(
+                lambda e: isinstance(e, TransientForgeError) and not getattr(e, "exhausted", False)
+            ),
             stop=stop_after_attempt(self.attempts),
             wait=wait,
             reraise=True,

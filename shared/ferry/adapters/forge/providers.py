@@ -49,4 +49,5 @@ def http_forge(settings: Any, client: redis.Redis, *, repo: str, api_url: str) -
         merge_method=settings.forge_merge_method,
         timeout_s=settings.forge_timeout_s,
         attempts=settings.forge_attempts,
+        backoff_s=settings.forge_backoff_s,
     )

@@ -1,0 +1,145 @@
+"""The fake forge's GitHub is checked against GitHub's own API description, as githubkit carries
+it (its REST client and models are generated from GitHub's OpenAPI document): every route the
+provider called exists with that method, every request body the provider sent validates against
+GitHub's body model, every successful answer the fake gave matches the documented response model
+field by field, and every error status it gave is one GitHub documents for that route."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, TypeAdapter
+
+from ferry.adapters.forge import MergeConflict, PullRequestNotFound
+from ferry.adapters.forge.base import HeadMoved
+from tests.contract.conftest import Under
+
+githubkit_schemas = pytest.importorskip("githubkit_schemas.v2022_11_28")
+from githubkit_schemas.v2022_11_28 import models  # noqa: E402
+
+_ENDPOINT = re.compile(r'"""[\w/-]+\n\s+(GET|POST|PUT|PATCH|DELETE) (/\S+)\n')
+
+
+def github_endpoints() -> dict[tuple[str, str], dict[str, Any]]:
+    """(method, path template) -> body model, response model and documented error statuses."""
+    rest = Path(githubkit_schemas.__file__).parent / "rest"
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for module in ("pulls", "issues", "repos"):
+        source = (rest / f"{module}.py").read_text()
+        for m in _ENDPOINT.finditer(source):
+            key = (m[1], m[2])
+            if key in out:
+                continue  # the async twin
+            end = source.find("\n    def ", m.end())
+            chunk = source[m.end() : end if end > 0 else None]
+            body = re.search(r"type_validate_python\(\s*(?:Union\[\s*)?(\w+)", chunk)
+            response = re.search(r"response_model=([^,\n]+),", chunk)
+            errors = re.search(r"error_models=\{(.*?)\}", chunk, re.S)
+            out[key] = {
+                "body": body[1] if body else None,
+                "response": response[1].strip() if response else None,
+                "errors": set(re.findall(r'"(\d{3})"', errors[1])) if errors else set(),
+            }
+    return out
+
+
+def template_of(endpoints: dict[tuple[str, str], Any], method: str, path: str) -> str:
+    for m, template in endpoints:
+        pattern = re.sub(r"\\\{\w+\\\}", r"[^/]+", re.escape(template))
+        if m == method and re.fullmatch(pattern, path):
+            return template
+    raise AssertionError(f"{method} {path} is not a route of GitHub's REST API")
+
+
+def conforms(annotation: Any, value: Any, where: str) -> None:
+    """VALUE fits ANNOTATION: for models, each field present must be a field of the model and fit
+    its type (the fake sends a subset of GitHub's fields, never one GitHub does not have)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(annotation):
+            try:
+                conforms(option, value, where)
+                return
+            except (AssertionError, ValueError) as e:
+                errors.append(str(e))
+        raise AssertionError(f"{where}: {value!r} fits none of {annotation}: {errors}")
+    if origin is list:
+        assert isinstance(value, list), f"{where}: expected a list"
+        for i, item in enumerate(value):
+            conforms(typing.get_args(annotation)[0], item, f"{where}[{i}]")
+        return
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        assert isinstance(value, dict), f"{where}: expected an object"
+        fields = {(f.alias or name): f for name, f in annotation.model_fields.items()}
+        for key, item in value.items():
+            assert key in fields, f"{where}.{key} is not a field of GitHub's {annotation.__name__}"
+            conforms(fields[key].annotation, item, f"{where}.{key}")
+        return
+    if annotation is typing.Any:
+        return
+    TypeAdapter(annotation).validate_python(value)
+
+
+def model(name: str) -> Any:
+    m = re.fullmatch(r"list\[(\w+)\]", name)
+    return list[getattr(models, m[1])] if m else getattr(models, name)  # type: ignore[misc]
+
+
+@pytest.fixture
+def github(under: Under) -> Under:
+    if under.fake is None or under.fake.flavour != "github":
+        pytest.skip("checks the github flavour of the fake")
+    return under
+
+
+@pytest.mark.parametrize("under", ["github"], indirect=True)
+def test_fake_github_speaks_githubs_documented_api(github: Under) -> None:
+    forge, fake = github.forge, github.fake
+    assert fake is not None
+    first = github.branch("one", "1\n")
+    pr = github.open("one", key="k", labels=["ferry", "env/dev"])
+    github.open("one", key="k")
+    forge.comment(pr.number, "a comment")
+    forge.update_body(pr.number, "another body")
+    forge.add_labels(pr.number, ["preview"])
+    forge.remove_label(pr.number, "preview")
+    forge.set_status(pr.number, "ferry/gates", "pending", "approvals 0/1")
+    fake.add_review(pr.number, "release-lead", "approved")
+    forge.reviews(pr.number)
+    forge.list_prs()
+    github.branch("one", "2\n")
+    with pytest.raises(HeadMoved):
+        forge.merge_pr(pr.number, sha=first)
+    forge.merge_pr(pr.number, message="Merge\n\nFerry-Digest: x")
+    forge.merge_pr(pr.number)
+    github.branch("two", "3\n", base=f"{first}~1")
+    other = github.open("two")
+    with pytest.raises(MergeConflict):
+        forge.merge_pr(other.number)
+    forge.close_pr(other.number, comment="closing")
+    with pytest.raises(PullRequestNotFound):
+        forge.get_pr(404)
+
+    endpoints = github_endpoints()
+    prefix = "/api/v3"
+    seen = set()
+    for r in [r for r in fake.requests if r["api"]]:
+        path = r["path"][len(prefix) :]
+        template = template_of(endpoints, r["method"], path)
+        spec = endpoints[(r["method"], template)]
+        seen.add((r["method"], template))
+        where = f"{r['method']} {template}"
+        if r["request"] is not None and spec["body"]:
+            getattr(models, spec["body"]).model_validate(r["request"])  # the provider's request
+        if r["status"] < 300:
+            if spec["response"] and r["response"] is not None:
+                conforms(model(spec["response"]), r["response"], where)
+        else:
+            assert str(r["status"]) in spec["errors"], f"{where}: {r['status']} is not documented"
+    assert len(seen) >= 10  # the check covered the routes Ferry uses
