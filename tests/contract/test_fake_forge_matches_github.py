@@ -6,6 +6,8 @@ field by field, and every error status it gave is one GitHub documents for that 
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 import types
 import typing
@@ -19,7 +21,12 @@ from ferry.adapters.forge import MergeConflict, PullRequestNotFound
 from ferry.adapters.forge.base import HeadMoved
 from tests.contract.conftest import Under
 
-githubkit_schemas = pytest.importorskip("githubkit_schemas.v2022_11_28")
+# a test dependency (pyproject's [test] extra): skipped without it, except in CI where it must run
+githubkit_schemas = (
+    importlib.import_module("githubkit_schemas.v2022_11_28")
+    if os.environ.get("CI")
+    else pytest.importorskip("githubkit_schemas.v2022_11_28")
+)
 from githubkit_schemas.v2022_11_28 import models  # noqa: E402
 
 _ENDPOINT = re.compile(r'"""[\w/-]+\n\s+(GET|POST|PUT|PATCH|DELETE) (/\S+)\n')
