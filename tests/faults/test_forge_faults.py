@@ -18,7 +18,7 @@ from ferry.runtime.resources import forge as build_forge
 from tests.e2e.test_forge_providers import on_fake, secrets_found
 from tests.forgefake import FakeForge
 from tests.forgefake.setup import fake_settings
-from tests.helpers import Cluster, digest_of, run_cli, wait_until
+from tests.helpers import Cluster, digest_of, pin_digest, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -207,4 +207,36 @@ def test_the_token_is_in_no_error(tmp_path, redis_url: str, prefix: str, monkeyp
         config = (tmp_path / "work" / ".git" / "config").read_text()
         assert fake.token not in config and fake.clone_url in config
     finally:
+        fake.stop()
+
+
+def test_main_moving_between_push_and_merge_is_redone_on_the_same_pr(
+    env: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.init_repo(["api"])
+    fake = on_fake(env, monkeypatch, "github")
+    person = env.root / "person-on-forge"
+    git("clone", "-q", str(fake.repo), str(person))
+    other = digest_of("someone-else")
+
+    def someone_pins_api_first(_pr: object) -> None:
+        # a person's push to main lands after Ferry pushed its branch, before it merges: the
+        # same line changes, so Ferry's branch no longer merges cleanly
+        pin_digest(person, "dev", "api", other)
+        git("commit", "-qam", "pin api by hand", cwd=person)
+        git("push", "-q", "origin", "main", cwd=person)
+
+    fake.before_merge.append(someone_pins_api_first)
+    try:
+        env.start("pr-writer", **fake.settings_env())
+        cmd = promote(env, "api")
+        wait_until(lambda: cmd.promotion_id in merged_ids(env), 30, "the promotion merged")
+        assert env.repo.pinned("api", "dev") == cmd.digest
+        with fake.lock:
+            [pr] = fake.pulls.values()  # the branch was cut again and pushed: no second PR
+            assert pr.merged
+        history = git("log", "--format=%s", "main", cwd=fake.repo)
+        assert "pin api by hand" in history
+    finally:
+        env.stop_all()
         fake.stop()

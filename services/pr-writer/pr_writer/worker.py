@@ -162,6 +162,9 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
                 raise Rejected(f"cannot merge PR #{number}: {e}") from e
             ctx.log.info("merge conflict; cutting the branch again from main", attempt=attempt)
             if _cut_branch(ctx, cmd, forge.get_pr(number).head) is None:
+                pr = forge.get_pr(number)
+                if pr.state == "merged":  # by another delivery of this command, meanwhile
+                    return pr
                 reason = f"main already pins {cmd.digest}: nothing left to merge"
                 return forge.close_pr(number, comment=reason)
             continue
