@@ -114,6 +114,9 @@ def render(rows: list[dict[str, Any]]) -> str:
         "",
         __doc__.split("\n\n", 1)[1].strip().replace("\n", " "),
         "",
+        f"Command: `.venv/bin/python -m bench.forges {rows[0]['promotions']}` (this section alone;"
+        " `make bench` runs it with 10 promotions per provider).",
+        "",
         "| provider | promotions | content-creating / promotion | the API's floor "
         "| reads / promotion | git HTTP requests / promotion | s / promotion (1 pr-writer) |",
         "|---|---|---|---|---|---|---|",
