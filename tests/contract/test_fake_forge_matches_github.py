@@ -9,17 +9,13 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, TypeAdapter
 
-from ferry.adapters.forge import MergeConflict, PullRequestNotFound
-from ferry.adapters.forge.base import HeadMoved
 from tests.contract.conftest import Under
+from tests.forgefake.schema import conforms, exercise, template_of
 
 # a test dependency (pyproject's [test] extra): skipped without it, except in CI where it must run
 githubkit_schemas = (
@@ -55,44 +51,6 @@ def github_endpoints() -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-def template_of(endpoints: dict[tuple[str, str], Any], method: str, path: str) -> str:
-    for m, template in endpoints:
-        pattern = re.sub(r"\\\{\w+\\\}", r"[^/]+", re.escape(template))
-        if m == method and re.fullmatch(pattern, path):
-            return template
-    raise AssertionError(f"{method} {path} is not a route of GitHub's REST API")
-
-
-def conforms(annotation: Any, value: Any, where: str) -> None:
-    """VALUE fits ANNOTATION: for models, each field present must be a field of the model and fit
-    its type (the fake sends a subset of GitHub's fields, never one GitHub does not have)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(annotation):
-            try:
-                conforms(option, value, where)
-                return
-            except (AssertionError, ValueError) as e:
-                errors.append(str(e))
-        raise AssertionError(f"{where}: {value!r} fits none of {annotation}: {errors}")
-    if origin is list:
-        assert isinstance(value, list), f"{where}: expected a list"
-        for i, item in enumerate(value):
-            conforms(typing.get_args(annotation)[0], item, f"{where}[{i}]")
-        return
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        assert isinstance(value, dict), f"{where}: expected an object"
-        fields = {(f.alias or name): f for name, f in annotation.model_fields.items()}
-        for key, item in value.items():
-            assert key in fields, f"{where}.{key} is not a field of GitHub's {annotation.__name__}"
-            conforms(fields[key].annotation, item, f"{where}.{key}")
-        return
-    if annotation is typing.Any:
-        return
-    TypeAdapter(annotation).validate_python(value)
-
-
 def model(name: str) -> Any:
     m = re.fullmatch(r"list\[(\w+)\]", name)
     return list[getattr(models, m[1])] if m else getattr(models, name)  # type: ignore[misc]
@@ -107,31 +65,9 @@ def github(under: Under) -> Under:
 
 @pytest.mark.parametrize("under", ["github"], indirect=True)
 def test_fake_github_speaks_githubs_documented_api(github: Under) -> None:
-    forge, fake = github.forge, github.fake
+    fake = github.fake
     assert fake is not None
-    first = github.branch("one", "1\n")
-    pr = github.open("one", key="k", labels=["ferry", "env/dev"])
-    github.open("one", key="k")
-    forge.comment(pr.number, "a comment")
-    forge.update_body(pr.number, "another body")
-    forge.add_labels(pr.number, ["preview"])
-    forge.remove_label(pr.number, "preview")
-    forge.set_status(pr.number, "ferry/gates", "pending", "approvals 0/1")
-    fake.add_review(pr.number, "release-lead", "approved")
-    forge.reviews(pr.number)
-    forge.list_prs()
-    github.branch("one", "2\n")
-    with pytest.raises(HeadMoved):
-        forge.merge_pr(pr.number, sha=first)
-    forge.merge_pr(pr.number, message="Merge\n\nFerry-Digest: x")
-    forge.merge_pr(pr.number)
-    github.branch("two", "3\n", base=f"{first}~1")
-    other = github.open("two")
-    with pytest.raises(MergeConflict):
-        forge.merge_pr(other.number)
-    forge.close_pr(other.number, comment="closing")
-    with pytest.raises(PullRequestNotFound):
-        forge.get_pr(404)
+    exercise(github)
 
     endpoints = github_endpoints()
     prefix = "/api/v3"

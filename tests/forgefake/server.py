@@ -737,6 +737,17 @@ def _gh_user(login: str) -> dict[str, Any]:
     return {"login": login, "id": abs(hash(login)) % 100000, "type": "User"}
 
 
+def _gitea_users(value: Any) -> Any:
+    """VALUE with its users as Gitea shows them (no GitHub `type`)."""
+    if isinstance(value, list):
+        return [_gitea_users(v) for v in value]
+    if isinstance(value, dict):
+        return {
+            k: _gitea_users(v) for k, v in value.items() if not (k == "type" and "login" in value)
+        }
+    return value
+
+
 def _gh_label(f: FakeForge, name: str) -> dict[str, Any]:
     return {
         "id": f.label_id(name),
@@ -802,7 +813,7 @@ def _gh_review(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _status_json(s: dict[str, Any], gitlab: bool = False) -> dict[str, Any]:
+def _status_json(s: dict[str, Any], gitlab: bool = False, gitea: bool = False) -> dict[str, Any]:
     if gitlab:
         state = {"failure": "failed"}.get(s["state"], s["state"])
         return {
@@ -815,14 +826,15 @@ def _status_json(s: dict[str, Any], gitlab: bool = False) -> dict[str, Any]:
     return {
         "id": s["id"],
         "context": s["context"],
-        "state": s["state"],
+        # Gitea calls a commit status's state `status` (its combined status keeps `state`)
+        ("status" if gitea else "state"): s["state"],
         "description": s["description"],
         "created_at": _iso(s["at"]),
         "updated_at": _iso(s["at"]),
     }
 
 
-def _combined(f: FakeForge, sha: str) -> dict[str, Any]:
+def _combined(f: FakeForge, sha: str, gitea: bool = False) -> dict[str, Any]:
     latest = f.latest_statuses(sha)
     states = {s["state"] for s in latest}
     state = (
@@ -836,7 +848,7 @@ def _combined(f: FakeForge, sha: str) -> dict[str, Any]:
         "state": state,
         "sha": sha,
         "total_count": len(latest),
-        "statuses": [_status_json(s) for s in latest],
+        "statuses": [_status_json(s, gitea=gitea) for s in latest],
     }
 
 
@@ -969,6 +981,9 @@ def _gitea_pr(f: FakeForge, pr: FakePR) -> dict[str, Any]:
     mergeable = f.mergeable(pr)
     out["mergeable"] = bool(mergeable if mergeable is not None else f.mergeable(pr))
     out["head"]["repo"] = {"full_name": f.full_name}
+    out["labels"] = [
+        {"id": f.label_id(n), "name": n, "color": "ededed", "description": ""} for n in pr.labels
+    ]
     return out
 
 
@@ -983,6 +998,13 @@ def _gitea_review(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _gitea(
+    f: FakeForge, method: str, path: str, query: dict[str, list[str]], data: dict[str, Any]
+) -> Answer:
+    status, payload, headers = _gitea_routes(f, method, path, query, data)
+    return status, _gitea_users(payload), headers
+
+
+def _gitea_routes(
     f: FakeForge, method: str, path: str, query: dict[str, list[str]], data: dict[str, Any]
 ) -> Answer:
     repo = f"/repos/{f.owner}/{f.name}"
@@ -1089,10 +1111,10 @@ def _gitea(
         s = f.set_status(
             m[1], data.get("context", "default"), data["state"], data.get("description") or ""
         )
-        return 201, _status_json(s), {}
+        return 201, _status_json(s, gitea=True), {}
     m = re.fullmatch(r"/commits/([^/]+)/status", rest)
     if m and method == "GET":
-        return 200, _combined(f, f.branch_sha(m[1]) or m[1]), {}
+        return 200, _combined(f, f.branch_sha(m[1]) or m[1], gitea=True), {}
     raise ApiError(404, "The target couldn't be found.")
 
 

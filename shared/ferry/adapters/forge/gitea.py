@@ -27,6 +27,7 @@ class GiteaForge(GitHubForge):
     PAGE_PARAMS = {"limit": PAGE}
     MERGE_VERB = "POST"
     MERGE_FIELDS = ("Do", "head_commit_id", "MergeTitleField", "MergeMessageField")
+    STATUS_FIELD = "status"
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)

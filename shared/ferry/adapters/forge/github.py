@@ -43,6 +43,7 @@ class GitHubForge(HTTPForge):
     PAGE_PARAMS: dict[str, int] = {"per_page": 100}
     MERGE_VERB = "PUT"
     MERGE_FIELDS = ("merge_method", "sha", "commit_title", "commit_message")
+    STATUS_FIELD = "state"  # the field of a commit status that holds its state
 
     def _auth_headers(self, token: str) -> dict[str, str]:
         return {
@@ -142,13 +143,11 @@ class GitHubForge(HTTPForge):
 
     def _statuses(self, sha: str) -> dict[str, tuple[str, str]]:
         data = self.request("GET", f"{self._repo_path}/commits/{sha}/status").json()
-        return {
-            s["context"]: (
-                "failure" if s["state"] == "error" else s["state"],
-                s["description"] or "",
-            )
-            for s in data.get("statuses", [])
-        }
+        out = {}
+        for s in data.get("statuses") or []:
+            state = s.get(self.STATUS_FIELD)
+            out[s["context"]] = ("failure" if state == "error" else state, s["description"] or "")
+        return out
 
     def _set_status(self, sha: str, context: str, state: str, description: str) -> None:
         self.request(
