@@ -30,7 +30,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 # How long after answering 429 a request may still arrive that was sent before the answer was read
-LIMIT_GRACE_S = 0.25
+# (on a busy machine a process can stall that long between asking the budget and sending)
+LIMIT_GRACE_S = 1.0
 API_PREFIX = {"github": "/api/v3", "gitea": "/api/v1", "gitlab": "/api/v4"}
 # Documented page sizes: (default, maximum)
 PAGE_SIZE = {"github": (30, 100), "gitea": (30, 50), "gitlab": (20, 100)}
