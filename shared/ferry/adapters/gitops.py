@@ -143,18 +143,41 @@ class GitOpsRepo:
         return text
 
     def _cat_file(self, commit: str, relpath: str) -> str | None:
-        out = git_bytes(
-            *self._object_git_args(), "cat-file", "--batch", input=f"{commit}:{relpath}\n".encode()
-        )
-        header, _, rest = out.partition(b"\n")
-        fields = header.split()
-        if len(fields) != 3 or fields[1] != b"blob":
-            return None  # "<name> missing", or a directory
-        size = int(fields[2])
-        try:
-            return rest[:size].decode("utf-8")
-        except UnicodeDecodeError:
-            raise PromotionError(f"{relpath} on {MAIN} is not UTF-8 text") from None
+        return self._cat_files(commit, [relpath])[0]
+
+    def _cat_files(self, commit: str, relpaths: list[str]) -> list[str | None]:
+        """The content of each of RELPATHS at COMMIT, read by one `git cat-file --batch`."""
+        request = "".join(f"{commit}:{relpath}\n" for relpath in relpaths).encode()
+        out = git_bytes(*self._object_git_args(), "cat-file", "--batch", input=request)
+        found: list[str | None] = []
+        at = 0
+        for relpath in relpaths:
+            end = out.index(b"\n", at)
+            fields = out[at:end].split()
+            at = end + 1
+            if len(fields) != 3 or fields[1] != b"blob":
+                found.append(None)  # "<name> missing", or a directory
+                continue
+            size = int(fields[2])
+            blob, at = out[at : at + size], at + size + 1  # each blob is followed by a newline
+            try:
+                found.append(blob.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise PromotionError(f"{relpath} on {MAIN} is not UTF-8 text") from None
+        return found
+
+    def prefetch(self, commit: str, relpaths: list[str]) -> None:
+        """Read RELPATHS at COMMIT in one git call, so that the reads that follow are answered
+        from memory (the board reads a whole page of values files this way)."""
+        with self._lock:
+            wanted = [p for p in dict.fromkeys(relpaths) if (commit, p) not in self._files]
+        if not wanted:
+            return
+        for relpath, text in zip(wanted, self._cat_files(commit, wanted), strict=True):
+            with self._lock:
+                self._files[(commit, relpath)] = text
+                if len(self._files) > FILE_CACHE_SIZE:
+                    self._files.popitem(last=False)
 
     def _parse_policy(self, text: str) -> Policy:
         with self._lock:
@@ -433,6 +456,13 @@ class MainSnapshot:
         if text is None:
             return None
         return _read_value(text, policy.repository_key, path) or None
+
+    def prefetch(self, services: list[str]) -> None:
+        """Read every environment's values file of SERVICES in one git call (a page of the
+        board: one read of main, not one per cell)."""
+        policy = self.policy
+        paths = [policy.values_path(e, s) for s in services for e in policy.env_names()]
+        self.repo.prefetch(self.commit, paths)
 
 
 def _template_regex(template: str) -> re.Pattern[str]:

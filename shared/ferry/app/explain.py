@@ -54,9 +54,30 @@ def decision_for(
 
 
 def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> Explanation:
-    main = repo.at_main()
+    out = explanation(bus, repo.at_main(), service, env, datetime.now(UTC))
+    if (
+        forge is not None
+        and out.next_digest is not None
+        and not _forge_budget_spent(out, forge)
+    ):
+        pid = promotion_id(service, out.next_digest, env)
+        pr = forge.find_pr(pr_key(pid, PromotionStore(bus).attempt(pid)))
+        if pr is not None:
+            out.pull_request = {
+                "number": pr.number,
+                "state": pr.state,
+                "url": pr.url,
+                "gates": pr.statuses.get("ferry/gates"),
+            }
+    return out
+
+
+def explanation(
+    bus: Bus, main: MainSnapshot, service: str, env: str, now: datetime
+) -> Explanation:
+    """What `ferry explain` says about SERVICE in ENV at NOW, from main and Redis only (the board
+    calls this for every cell; the pull request is the promotion's as gate-evaluator knows it)."""
     env_policy = main.policy.environment(env, service)  # unknown environment: PolicyError
-    now = datetime.now(UTC)
     snapshot = gather(bus, main, service, env, now)
     if not main.values_exists(service, env):
         path = main.policy.values_path(env, service)
@@ -77,16 +98,9 @@ def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> E
         policy_error=main.policy_error,
         canary=canary_state(bus, main.policy, service, env),
     )
-    if forge is not None and d.digest is not None and not _forge_budget_spent(out, forge):
-        pid = promotion_id(service, d.digest, env)
-        pr = forge.find_pr(pr_key(pid, PromotionStore(bus).attempt(pid)))
-        if pr is not None:
-            out.pull_request = {
-                "number": pr.number,
-                "state": pr.state,
-                "url": pr.url,
-                "gates": pr.statuses.get("ferry/gates"),
-            }
+    promotion = snapshot.promotion
+    if promotion is not None and promotion.pr is not None:
+        out.pull_request = {"number": promotion.pr, "state": promotion.state}
     return out
 
 

@@ -10,6 +10,7 @@ from typing import NoReturn
 import typer
 
 from ferry.cli import (  # noqa: F401 - registers the commands
+    board,
     canary,
     dlq,
     hold,

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # FERRY_HTTP_PORT + its index when this is set).
     http_port: int | None = Field(default=None, ge=0, le=65535)
     http_host: str = "127.0.0.1"
+    # `ferry board` (and the board `ferry up` starts): the live web page.
+    board_host: str = "127.0.0.1"
+    board_port: int = Field(default=8090, ge=0, le=65535)
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 

@@ -1,0 +1,110 @@
+"""Read the state of many (service, environment) pairs in a few pipelined round trips.
+
+`gather` (app/snapshot.py) reads a dozen keys per pair, one command at a time: right for one
+decision, wrong for a page of 150 cells. Rather than write a second reader that would have to
+know every key (and could drift from the first), `read_batched` runs the same code against a
+stand-in for the Redis client that answers from what it fetched so far and notes what it lacked;
+the missing keys are then fetched in one pipeline and the code runs again. A pass that lacks
+nothing is the answer. Reads depend on earlier reads (the candidate names the digest whose
+evidence is read next), so this takes a few rounds, as many whatever the number of cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from ferry.adapters.bus import Bus
+
+T = TypeVar("T")
+
+MAX_ROUNDS = 8  # each round follows one more step of dependent reads; gather needs about three
+
+
+@dataclass
+class Cost:
+    """What one batched read cost: pipelined round trips and the commands they carried."""
+
+    round_trips: int = 0
+    commands: int = 0
+
+
+def _key(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+class _Stand:
+    """Redis reads answered from fetched values (bytes, as redis-py gives them): GET and whole
+    hashes (HGET and HEXISTS are answered from the hash). Writes are refused: a read must not
+    change anything."""
+
+    def __init__(self) -> None:
+        self.strings: dict[bytes, bytes | None] = {}
+        self.hashes: dict[bytes, dict[bytes, bytes]] = {}
+        self.missing: set[tuple[str, bytes]] = set()
+
+    def get(self, key: Any) -> bytes | None:
+        k = _key(key)
+        if k not in self.strings:
+            self.missing.add(("get", k))
+            return None
+        return self.strings[k]
+
+    def hgetall(self, key: Any) -> dict[bytes, bytes]:
+        k = _key(key)
+        if k not in self.hashes:
+            self.missing.add(("hgetall", k))
+            return {}
+        return self.hashes[k]
+
+    def hget(self, key: Any, field: Any) -> bytes | None:
+        return self.hgetall(key).get(_key(field))
+
+    def hexists(self, key: Any, field: Any) -> bool:
+        return _key(field) in self.hgetall(key)
+
+    def register_script(self, script: str) -> Callable[..., Any]:
+        def refuse(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("a batched read ran a script: reads only")
+
+        return refuse
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"a batched read called {name}: only GET and hash reads are batched")
+
+
+class _ReadBus:
+    """What the stores need of a Bus (its settings and its client), reading through _Stand."""
+
+    def __init__(self, bus: Bus, stand: _Stand) -> None:
+        self.settings = bus.settings
+        self.redis = stand
+
+    def stream(self, short: str) -> str:
+        return self.settings.stream(short)
+
+
+def read_batched(bus: Bus, read: Callable[[Bus], T], cost: Cost | None = None) -> T:
+    """READ(bus) with every GET and hash read it makes served by pipelined round trips."""
+    stand = _Stand()
+    view = cast(Bus, _ReadBus(bus, stand))
+    cost = cost if cost is not None else Cost()
+    for _ in range(MAX_ROUNDS):
+        stand.missing.clear()
+        result = read(view)
+        if not stand.missing:
+            return result
+        wanted = sorted(stand.missing)
+        with bus.redis.pipeline(transaction=False) as pipe:
+            for command, key in wanted:
+                getattr(pipe, command)(key)
+            answers = pipe.execute()
+        cost.round_trips += 1
+        cost.commands += len(wanted)
+        for (command, key), answer in zip(wanted, answers, strict=True):
+            if command == "get":
+                stand.strings[key] = answer
+            else:
+                stand.hashes[key] = answer
+    raise RuntimeError(f"a batched read still lacked keys after {MAX_ROUNDS} rounds")

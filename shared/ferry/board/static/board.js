@@ -1,0 +1,85 @@
+// Ferry board: keeps the page current from the server's event stream (no polling loop).
+// The server says which services changed; the page fetches just their rows, rendered by the
+// server with the same code as the first page. After a lost connection (EventSource reconnects
+// by itself) the whole grid is fetched again, so nothing missed while away stays stale.
+(function () {
+  "use strict";
+  const grid = document.getElementById("grid");
+  const status = document.getElementById("live");
+  if (!grid || !window.EventSource) return;
+  const query = grid.dataset.query || "";
+  let wanted = new Set();
+  let timer = null;
+  let everOpen = false;
+  let lost = false;
+
+  function shown(service) {
+    return document.getElementById("svc-" + service) !== null;
+  }
+
+  async function replaceRows(services) {
+    const params = new URLSearchParams();
+    services.forEach((s) => params.append("service", s));
+    const answer = await fetch("/fragments/rows?" + params.toString());
+    if (!answer.ok) return;
+    const holder = document.createElement("tbody");
+    holder.innerHTML = await answer.text();
+    holder.querySelectorAll("tr[data-service]").forEach((row) => {
+      const old = document.getElementById(row.id);
+      if (old) old.replaceWith(row);
+    });
+    stamp();
+  }
+
+  async function replaceGrid() {
+    const answer = await fetch("/fragments/grid" + (query ? "?" + query : ""));
+    if (!answer.ok) return;
+    grid.innerHTML = await answer.text();
+    stamp();
+  }
+
+  function stamp() {
+    document.body.dataset.updated = String(Date.now());
+  }
+
+  function flush() {
+    timer = null;
+    const services = Array.from(wanted).filter(shown);
+    wanted = new Set();
+    if (services.length) replaceRows(services);
+  }
+
+  const source = new EventSource("/events");
+  source.addEventListener("open", () => {
+    if (status) status.textContent = "live";
+    if (status) status.className = "live on";
+    if (everOpen && lost) replaceGrid();
+    everOpen = true;
+    lost = false;
+  });
+  source.addEventListener("error", () => {
+    lost = true;
+    if (status) status.textContent = "reconnecting";
+    if (status) status.className = "live off";
+  });
+  source.addEventListener("touch", (e) => {
+    const data = JSON.parse(e.data);
+    if (data.all) {
+      replaceGrid();
+      return;
+    }
+    data.services.forEach((s) => wanted.add(s));
+    // Several entries come at once for one change (an event, then its decision): one fetch.
+    if (timer === null) timer = setTimeout(flush, 50);
+  });
+
+  // Copy buttons: the command that would move a waiting gate.
+  document.addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-copy]");
+    if (!button) return;
+    navigator.clipboard.writeText(button.dataset.copy).then(() => {
+      button.textContent = "copied";
+      setTimeout(() => (button.textContent = "copy"), 1500);
+    });
+  });
+})();
