@@ -197,3 +197,41 @@ class Cluster:
             timeout,
             f"{service} {env} pinned to {digest[:19]}",
         )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_board(cluster: Cluster) -> str:
+    """`ferry board` as its own process on a free port (stopped with the cluster): its URL."""
+    import sys
+
+    import httpx
+
+    port = free_port()
+    log = cluster.logs / "board.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ferry", "board", "--port", str(port)],
+            env=cluster.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    proc.log_path = log  # type: ignore[attr-defined]
+    cluster.procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert proc.poll() is None, log.read_text(errors="replace")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(answers, 30, "the board to answer")
+    return url

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from ferry.core.events import decode_fields
 from ferry.runtime.logging import get_logger
@@ -52,7 +53,8 @@ class Hub:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # redis-py may answer the cancellation of a blocked XREAD with its own error.
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
                 await self._task
 
     def _tell(self, news: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@
     if (services.length) replaceRows(services);
   }
 
-  const source = new EventSource("/events");
+  const source = new EventSource("/live");
   source.addEventListener("open", () => {
     if (status) status.textContent = "live";
     if (status) status.className = "live on";
