@@ -63,16 +63,21 @@ def test_the_board_follows_a_digest_from_build_to_an_approved_prod(
         "the build in the dev cell",
     )
     assert d[7:19] in cell(browser, "api", "dev").text  # short, with the full digest on hover
-    assert browser.find_element(
-        "css selector", '#svc-api td[data-env="dev"] .pin'
-    ).get_attribute("title") == d
+    assert (
+        browser.find_element("css selector", '#svc-api td[data-env="dev"] .pin').get_attribute(
+            "title"
+        )
+        == d
+    )
 
     env.build("api", d, env="dev", check="integration")
     assert load_test_passed(capsys, d) == 0
     wait_for(
         browser,
-        lambda b: cell(b, "api", "prod").get_attribute("data-state") == "waiting"
-        and "approvals 0/1" in cell(b, "api", "prod").text,
+        lambda b: (
+            cell(b, "api", "prod").get_attribute("data-state") == "waiting"
+            and "approvals 0/1" in cell(b, "api", "prod").text
+        ),
         "prod waiting for an approval",
     )
     prod = cell(browser, "api", "prod")
@@ -86,8 +91,10 @@ def test_the_board_follows_a_digest_from_build_to_an_approved_prod(
     asked = time.monotonic()  # published: from here on it is Ferry's and the board's time
     wait_for(
         browser,
-        lambda b: 'data-status="waiting"' not in cell(b, "api", "prod").get_attribute("innerHTML")
-        or cell(b, "api", "prod").get_attribute("data-pinned") == d,
+        lambda b: (
+            'data-status="waiting"' not in cell(b, "api", "prod").get_attribute("innerHTML")
+            or cell(b, "api", "prod").get_attribute("data-pinned") == d
+        ),
         "the approval in the prod cell",
     )
     print(f"approval -> prod cell changed in {time.monotonic() - asked:.2f}s")

@@ -23,3 +23,7 @@ def test_demo_runs_end_to_end(tmp_path) -> None:  # noqa: ANN001
     assert "ferry:dlq" in out and "api reached staging by merged pull request" in out
     assert "all expectations met" in out
     assert out.count(" merged  Promote ") == 3
+    # The demo ends with the address of the board that showed it.
+    assert (
+        out.rstrip().splitlines()[-1].startswith("The board served this demo at http://127.0.0.1:")
+    )

@@ -11,7 +11,16 @@ import sys
 from pathlib import Path
 
 from ferry.adapters.scaffold import scaffold
-from tests.helpers import REGISTRY, digest_of, wait_until
+from tests.helpers import REGISTRY, digest_of, free_port, wait_until
+
+
+def _get(url: str) -> dict | None:
+    import httpx
+
+    try:
+        return httpx.get(url).json()
+    except httpx.TransportError:
+        return None
 
 
 def ferry(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -42,7 +51,8 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
     repo, home = tmp_path / "gitops", tmp_path / "home"
     scaffold(repo, ["api"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-    env.update(FERRY_HOME=str(home), FERRY_GITOPS_REPO=str(repo))
+    board = free_port()
+    env.update(FERRY_HOME=str(home), FERRY_GITOPS_REPO=str(repo), FERRY_BOARD_PORT=str(board))
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     up = subprocess.Popen(
         [sys.executable, "-m", "ferry", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -51,8 +61,8 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
         url_file = home / "redis.url"
         wait_until(url_file.exists, 30, "the recorded URL")
         assert url_file.read_text().startswith("redis://127.0.0.1:")
-        # valkey + four workers, each its own process
-        wait_until(lambda: len(children_of(up.pid)) >= 5, 30, "five child processes")
+        # valkey + four workers + the board, each its own process
+        wait_until(lambda: len(children_of(up.pid)) >= 6, 30, "six child processes")
         d = digest_of("up")
         wait_until(lambda: ferry("status", "--json", env=env).returncode == 0, 30, "status")
         published = ferry(
@@ -74,6 +84,8 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
             30,
             "api in dev",
         )
+        grid = wait_until(lambda: _get(f"http://127.0.0.1:{board}/api/grid"), 30, "the board")
+        assert grid["services"]["api"]["dev"]["pinned"] == d
         prs = ferry("pr", "ls", env=env)
         assert "merged" in prs.stdout and "Promote api to dev" in prs.stdout
         # A worker that dies is started again.

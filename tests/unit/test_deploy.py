@@ -176,8 +176,12 @@ def test_scaled_objects_target_base_deployments_on_their_own_stream_and_group() 
 # --- (c) Deployments ----------------------------------------------------------------------------
 
 
+def workers_only(deployments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: d for name, d in deployments.items() if name != "board"}
+
+
 def test_one_deployment_per_worker_running_it_as_a_unique_consumer() -> None:
-    deployments = by_name(objects("Deployment"))
+    deployments = workers_only(by_name(objects("Deployment")))
     home = config(objects("ConfigMap"))["FERRY_HOME"]
     assert set(deployments) == WORKERS
     for name, deployment in deployments.items():
@@ -261,9 +265,25 @@ def test_compose_runs_every_worker_from_one_image_against_persistent_redis() -> 
 def test_probes_reach_the_workers_health_endpoints_on_the_configured_port() -> None:
     settings = config(objects("ConfigMap"))
     assert settings["FERRY_HTTP_HOST"] == "0.0.0.0"
-    for name, deployment in by_name(objects("Deployment")).items():
+    for name, deployment in workers_only(by_name(objects("Deployment"))).items():
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         [port] = container["ports"]
         assert str(port["containerPort"]) == settings["FERRY_HTTP_PORT"], name
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+
+
+def test_the_board_is_served_on_its_port_behind_a_service_and_in_compose() -> None:
+    board = by_name(objects("Deployment"))["board"]
+    [container] = board["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["board"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    [port] = container["ports"]
+    assert env["FERRY_BOARD_HOST"] == "0.0.0.0"
+    assert str(port["containerPort"]) == env["FERRY_BOARD_PORT"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    [service] = [s for s in objects("Service") if s["metadata"]["name"] == "board"]
+    assert service["spec"]["selector"] == board["spec"]["selector"]["matchLabels"]
+    compose = _yaml.load((ROOT / "docker-compose.yml").read_text())["services"]["board"]
+    assert compose["command"][0] == "board" and "8090:8090" in compose["ports"]

@@ -120,7 +120,9 @@ def grid(repo: GitOpsRepo, bus: Bus, query: Query, now: datetime) -> Grid:
     found = [s for s in repo.services() if query.q in s]
     start = (query.page - 1) * query.per_page
     if found and start >= len(found):
-        raise BadQuery(f"page {query.page} is past the last page ({-(-len(found) // query.per_page)})")
+        raise BadQuery(
+            f"page {query.page} is past the last page ({-(-len(found) // query.per_page)})"
+        )
     shown = found[start : start + query.per_page]
     cost = Cost()
     return Grid(
@@ -165,7 +167,7 @@ def grid_as_dict(g: Grid) -> dict[str, Any]:
 
 
 def known_services(repo: GitOpsRepo, names: list[str]) -> list[str]:
-    """NAMES, each checked: a DNS label with a values file on main (else BadQuery/UnknownService)."""
+    """NAMES, each a DNS label with a values file on main (else BadQuery or UnknownService)."""
     if not names:
         raise BadQuery("name at least one service: ?service=api")
     if len(names) > MAX_PER_PAGE:
@@ -216,7 +218,7 @@ def moves(policy: Policy, e: Explanation) -> list[Move]:
                 Move("approval", f"ferry approve {e.service} {digest} --env {e.env} --as $USER")
             )
         elif g["gate"] == "ci" and gates.ci is not None:
-            checks = gates.ci.checks or [None]
+            checks: list[str | None] = [*gates.ci.checks] or [None]
             for check in checks:
                 found.append(Move("ci", _publish("ci", e.service, digest, e.source, check)))
         elif g["gate"] == "soak" and gates.soak is not None:

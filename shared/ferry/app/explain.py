@@ -72,9 +72,7 @@ def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> E
     return out
 
 
-def explanation(
-    bus: Bus, main: MainSnapshot, service: str, env: str, now: datetime
-) -> Explanation:
+def explanation(bus: Bus, main: MainSnapshot, service: str, env: str, now: datetime) -> Explanation:
     """What `ferry explain` says about SERVICE in ENV at NOW, from main and Redis only (the board
     calls this for every cell; the pull request is the promotion's as gate-evaluator knows it)."""
     env_policy = main.policy.environment(env, service)  # unknown environment: PolicyError

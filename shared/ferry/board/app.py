@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from ferry.adapters.forge.base import PullRequestNotFound
 from ferry.app import board
 from ferry.app.canary import describe as describe_canary
+from ferry.app.reports import short_subject
 from ferry.board.live import Hub
 from ferry.core.errors import Rejected
 from ferry.core.policy import PolicyError
@@ -57,6 +58,7 @@ def _templates() -> Environment:
     env.filters["short"] = lambda d: d.removeprefix("sha256:")[:12] if d else "-"
     env.filters["css"] = _css
     env.filters["canary"] = describe_canary
+    env.filters["subject"] = short_subject
     env.globals["ago"] = _ago
     return env
 

@@ -69,7 +69,8 @@ class Hub:
 
     async def _follow(self) -> None:
         log = get_logger()
-        client = aioredis.Redis.from_url(self.url)
+        # Typed as Any: redis-py's stubs do not know the connection hands out bytes.
+        client: Any = aioredis.Redis.from_url(self.url)
         names = {self.settings.stream(s): s for s in WATCHED}
         try:
             # Start at each stream's newest entry: a page renders what is there when it opens.
@@ -79,7 +80,7 @@ class Hub:
                 last[stream] = newest[0][0].decode() if newest else "0-0"
             while True:
                 try:
-                    found = await client.xread(last, block=5000, count=500)  # type: ignore[arg-type]
+                    found = await client.xread(last, block=5000, count=500)
                 except (OSError, aioredis.ConnectionError) as e:
                     log.warning("board lost Redis; retrying", error=str(e))
                     await asyncio.sleep(1.0)

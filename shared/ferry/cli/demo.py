@@ -17,7 +17,7 @@ import typer
 from ferry.adapters import embedded
 from ferry.adapters.bus import Bus
 from ferry.core.events import CiResult, InvalidEvent, parse
-from ferry.runtime.runner import spawn_worker, stop_processes
+from ferry.runtime.runner import spawn_ferry, spawn_worker, stop_processes
 from ferry.runtime.settings import Settings
 
 WORKERS = ("gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper")
@@ -45,7 +45,19 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def run_demo(*, keep: bool = False) -> int:
+def _board_port(wanted: int) -> int:
+    """WANTED if nothing listens there, else a free port: a second demo must not fail on it."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", wanted))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_demo(*, keep: bool = False, serve: bool = False) -> int:
     t0 = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="ferry-demo-"))
     home, repo_path, logs = scratch / "home", scratch / "gitops", scratch / "logs"
@@ -72,11 +84,19 @@ def run_demo(*, keep: bool = False) -> int:
     for name in WORKERS:
         procs.append(spawn_worker(name, env, logs / f"{name}.log"))
     say(f"workers started as separate processes: {', '.join(WORKERS)} (logs in {logs})")
+    port = _board_port(settings.board_port)
+    board = f"http://127.0.0.1:{port}/"
+    procs.append(spawn_ferry(["board", "--port", str(port)], env, logs / "board.log"))
     code = 1
     try:
         for name in WORKERS:
             wait_for(f"{name} to join its groups", functools.partial(_joined, bus, name), 20)
         code = _story(bus, settings, repo_path, status_table, LocalForge(repo_path))
+        say(f"\ndemo finished in {time.monotonic() - t0:.1f}s")
+        if serve:
+            say(f"The board (every service x environment, live): {board}")
+            say("Ctrl-C stops the demo, its workers and the board.")
+            _until_interrupted()
     except TimeoutError as e:
         say(f"demo failed: {e}; see the worker logs in {logs}")
         keep = True
@@ -87,8 +107,25 @@ def run_demo(*, keep: bool = False) -> int:
             say(f"scratch directory kept: {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    say(f"demo finished in {time.monotonic() - t0:.1f}s")
+    if not serve:
+        say(f"The board served this demo at {board} (`ferry demo --serve` keeps it up)")
     return code
+
+
+def _until_interrupted() -> None:
+    import signal
+
+    def _stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM too (a background job ignores Ctrl-C): the workers and the board stop with it.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("")
 
 
 def _pinned(repo: Any, service: str, env: str, digest: str) -> bool:

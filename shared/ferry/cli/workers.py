@@ -60,7 +60,8 @@ def worker(
 
 @app.command()
 def up() -> None:
-    """Run every worker, each its own process (embedded server if FERRY_REDIS_URL is unset)."""
+    """Run every worker and the board, each its own process (embedded server if
+    FERRY_REDIS_URL is unset)."""
     from ferry.runtime.resources import gitops_remote
     from ferry.runtime.runner import run_up
 
@@ -142,8 +143,16 @@ def down(
 @app.command()
 def demo(
     keep: bool = typer.Option(False, help="Keep the scratch directory and print where it is."),
+    serve: bool | None = typer.Option(
+        None,
+        help="Keep the workers and the board up after the story, until Ctrl-C "
+        "[default: when run in a terminal].",
+    ),
 ) -> None:
-    """Run the whole flow on embedded parts: build, CI, a refused tag, dev and staging merges."""
+    """Run the whole flow on embedded parts: build, CI, a refused tag, dev and staging merges;
+    it ends with the address of the board that shows it."""
     from ferry.cli.demo import run_demo
 
-    sys.exit(run_demo(keep=keep))
+    if serve is None:
+        serve = sys.stdin.isatty() and sys.stdout.isatty()
+    sys.exit(run_demo(keep=keep, serve=serve))

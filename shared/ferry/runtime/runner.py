@@ -77,11 +77,18 @@ def spawn_worker(
     name: str, env: dict[str, str], log: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start one replica of worker NAME as its own process (its output appended to LOG)."""
+    return spawn_ferry(["worker", name], env, log)
+
+
+def spawn_ferry(
+    args: list[str], env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Run `ferry ARGS` as its own process (its output appended to LOG)."""
     if log is None:
-        return subprocess.Popen([sys.executable, "-m", "ferry", "worker", name], env=env)
+        return subprocess.Popen([sys.executable, "-m", "ferry", *args], env=env)
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "ferry", "worker", name],
+            [sys.executable, "-m", "ferry", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -178,8 +185,8 @@ def _joined(url: str, settings: Settings, names: Iterable[str]) -> bool:
 
 
 def run_up(settings: Settings) -> None:
-    """All the workers, each its own process, until Ctrl-C, SIGTERM or `ferry down`; one set
-    per FERRY_HOME."""
+    """All the workers and the board, each its own process, until Ctrl-C, SIGTERM or `ferry
+    down`; one set per FERRY_HOME."""
     configure(settings.log_level, settings.log_format)
     log = get_logger()
     lock = _hold_up_lock(settings)
@@ -187,14 +194,20 @@ def run_up(settings: Settings) -> None:
     url, server = ensure_server(settings, persist=True)
     env = {**os.environ, "FERRY_REDIS_URL": url}
     envs = {}
-    for i, name in enumerate(worker_names()):
+    args = {name: ["worker", name] for name in worker_names()} | {"board": ["board"]}
+    for i, name in enumerate(args):
         envs[name] = dict(env)
         if settings.http_port:
             # One port each: the workers share this machine.
             envs[name]["FERRY_HTTP_PORT"] = str(settings.http_port + i)
-    procs = {name: spawn_worker(name, envs[name]) for name in envs}
+    procs = {name: spawn_ferry(args[name], envs[name]) for name in envs}
     _write_up_state(settings, url, procs, started_at)
-    log.info("ferry up", redis=url, workers={n: p.pid for n, p in procs.items()})
+    log.info(
+        "ferry up",
+        redis=url,
+        workers={n: p.pid for n, p in procs.items()},
+        board=f"http://{settings.board_host}:{settings.board_port}/",
+    )
     ready = False
     stopping = False
 
@@ -226,15 +239,17 @@ def run_up(settings: Settings) -> None:
                     delay[name] = min(delay[name] * 2, 60.0)
                 elif now >= due[name]:
                     del due[name]
-                    procs[name] = spawn_worker(name, envs[name])
+                    procs[name] = spawn_ferry(args[name], envs[name])
                     started[name] = now
                     _write_up_state(settings, url, procs, started_at)
-            if not ready and _joined(url, settings, procs):
+            if not ready and _joined(url, settings, [n for n in procs if n != "board"]):
                 ready = True
                 workers = ", ".join(f"{n} (pid {p.pid})" for n, p in procs.items())
                 print(
                     scrub_text(
-                        f"ferry is up: {workers} on {url}. Stop it with Ctrl-C or `ferry down`; "
+                        f"ferry is up: {workers} on {url}; the board at "
+                        f"http://{settings.board_host}:{settings.board_port}/. "
+                        "Stop it with Ctrl-C or `ferry down`; "
                         "`ferry ps` shows what runs."
                     ),
                     flush=True,

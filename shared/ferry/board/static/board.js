@@ -5,9 +5,10 @@
 (function () {
   "use strict";
   const grid = document.getElementById("grid");
+  const story = document.getElementById("story-of");
   const status = document.getElementById("live");
-  if (!grid || !window.EventSource) return;
-  const query = grid.dataset.query || "";
+  if (!(grid || story) || !window.EventSource) return;
+  const query = grid ? grid.dataset.query || "" : "";
   let wanted = new Set();
   let timer = null;
   let everOpen = false;
@@ -15,6 +16,11 @@
 
   function shown(service) {
     return document.getElementById("svc-" + service) !== null;
+  }
+
+  function storyOf() {
+    const current = document.getElementById("story-of");
+    return current ? current.dataset.service : null;
   }
 
   async function replaceRows(services) {
@@ -31,7 +37,17 @@
     stamp();
   }
 
+  // A service's page: its story is fetched again when news about the service arrives.
+  async function replaceStory() {
+    const answer = await fetch(location.pathname);
+    if (!answer.ok) return;
+    const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+    story.replaceWith(page.getElementById("story-of"));
+    stamp();
+  }
+
   async function replaceGrid() {
+    if (!grid) return replaceStory();
     const answer = await fetch("/fragments/grid" + (query ? "?" + query : ""));
     if (!answer.ok) return;
     grid.innerHTML = await answer.text();
@@ -66,6 +82,10 @@
     const data = JSON.parse(e.data);
     if (data.all) {
       replaceGrid();
+      return;
+    }
+    if (!grid) {
+      if (data.services.includes(storyOf())) replaceStory();
       return;
     }
     data.services.forEach((s) => wanted.add(s));
