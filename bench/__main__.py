@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import canary, forges, hostile, latency, micro, previews, throughput
+from bench import board, canary, forges, hostile, latency, micro, previews, throughput
 from bench.env import machine, services
 from bench.report import render
 
@@ -125,10 +125,18 @@ def main(argv: list[str] | None = None) -> int:
             results["previews"] = previews.run(url, root, n_previews)
             step("(f) forge requests per promotion: github, gitea, gitlab on the fake forge")
             forge_rows = forges.run(url, root, 5 if args.quick else 10)
+            step("the board: a page among 1,000 services; approval -> cell in Chromium")
+            results["board"] = board.run(url, root)
         results["elapsed_s"] = time.perf_counter() - t_all
     finally:
         server.stop()
-    text = render(results).rstrip("\n") + "\n\n" + forges.render(forge_rows)
+    text = (
+        render(results).rstrip("\n")
+        + "\n\n"
+        + forges.render(forge_rows)
+        + "\n"
+        + board.report(results["board"])
+    )
     print(text)
     args.out.write_text(text)
     step(f"wrote {args.out} ({results['elapsed_s']:.0f}s)")
