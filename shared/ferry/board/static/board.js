@@ -58,11 +58,23 @@
     document.body.dataset.updated = String(Date.now());
   }
 
-  function flush() {
+  // One fetch at a time: an older answer arriving after a newer one must not win. News that
+  // comes while a fetch runs is fetched right after it.
+  let fetching = false;
+
+  async function flush() {
     timer = null;
+    if (fetching) return;
     const services = Array.from(wanted).filter(shown);
     wanted = new Set();
-    if (services.length) replaceRows(services);
+    if (!services.length) return;
+    fetching = true;
+    try {
+      await replaceRows(services);
+    } finally {
+      fetching = false;
+      if (wanted.size && timer === null) timer = setTimeout(flush, 0);
+    }
   }
 
   const source = new EventSource("/live");
