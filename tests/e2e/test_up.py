@@ -139,7 +139,8 @@ def test_ferry_up_says_when_it_is_ready_runs_once_per_home_and_ferry_down_stops_
         ]
         shown = json.loads(ferry("ps", "--json", env=env).stdout)
         assert shown["running"] is True and shown["pid"] == up.pid
-        assert sorted(shown["workers"]) == sorted(worker_pids(up.pid).values())
+        # ferry up runs the board beside the workers; ps lists it with them
+        assert sorted(shown["workers"]) == sorted([*worker_pids(up.pid).values(), "board"])
         assert all(w["alive"] for w in shown["workers"].values())
         assert "pr-writer" in ferry("ps", env=env).stdout
         stopped = ferry("down", env=env)

@@ -36,8 +36,8 @@ def _key(value: Any) -> bytes:
 
 class _Stand:
     """Redis reads answered from fetched values (bytes, as redis-py gives them): GET and whole
-    hashes (HGET and HEXISTS are answered from the hash). Writes are refused: a read must not
-    change anything."""
+    hashes (HGET, HMGET and HEXISTS are answered from the hash). Writes are refused: a read must
+    not change anything."""
 
     def __init__(self) -> None:
         self.strings: dict[bytes, bytes | None] = {}
@@ -63,6 +63,11 @@ class _Stand:
 
     def hexists(self, key: Any, field: Any) -> bool:
         return _key(field) in self.hgetall(key)
+
+    def hmget(self, key: Any, fields: Any, *more: Any) -> list[bytes | None]:
+        found = self.hgetall(key)
+        names = [fields, *more] if isinstance(fields, str | bytes) else [*fields, *more]
+        return [found.get(_key(f)) for f in names]
 
     def register_script(self, script: str) -> Callable[..., Any]:
         def refuse(*_: Any, **__: Any) -> Any:
