@@ -55,11 +55,7 @@ def decision_for(
 
 def explain(repo: GitOpsRepo, bus: Bus, forge: Any, service: str, env: str) -> Explanation:
     out = explanation(bus, repo.at_main(), service, env, datetime.now(UTC))
-    if (
-        forge is not None
-        and out.next_digest is not None
-        and not _forge_budget_spent(out, forge)
-    ):
+    if forge is not None and out.next_digest is not None and not _forge_budget_spent(out, forge):
         pid = promotion_id(service, out.next_digest, env)
         pr = forge.find_pr(pr_key(pid, PromotionStore(bus).attempt(pid)))
         if pr is not None:
