@@ -39,7 +39,7 @@ def approved_by(*actors: str, gate: ApprovalGate = GATE, **kw: object):  # noqa:
 def test_approval_by_a_listed_user_passes() -> None:
     result = approved_by("release-lead")
     assert result.gate == "approval" and result.status == "passed"
-    assert result.reason == "approved by release-lead (1/1)"
+    assert result.reason == "approved by release-lead via cli (1/1)"
 
 
 def test_approval_by_a_team_member_passes_through_facts_teams() -> None:
@@ -71,7 +71,7 @@ def test_min_approvals_counts_distinct_approvers() -> None:
     assert one.status == "waiting" and "approvals 1/2" in one.reason
     both = approved_by("sre-oncall-1", "release-lead", gate=two)
     assert both.status == "passed"
-    assert both.reason == "approved by release-lead, sre-oncall-1 (2/2)"
+    assert both.reason == "approved by release-lead via cli, sre-oncall-1 via cli (2/2)"
 
 
 def test_the_builds_author_does_not_count_by_default() -> None:

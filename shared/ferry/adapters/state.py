@@ -120,9 +120,6 @@ class SignalStore:
         return self.bus.settings.key("words", service, env, digest)
 
     def record(self, word: Word, service: str) -> None:
-        value = {"kind": word.kind, "reason": word.reason}
-        if word.at is not None:
-            value["at"] = word.at.isoformat()
         key = self._key(service, word.env, word.digest)
         # A word given earlier than the standing one (a replay, a late delivery) does not win.
         old = self.bus.redis.hget(key, word.actor)
@@ -130,7 +127,30 @@ class SignalStore:
             at = json.loads(old).get("at")
             if at is not None and datetime.fromisoformat(at) > word.at:
                 return
-        self.bus.redis.hset(key, word.actor, json.dumps(value))
+        self.bus.redis.hset(key, word.actor, _word_value(word))
+
+    def replace_via(
+        self, via: str, service: str, env: str, digest: str, words: tuple[Word, ...]
+    ) -> None:
+        """WORDS are now all the standing words that came VIA this channel (the reviews on the
+        forge, read whole): a word of that channel not among them is withdrawn; a later word of
+        another channel by the same actor stays."""
+        key = self._key(service, env, digest)
+        raw = self.bus.redis.hgetall(key)
+        new = {w.actor: w for w in words}
+        with self.bus.redis.pipeline(transaction=True) as pipe:
+            for actor, value in raw.items():
+                data = json.loads(value)
+                name = actor.decode()
+                if data.get("via", "cli") == via and name not in new:
+                    pipe.hdel(key, name)
+                elif name in new and data.get("via", "cli") != via and data.get("at"):
+                    at = new[name].at
+                    if at is not None and datetime.fromisoformat(data["at"]) > at:
+                        del new[name]  # said later through the other channel: that stands
+            for word in new.values():
+                pipe.hset(key, word.actor, _word_value(word))
+            pipe.execute()
 
     def get(self, service: str, env: str, digest: str) -> tuple[Word, ...]:
         raw = self.bus.redis.hgetall(self._key(service, env, digest))
@@ -138,10 +158,23 @@ class SignalStore:
         for actor, value in raw.items():
             data = json.loads(value)
             at = datetime.fromisoformat(data["at"]) if data.get("at") else None
+            via = data.get("via", "cli")
             words.append(
-                Word(data["kind"], actor.decode(), digest, env, data.get("reason", ""), at)
+                Word(data["kind"], actor.decode(), digest, env, data.get("reason", ""), at, via)
             )
         return tuple(sorted(words, key=lambda w: w.actor))
+
+
+def _glob_escape(text: str) -> str:
+    """TEXT matched literally in a Redis glob pattern (a stream prefix may hold * or [)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _word_value(word: Word) -> str:
+    value = {"kind": word.kind, "reason": word.reason, "via": word.via}
+    if word.at is not None:
+        value["at"] = word.at.isoformat()
+    return json.dumps(value)
 
 
 class LiveStore:
@@ -197,6 +230,18 @@ class PromotionStore:
     def get(self, promotion_id: str) -> dict[str, str] | None:
         raw = self.bus.redis.hgetall(self._key(promotion_id))
         return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+    def unfinished(self) -> list[tuple[str, dict[str, str]]]:
+        """Every promotion still requested or open, with its record (for the reconcile pass)."""
+        prefix = self.bus.settings.key("promotion", "")
+        pattern = _glob_escape(prefix) + "*"
+        out = []
+        for key in self.bus.redis.scan_iter(match=pattern, count=500):
+            pid = key.decode()[len(prefix) :]
+            record = self.get(pid)
+            if record and record.get("state") in ("requested", "open") and "service" in record:
+                out.append((pid, record))
+        return sorted(out)
 
     def view(self, promotion_id: str) -> PromotionView | None:
         record = self.get(promotion_id)

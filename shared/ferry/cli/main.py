@@ -14,6 +14,7 @@ from ferry.cli import (  # noqa: F401 - registers the commands
     canary,
     dlq,
     hold,
+    ingress,
     pr,
     previews,
     publish,

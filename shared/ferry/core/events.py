@@ -206,17 +206,20 @@ class CiResult(_Subject):
 
 class Signal(_Subject):
     """A person's or a job's word about a digest in an environment: an approval, a rejection, a
-    check's result, or `promote`, a person asking for the digest there again (after its pull
-    request was closed, its merge reverted, or it was rolled back)."""
+    check's result, `promote`, a person asking for the digest there again (after its pull
+    request was closed, its merge reverted, or it was rolled back), or `review`: the reviews of
+    the promotion's pull request PR changed (the ingress publishes it; the reviews themselves are
+    read from the forge, never taken from the stream)."""
 
     on_stream: ClassVar[str] = "signals"
-    kind: Literal["approval", "rejection", "check", "promote"]
+    kind: Literal["approval", "rejection", "check", "promote", "review"]
     digest: Digest
     env: Label
     actor: Name | None = None
     check: Name | None = None
     status: Literal["success", "failure"] | None = None
     reason: str | None = None
+    pr: int | None = Field(default=None, ge=1)
 
 
 class Hold(Event):

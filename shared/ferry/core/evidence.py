@@ -32,6 +32,9 @@ class Word:
     env: str
     reason: str = ""
     at: datetime | None = None  # when it was given (None: before Ferry kept the time)
+    # The channel that carried it: "cli" (`ferry approve`, or anything on ferry:signals) or
+    # "forge" (a review on the promotion PR, read from the forge); see gates.approval.via.
+    via: Literal["cli", "forge"] = "cli"
 
 
 @dataclass(frozen=True)

@@ -87,8 +87,10 @@ def ci_gate(ci: Any, evidence: Evidence, source_env: str) -> GateResult:
 
 def approval_gate(gate: Any, facts: Facts) -> GateResult:
     """Enough standing approvals from the listed approvers (users or "team:<name>"), not counting
-    the build's author unless the policy allows it, none expired (`expires_after`); a standing
-    rejection by any listed approver fails the gate whatever others approved."""
+    the build's author unless the policy allows it, none expired (`expires_after`), each carried
+    by a channel the policy allows (`via`: `ferry approve` is "cli", a review on the promotion PR
+    is "forge"); a standing rejection by any listed approver fails the gate whatever others
+    approved, whichever channel carried it (a channel may stop a promotion it may not approve)."""
 
     def approver(actor: str) -> bool:
         if not gate.approvers:
@@ -101,6 +103,8 @@ def approval_gate(gate: Any, facts: Facts) -> GateResult:
 
     def counts(actor: str) -> bool:
         return approver(actor) and (gate.author_can_approve or actor != facts.author)
+
+    allowed = tuple(getattr(gate, "via", ("cli", "forge")))
 
     expires: timedelta | None = getattr(gate, "expires_after", None)
 
@@ -116,12 +120,15 @@ def approval_gate(gate: Any, facts: Facts) -> GateResult:
     expired = sorted(
         a for a, w in approvals.items() if (end := expiry(w)) is not None and end <= facts.now
     )
-    valid = sorted(a for a in approvals if counts(a) and a not in expired)
+    wrong_channel = sorted(a for a, w in approvals.items() if w.via not in allowed)
+    valid = sorted(
+        a for a in approvals if counts(a) and a not in expired and a not in wrong_channel
+    )
     # The earliest expiry among the approvals that count: the verdict may change then.
     ends = [end for a in valid if (end := expiry(approvals[a])) is not None]
     recheck = min(ends) if ends else None
     if len(valid) >= gate.min_approvals:
-        who = f" by {', '.join(valid)}" if valid else ""
+        who = f" by {', '.join(f'{a} via {approvals[a].via}' for a in valid)}" if valid else ""
         return GateResult(
             "approval",
             "passed",
@@ -133,7 +140,11 @@ def approval_gate(gate: Any, facts: Facts) -> GateResult:
         for a in sorted(approvals)
         if not counts(a)
     ]
-    notes += [f"{a}'s approval expired" for a in expired if counts(a)]
+    only = " or ".join(allowed) or "no channel"
+    notes += [
+        f"{a} via {approvals[a].via} (only {only} counts)" for a in wrong_channel if counts(a)
+    ]
+    notes += [f"{a}'s approval expired" for a in expired if counts(a) and a not in wrong_channel]
     extra = f"; not counted: {', '.join(notes)}" if notes else ""
     wanted = ", ".join(gate.approvers) or "anyone"
     return GateResult(

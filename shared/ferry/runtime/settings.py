@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     # `ferry board` (and the board `ferry up` starts): the live web page.
     board_host: str = "127.0.0.1"
     board_port: int = Field(default=8090, ge=0, le=65535)
+    # `ferry ingress` (docs/ingress.md): where it listens, the webhook secrets (one for all, or
+    # one per endpoint, which wins), the largest body it reads, and how often the reconcile pass
+    # looks for what webhooks missed (0: never).
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = Field(default=8088, ge=0, le=65535)
+    ingress_max_body: int = Field(default=1 << 20, ge=1)
+    ingress_reconcile_s: float = Field(default=300.0, ge=0)
+    webhook_secret: SecretStr | None = None
+    webhook_secret_github: SecretStr | None = None
+    webhook_secret_gitlab: SecretStr | None = None
+    webhook_secret_gitea: SecretStr | None = None
+    webhook_secret_ci: SecretStr | None = None
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
