@@ -183,11 +183,11 @@ def workers_only(deployments: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
 def test_one_deployment_per_worker_running_it_as_a_unique_consumer() -> None:
     deployments = workers_only(by_name(objects("Deployment")))
     home = config(objects("ConfigMap"))["FERRY_HOME"]
-    assert set(deployments) == WORKERS
+    assert set(deployments) == WORKERS | {"ingress"}
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        assert container["args"] == ["worker", name]
+        assert container["args"] == (["ingress"] if name == "ingress" else ["worker", name])
         env = {e["name"]: e for e in container.get("env", [])}
         assert env["FERRY_CONSUMER"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
         assert pod["securityContext"]["runAsNonRoot"] is True, name
