@@ -8,7 +8,7 @@ from typing import Any
 
 from ferry.adapters.state import SignalStore
 from ferry.core.errors import Rejected
-from ferry.core.events import Signal, promotion_id
+from ferry.core.events import Signal, promotion_id, promotion_of_key
 from ferry.core.reviews import review_words
 from ferry.runtime import resources
 from ferry.runtime.worker import WorkerContext
@@ -30,7 +30,7 @@ def handle_review(event: Signal, ctx: WorkerContext) -> None:
         raise Rejected("a review signal needs 'pr': the promotion pull request's number")
     pid = promotion_id(event.service, event.digest, event.env)
     pr = forge(ctx).get_pr(event.pr)
-    if pr.key != pid:
+    if pr.key is None or promotion_of_key(pr.key) != pid:
         raise Rejected(
             f"pull request #{event.pr} is not the promotion of {subject} ({pid}): "
             "its reviews are not approvals of it"

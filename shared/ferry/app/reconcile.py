@@ -19,7 +19,7 @@ from typing import Any
 from ferry.adapters.bus import Bus
 from ferry.adapters.state import PromotionStore
 from ferry.app.webhooks import promotion_change
-from ferry.core.events import Change
+from ferry.core.events import Change, pr_key
 from ferry.runtime.logging import get_logger
 from ferry.runtime.settings import Settings
 
@@ -31,19 +31,19 @@ def reconcile(bus: Bus, forge: Any, main: Any) -> list[Change]:
     store = PromotionStore(bus)
     published: list[Change] = []
     for pid, record in store.unfinished():
-        change = _missed(pid, record, forge, main)
+        change = _missed(pid, pr_key(pid, store.attempt(pid)), record, forge, main)
         if change is not None and bus.emit(change) is not None:
             published.append(change)
     return published
 
 
-def _missed(pid: str, record: dict[str, str], forge: Any, main: Any) -> Change | None:
+def _missed(pid: str, key: str, record: dict[str, str], forge: Any, main: Any) -> Change | None:
     number = int(record["pr"]) if record.get("pr") else None
 
     def change(kind: str, **extra: Any) -> Change:
         return promotion_change(pid, record, kind, pr=number, reason=FOUND, **extra)
 
-    pr = forge.get_pr(number) if number is not None else forge.find_pr(pid)
+    pr = forge.get_pr(number) if number is not None else forge.find_pr(key)
     if pr is not None:
         number = pr.number
         if pr.state == "merged":

@@ -33,7 +33,15 @@ from ferry.adapters.forge.webhooks import (
 )
 from ferry.adapters.state import PromotionStore
 from ferry.core.errors import one_line
-from ferry.core.events import Change, CiResult, Event, PreviewEvent, Signal, describe
+from ferry.core.events import (
+    Change,
+    CiResult,
+    Event,
+    PreviewEvent,
+    Signal,
+    describe,
+    promotion_of_key,
+)
 
 Lookup = Callable[[str], dict[str, str] | None]
 
@@ -135,14 +143,15 @@ def _promotion_event(hook: Hook, promotion: Lookup, eid: str) -> tuple[Event | N
     number = getattr(hook, "number", None)
     if isinstance(hook, PipelineHook) or hook.key is None:
         return None, f"#{number} in the GitOps repository is not a Ferry promotion"
-    record = promotion(hook.key)
+    pid = promotion_of_key(hook.key)  # a key may carry the attempt of a promotion asked again
+    record = promotion(pid)
     if not record or "service" not in record:
-        return None, f"#{number}: promotion {hook.key} is unknown to this Ferry"
+        return None, f"#{number}: promotion {pid} is unknown to this Ferry"
     if isinstance(hook, PullHook) and hook.action in ("merged", "closed"):
         kind = "pr_merged" if hook.action == "merged" else "pr_closed"
         by = f" by {hook.actor}" if hook.actor else ""
         change = promotion_change(
-            hook.key,
+            pid,
             record,
             kind,
             pr=hook.number,
