@@ -232,3 +232,20 @@ def test_a_warning_always_comes_before_the_expiry(
     if status.action == "warn":
         assert status.expires_at is not None and now < status.expires_at
         assert status.warn_at is not None and now >= status.warn_at
+
+
+@settings(max_examples=200, deadline=None)
+@given(POLICIES, histories(), NOWS)
+def test_a_record_keeps_one_bare_update_and_the_same_answer(
+    policy: Previews, history: list, now: datetime
+) -> None:
+    from ferry.adapters.preview_store import Record
+
+    record = Record(repo="shop/web", pr=7)
+    for item in history:
+        if isinstance(item, PreviewEvent):
+            record.add_event(item)
+    record.marks = [m for m in history if isinstance(m, Mark)]
+    bare = [e for e in record.events if e.kind == "updated" and not e.labels and not e.until]
+    assert len(bare) <= 1
+    assert preview_status(policy, record.history(), now) == preview_status(policy, history, now)

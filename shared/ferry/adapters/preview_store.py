@@ -63,6 +63,11 @@ class Record:
         if any(e.event_id == event.event_id for e in self.events):
             return False
         self.events.append(event)
+        if _bare_activity(event):
+            # Every push is an `updated`: keep only the latest one that carries nothing else, so a
+            # busy PR's record stays small. The rule reads them only for the latest activity.
+            latest = max((e for e in self.events if _bare_activity(e)), key=_when)
+            self.events = [e for e in self.events if e is latest or not _bare_activity(e)]
         return True
 
     def history(self) -> list[PreviewEvent | Mark]:
@@ -96,6 +101,14 @@ class Record:
             live_team=data.get("live_team"),
             due=data.get("due"),
         )
+
+
+def _bare_activity(event: PreviewEvent) -> bool:
+    return event.kind == "updated" and not event.labels and event.until is None
+
+
+def _when(event: PreviewEvent) -> tuple[datetime, str]:
+    return (event.occurred_at, event.event_id)
 
 
 def member(repo: str, pr: int) -> str:
