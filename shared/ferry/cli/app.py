@@ -49,6 +49,25 @@ def check_names(**names: str | None) -> None:
                 fail(str(e))
 
 
+def parsed(stream: str, fields: dict[str, str | None]) -> Any:
+    """The event FIELDS make on STREAM; a mistake ends the command with one line."""
+    from ferry.core.events import InvalidEvent, parse
+
+    try:
+        return parse(stream, given(fields))
+    except InvalidEvent as e:
+        fail(str(e))
+
+
+def published(event: Any, said: str, *, as_json: bool = False) -> None:
+    """Publish EVENT and say so: '<SAID> as <entry id>', or the entry as JSON."""
+    entry = connect_bus(load_settings()).publish(event)
+    if as_json:
+        echo_json({"entry_id": entry, "event": event.to_fields()})
+    else:
+        typer.echo(f"{said} as {entry}")
+
+
 def given(fields: dict[str, str | None]) -> dict[str, str]:
     """The options given for an event, scrubbed: a secret pasted into one never reaches an error
     line whole or in part (a sentence quotes only a prefix of a bad value)."""

@@ -10,10 +10,11 @@ from ferry.cli.app import (
     check_names,
     connect_bus,
     fail,
-    given,
     load_settings,
     open_repo,
+    parsed,
     publish_app,
+    published,
 )
 
 canary_app = typer.Typer(
@@ -48,14 +49,8 @@ def publish_canary(
 
 
 def _publish(fields: dict[str, str | None]) -> None:
-    from ferry.core.events import InvalidEvent, parse
-
-    try:
-        event = parse("canary", given(fields))
-    except InvalidEvent as e:
-        fail(str(e))
-    entry = connect_bus(load_settings()).publish(event)
-    typer.echo(f"published {event.kind} {event.event_id} as {entry}")
+    event = parsed("canary", fields)
+    published(event, f"published {event.kind} {event.event_id}")
 
 
 def _decide(kind: str, service: str, env: str, actor: str, reason: str | None) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from ferry.cli.app import app, check_names, connect_bus, echo_json, fail, load_settings
+from ferry.cli.app import app, check_names, fail, published
 from ferry.cli.publish import AS_JSON, NO_CHECK, checked
 
 
@@ -44,11 +44,7 @@ def _publish(
     if not no_check:
         checked(check)
     event = Hold(kind=kind, env=env, service=service, actor=actor, reason=reason)  # type: ignore[arg-type]
-    entry = connect_bus(load_settings()).publish(event)
-    if as_json:
-        echo_json({"entry_id": entry, "event": event.to_fields()})
-    else:
-        typer.echo(f"{kind} of {event.scope} published as {entry}")
+    published(event, f"{kind} of {event.scope} published", as_json=as_json)
 
 
 SCOPE = typer.Argument(..., help="SERVICE ENV, or ENV with --all.")

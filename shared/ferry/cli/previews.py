@@ -9,13 +9,13 @@ import typer
 from ferry.cli.app import (
     app,
     check_names,
-    connect_bus,
     echo_json,
     fail,
-    given,
     load_settings,
+    parsed,
     print_rows,
     publish_app,
+    published,
 )
 
 previews_app = typer.Typer(
@@ -41,7 +41,6 @@ def publish_preview(
     as_json: bool = typer.Option(False, "--json", help="Print the published entry as JSON."),
 ) -> None:
     """Publish what happened to an application pull request (for scripts and CI jobs)."""
-    from ferry.core.events import InvalidEvent, parse
 
     if event not in KINDS:
         fail(f"--event must be one of {', '.join(KINDS)}, got {event!r}")
@@ -57,15 +56,8 @@ def publish_preview(
         import json
 
         fields["labels"] = json.dumps([x.strip() for x in labels.split(",") if x.strip()])
-    try:
-        parsed = parse("previews", given(fields))
-    except InvalidEvent as e:
-        fail(str(e))
-    entry = connect_bus(load_settings()).publish(parsed)
-    if as_json:
-        echo_json({"entry_id": entry, "event": parsed.to_fields()})
-    else:
-        typer.echo(f"published {event} {parsed.event_id} as {entry}")
+    preview = parsed("previews", fields)
+    published(preview, f"published {event} {preview.event_id}", as_json=as_json)
 
 
 @previews_app.command("ls")

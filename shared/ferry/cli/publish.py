@@ -13,12 +13,12 @@ from ferry.cli.app import (
     app,
     check_names,
     connect_bus,
-    echo_json,
     fail,
-    given,
     load_settings,
     open_repo,
+    parsed,
     publish_app,
+    published,
 )
 
 AS_JSON = typer.Option(False, "--json", help="Print the published entry as JSON.")
@@ -47,7 +47,7 @@ def publish_ci(
 ) -> None:
     """Publish a CI result: a build (no --env) or checks run against a digest in --env."""
     from ferry.app.checks import check_build
-    from ferry.core.events import CiResult, InvalidEvent, parse
+    from ferry.core.events import CiResult
 
     fields = {
         "kind": "ci",
@@ -63,18 +63,11 @@ def publish_ci(
         "url": url,
         "event_id": event_id,
     }
-    try:
-        event = parse("ci", given(fields))
-    except InvalidEvent as e:
-        fail(str(e))
+    event = parsed("ci", fields)
     assert isinstance(event, CiResult)
     if not no_check:
         checked(lambda main: check_build(main, event.service, event.image, event.env))
-    entry = connect_bus(load_settings()).publish(event)
-    if as_json:
-        echo_json({"entry_id": entry, "event": event.to_fields()})
-    else:
-        typer.echo(f"published {event.event_id} as {entry}")
+    published(event, f"published {event.event_id}", as_json=as_json)
 
 
 @publish_app.command("check")
@@ -116,19 +109,10 @@ def checked(check: Callable[[Any], None]) -> None:
 def _publish_signal(
     as_json: bool, verify: Callable[[Any], None] | None, **fields: str | None
 ) -> None:
-    from ferry.core.events import InvalidEvent, parse
-
-    try:
-        event = parse("signals", given(fields))
-    except InvalidEvent as e:
-        fail(str(e))
+    event = parsed("signals", fields)
     if verify is not None:
         checked(verify)
-    entry = connect_bus(load_settings()).publish(event)
-    if as_json:
-        echo_json({"entry_id": entry, "event": event.to_fields()})
-    else:
-        typer.echo(f"published {event.kind} {event.event_id} as {entry}")
+    published(event, f"published {event.kind} {event.event_id}", as_json=as_json)
 
 
 def _word(
