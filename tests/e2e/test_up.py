@@ -1,5 +1,6 @@
 """`ferry up` on embedded defaults: it starts Valkey, records its URL under FERRY_HOME so other
-commands find it, runs the four workers as processes, and cleans up on SIGTERM."""
+commands find it, runs the workers, the board and the webhook ingress as processes, and cleans up
+on SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,15 +11,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from ferry.adapters.scaffold import scaffold
 from tests.helpers import REGISTRY, digest_of, free_port, wait_until
 
 
 def _get(url: str) -> dict | None:
-    import httpx
-
     try:
         return httpx.get(url).json()
+    except httpx.TransportError:
+        return None
+
+
+def _text(url: str) -> str | None:
+    try:
+        return httpx.get(url).text
     except httpx.TransportError:
         return None
 
@@ -51,8 +59,13 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
     repo, home = tmp_path / "gitops", tmp_path / "home"
     scaffold(repo, ["api"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-    board = free_port()
-    env.update(FERRY_HOME=str(home), FERRY_GITOPS_REPO=str(repo), FERRY_BOARD_PORT=str(board))
+    board, ingress = free_port(), free_port()
+    env.update(
+        FERRY_HOME=str(home),
+        FERRY_GITOPS_REPO=str(repo),
+        FERRY_BOARD_PORT=str(board),
+        FERRY_INGRESS_PORT=str(ingress),
+    )
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     up = subprocess.Popen(
         [sys.executable, "-m", "ferry", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -61,8 +74,8 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
         url_file = home / "redis.url"
         wait_until(url_file.exists, 30, "the recorded URL")
         assert url_file.read_text().startswith("redis://127.0.0.1:")
-        # valkey + four workers + the board, each its own process
-        wait_until(lambda: len(children_of(up.pid)) >= 6, 30, "six child processes")
+        # valkey + five workers + the board + the ingress, each its own process
+        wait_until(lambda: len(children_of(up.pid)) >= 8, 30, "eight child processes")
         d = digest_of("up")
         wait_until(lambda: ferry("status", "--json", env=env).returncode == 0, 30, "status")
         published = ferry(
@@ -86,6 +99,11 @@ def test_ferry_up_runs_everything_and_other_commands_find_it(tmp_path: Path) -> 
         )
         grid = wait_until(lambda: _get(f"http://127.0.0.1:{board}/api/grid"), 30, "the board")
         assert grid["services"]["api"]["dev"]["pinned"] == d
+        # the webhook ingress answers on FERRY_INGRESS_PORT
+        health = wait_until(lambda: _text(f"http://127.0.0.1:{ingress}/healthz"), 30, "ingress")
+        assert health == "ok\n"
+        unsigned = httpx.post(f"http://127.0.0.1:{ingress}/webhooks/ci", content=b"{}")
+        assert unsigned.status_code == 401  # no secret configured: refused, said in one line
         prs = ferry("pr", "ls", env=env)
         assert "merged" in prs.stdout and "Promote api to dev" in prs.stdout
         # A worker that dies is started again.
@@ -121,7 +139,12 @@ def test_ferry_up_says_when_it_is_ready_runs_once_per_home_and_ferry_down_stops_
     repo, home = tmp_path / "gitops", tmp_path / "home"
     scaffold(repo, ["api"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-    env.update(FERRY_HOME=str(home), FERRY_GITOPS_REPO=str(repo))
+    env.update(
+        FERRY_HOME=str(home),
+        FERRY_GITOPS_REPO=str(repo),
+        FERRY_BOARD_PORT=str(free_port()),
+        FERRY_INGRESS_PORT=str(free_port()),
+    )
     out_path = tmp_path / "up.out"
     with open(out_path, "wb") as out:
         up = subprocess.Popen(
@@ -131,6 +154,7 @@ def test_ferry_up_says_when_it_is_ready_runs_once_per_home_and_ferry_down_stops_
         wait_until(lambda: "ferry is up" in out_path.read_text(), 60, "ferry up to say it is ready")
         said = out_path.read_text()
         assert "`ferry down`" in said and "pr-writer (pid" in said
+        assert f"webhooks in at http://127.0.0.1:{env['FERRY_INGRESS_PORT']}/webhooks/" in said
         second = ferry("up", env=env)
         assert second.returncode == 2
         assert second.stderr.strip().splitlines() == [
@@ -139,8 +163,10 @@ def test_ferry_up_says_when_it_is_ready_runs_once_per_home_and_ferry_down_stops_
         ]
         shown = json.loads(ferry("ps", "--json", env=env).stdout)
         assert shown["running"] is True and shown["pid"] == up.pid
-        # ferry up runs the board beside the workers; ps lists it with them
-        assert sorted(shown["workers"]) == sorted([*worker_pids(up.pid).values(), "board"])
+        # ferry up runs the board and the ingress beside the workers; ps lists them with them
+        assert sorted(shown["workers"]) == sorted(
+            [*worker_pids(up.pid).values(), "board", "ingress"]
+        )
         assert all(w["alive"] for w in shown["workers"].values())
         assert "pr-writer" in ferry("ps", env=env).stdout
         stopped = ferry("down", env=env)

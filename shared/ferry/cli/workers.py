@@ -60,8 +60,8 @@ def worker(
 
 @app.command()
 def up() -> None:
-    """Run every worker and the board, each its own process (embedded server if
-    FERRY_REDIS_URL is unset)."""
+    """Run every worker, the board and the webhook ingress, each its own process (embedded
+    server if FERRY_REDIS_URL is unset)."""
     from ferry.runtime.resources import gitops_remote
     from ferry.runtime.runner import run_up
 

@@ -185,8 +185,8 @@ def _joined(url: str, settings: Settings, names: Iterable[str]) -> bool:
 
 
 def run_up(settings: Settings) -> None:
-    """All the workers and the board, each its own process, until Ctrl-C, SIGTERM or `ferry
-    down`; one set per FERRY_HOME."""
+    """All the workers, the board and the webhook ingress, each its own process, until Ctrl-C,
+    SIGTERM or `ferry down`; one set per FERRY_HOME."""
     configure(settings.log_level, settings.log_format)
     log = get_logger()
     lock = _hold_up_lock(settings)
@@ -194,7 +194,8 @@ def run_up(settings: Settings) -> None:
     url, server = ensure_server(settings, persist=True)
     env = {**os.environ, "FERRY_REDIS_URL": url}
     envs = {}
-    args = {name: ["worker", name] for name in worker_names()} | {"board": ["board"]}
+    servers = {"board": ["board"], "ingress": ["ingress"]}  # serve HTTP; no consumer group
+    args = {name: ["worker", name] for name in worker_names()} | servers
     for i, name in enumerate(args):
         envs[name] = dict(env)
         if settings.http_port:
@@ -202,11 +203,14 @@ def run_up(settings: Settings) -> None:
             envs[name]["FERRY_HTTP_PORT"] = str(settings.http_port + i)
     procs = {name: spawn_ferry(args[name], envs[name]) for name in envs}
     _write_up_state(settings, url, procs, started_at)
+    board = f"http://{settings.board_host}:{settings.board_port}/"
+    ingress = f"http://{settings.ingress_host}:{settings.ingress_port}/webhooks/"
     log.info(
         "ferry up",
         redis=url,
         workers={n: p.pid for n, p in procs.items()},
-        board=f"http://{settings.board_host}:{settings.board_port}/",
+        board=board,
+        ingress=ingress,
     )
     ready = False
     stopping = False
@@ -242,13 +246,13 @@ def run_up(settings: Settings) -> None:
                     procs[name] = spawn_ferry(args[name], envs[name])
                     started[name] = now
                     _write_up_state(settings, url, procs, started_at)
-            if not ready and _joined(url, settings, [n for n in procs if n != "board"]):
+            if not ready and _joined(url, settings, [n for n in procs if n not in servers]):
                 ready = True
                 workers = ", ".join(f"{n} (pid {p.pid})" for n, p in procs.items())
                 print(
                     scrub_text(
-                        f"ferry is up: {workers} on {url}; the board at "
-                        f"http://{settings.board_host}:{settings.board_port}/. "
+                        f"ferry is up: {workers} on {url}; the board at {board}, "
+                        f"webhooks in at {ingress}. "
                         "Stop it with Ctrl-C or `ferry down`; "
                         "`ferry ps` shows what runs."
                     ),
