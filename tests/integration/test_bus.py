@@ -138,6 +138,40 @@ def test_lock_serialises_and_expires(bus: Bus) -> None:
         pass  # a crashed holder's lock expires
 
 
+def test_a_lock_held_past_its_ttl_is_renewed_while_the_work_goes_on(
+    settings: Settings, redis_url: str
+) -> None:
+    from ferry.adapters.bus import LockTimeout
+
+    mine, other = Bus(settings, redis_url), Bus(settings, redis_url)  # two replicas
+    key = settings.key("lock", "svc:env")
+    with mine.lock("svc:env") as held:
+        # Five TTLs (200 ms each) of slow work: the other replica never gets the lock.
+        with pytest.raises(LockTimeout):
+            with other.lock("svc:env", wait_s=1.0):
+                pass
+        assert mine.redis.get(key) == held.token.encode()
+        mine.check_locks()  # still ours: the work may commit its effects
+    assert mine.redis.get(key) is None  # released at the end, and renewed no more
+    with other.lock("svc:env", wait_s=0.5):
+        pass
+
+
+def test_a_lost_lock_stops_the_work_before_its_next_effect(
+    settings: Settings, redis_url: str
+) -> None:
+    from ferry.adapters.bus import LockLost
+
+    bus = Bus(settings, redis_url)
+    with bus.lock("svc:env") as held:
+        # What Redis away longer than the TTL does: the key expired and another replica took it.
+        bus.redis.set(held.key, "another-replica", px=5000)
+        wait_until(lambda: held.lost, 5, "the keeper to notice")
+        with pytest.raises(LockLost, match="lock 'svc:env' was lost"):
+            bus.check_locks()
+    assert bus.redis.get(held.key) == b"another-replica"  # not released: it is not ours
+
+
 def test_settings_refuse_a_lock_that_outlives_the_reclaim(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="FERRY_LOCK_TTL_MS .* must be below FERRY_CLAIM_IDLE_MS"):
         Settings(home=tmp_path, claim_idle_ms=1000, lock_ttl_ms=1000)

@@ -186,6 +186,7 @@ def consider(
             return Decision(None, "nothing", ())  # the policy changed under the event
         snapshot = gather(ctx.bus, main, service, target, datetime.now(UTC), digest, source)
         decision = decide(snapshot)
+        ctx.bus.check_locks()  # a slow gather (git, the forge) may have outlived the lock
         _act(ctx, cause, main, snapshot, decision)
         return decision
 

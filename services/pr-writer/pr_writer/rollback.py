@@ -58,6 +58,7 @@ def roll_back(cmd: PromotionCommand, ctx: WorkerContext) -> None:
             return
         reverts = _reverted_pr(forge, cmd)
         path = policy.values_path(cmd.target_env, cmd.service)
+        ctx.bus.check_locks()
         try:
             pr = forge.open_pr(
                 head=branch,

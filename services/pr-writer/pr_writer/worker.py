@@ -75,6 +75,7 @@ def _open(cmd: PromotionCommand, ctx: WorkerContext) -> None:
             ctx.audit("open_pr", cmd.subject, "skipped", f"{cmd.target_env} already pins it", cmd)
             return
         failpoints.hit("pr-writer.after-push")
+        ctx.bus.check_locks()  # the push may have outlived the lock: stop if it was lost
         try:
             pr = forge.open_pr(
                 head=branch,
@@ -139,6 +140,7 @@ def _close(cmd: PromotionCommand, ctx: WorkerContext) -> None:
     if pr is None:
         return
     if pr.state == "open":
+        ctx.bus.check_locks()
         pr = forge.close_pr(pr.number, comment=cmd.reason or "closed by ferry")
         ctx.audit("close_pr", cmd.subject, "closed", f"PR #{pr.number}: {cmd.reason}", cmd)
     if pr.state == "closed":
@@ -153,6 +155,7 @@ def _do_merge(ctx: WorkerContext, cmd: PromotionCommand, number: int):  # noqa: 
 
     forge = ctx.resources["forge"]
     for attempt in range(1, MERGE_ATTEMPTS + 1):
+        ctx.bus.check_locks()
         try:
             pr = forge.merge_pr(
                 number, message=commit_message(cmd, f"Merge pull request #{number}: {title(cmd)}")
@@ -182,6 +185,7 @@ def _cut_branch(ctx: WorkerContext, cmd: PromotionCommand, branch: str) -> str |
     from ferry.adapters.gitops import PromotionError
     from ferry.core.values import ValuesError
 
+    ctx.bus.check_locks()
     try:
         return resources.gitops(ctx).prepare_promotion(
             branch=branch,

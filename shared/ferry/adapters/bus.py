@@ -6,15 +6,17 @@ Publishing is plain XADD of flat fields (see ferry.core.events)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from ferry.core.events import AuditRecord, DeadLetter, Event
-from ferry.runtime.logging import one_reason, scrub_fields
+from ferry.runtime.logging import get_logger, one_reason, scrub_fields
 from ferry.runtime.settings import Settings
 
 # Keep streams long: trimming must never overtake the reclaim threshold.
@@ -49,6 +51,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Extend a lock's expiry, only while it still holds the holder's token.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 
 def _fields(event: Event) -> dict[str, str]:
     """EVENT's stream fields, scrubbed: no secret reaches a stream, whoever reads it later."""
@@ -57,6 +65,83 @@ def _fields(event: Event) -> dict[str, str]:
 
 class LockTimeout(RuntimeError):
     """A per-subject lock stayed taken longer than we wait; the entry is retried later."""
+
+
+class LockLost(RuntimeError):
+    """A lock expired (or was taken) while its holder still worked, e.g. while Redis was away
+    longer than FERRY_LOCK_TTL_MS: the holder stops before its next effect, and the entry is
+    retried (the effects already done are found done: promotion ids, fences, publish-once)."""
+
+
+@dataclass(eq=False)
+class Held:
+    """A lock this process holds: renewed by the bus's keeper while the work goes on."""
+
+    name: str
+    key: str
+    token: str
+    renewed: float = field(default_factory=time.monotonic)
+    lost: bool = False
+
+    def check(self) -> None:
+        """Raise LockLost if the lock is no longer ours."""
+        if self.lost:
+            raise LockLost(f"lock {self.name!r} was lost while the work went on; retried later")
+
+
+class _Keeper:
+    """One thread per Bus that renews every held lock each third of FERRY_LOCK_TTL_MS, so that a
+    slow git push or forge call keeps its lock however long it takes, while a crashed holder's
+    lock still expires after the TTL. Idle (blocked on a condition) while no lock is held."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.ttl_ms = bus.settings.lock_ttl_ms
+        self.held: set[Held] = set()
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.log = get_logger()
+
+    def add(self, held: Held) -> None:
+        with self.cond:
+            self.held.add(held)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="lock-keeper", daemon=True)
+                self.thread.start()
+            self.cond.notify()
+
+    def remove(self, held: Held) -> None:
+        with self.cond:
+            self.held.discard(held)
+
+    def _run(self) -> None:
+        every = self.ttl_ms / 3000
+        while True:
+            with self.cond:
+                while not self.held:
+                    self.cond.wait()
+                due = [h for h in self.held if time.monotonic() - h.renewed >= every]
+            for held in due:
+                self._renew(held)
+            time.sleep(every / 2)
+
+    def _renew(self, held: Held) -> None:
+        try:
+            kept = self.bus._renew(keys=[held.key], args=[held.token, self.ttl_ms])
+        except redis.RedisError as e:
+            self.log.warning("could not renew a lock yet", lock=held.name, error=one_reason(str(e)))
+            return
+        if kept:
+            held.renewed = time.monotonic()
+            return
+        with self.cond:
+            still_working = held in self.held
+        if still_working and not held.lost:
+            held.lost = True
+            self.log.warning(
+                "lock lost while its work went on; the work stops before its next effect",
+                lock=held.name,
+            )
 
 
 class Bus:
@@ -69,6 +154,9 @@ class Bus:
         self.redis: Any = redis.Redis.from_url(url, health_check_interval=30)
         self._once = self.redis.register_script(_PUBLISH_ONCE)
         self._unlock = self.redis.register_script(_UNLOCK)
+        self._renew = self.redis.register_script(_RENEW)
+        self._keeper = _Keeper(self)
+        self._mine = threading.local()
         self._prune = self.redis.register_script(_PRUNE)
 
     def stream(self, short: str) -> str:
@@ -176,10 +264,12 @@ class Bus:
         return value.decode() if value else None
 
     @contextlib.contextmanager
-    def lock(self, name: str, *, wait_s: float = 10.0) -> Iterator[None]:
+    def lock(self, name: str, *, wait_s: float = 10.0) -> Iterator[Held]:
         """Serialise decisions about one subject across replicas: a short Redis lock with an
         expiry (a crashed holder frees it after FERRY_LOCK_TTL_MS) and a token so only the holder
-        releases it."""
+        renews and releases it. While the block runs the lock is renewed, so a slow git push or
+        forge call keeps it; call `check_locks` (or `Held.check`) before an effect to stop if it
+        was lost all the same."""
         key = self.settings.key("lock", name)
         token = uuid.uuid4().hex
         deadline = time.monotonic() + wait_s
@@ -187,7 +277,25 @@ class Bus:
             if time.monotonic() > deadline:
                 raise LockTimeout(f"lock {name!r} still held after {wait_s:.0f}s")
             time.sleep(0.01)
+        held = Held(name, key, token)
+        mine = self._held_here()
+        mine.append(held)
+        self._keeper.add(held)
         try:
-            yield
+            yield held
         finally:
+            self._keeper.remove(held)
+            mine.remove(held)
             self._unlock(keys=[key], args=[token])
+
+    def check_locks(self) -> None:
+        """Raise LockLost if a lock this thread holds expired or was taken meanwhile: called
+        before an effect that must not be done twice at once (a push, a pull request, a merge)."""
+        for held in self._held_here():
+            held.check()
+
+    def _held_here(self) -> list[Held]:
+        if not hasattr(self._mine, "held"):
+            self._mine.held = []
+        held: list[Held] = self._mine.held
+        return held
