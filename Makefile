@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint asyncapi clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
@@ -23,6 +23,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The AsyncAPI document of the workers (docs/asyncapi/), generated from their FastStream brokers.
+asyncapi: $(STAMP)
+	$(BIN)/ferry docs asyncapi --out docs/asyncapi
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench

@@ -13,6 +13,7 @@ from ferry.cli import (  # noqa: F401 - registers the commands
     board,
     canary,
     dlq,
+    docs,
     hold,
     ingress,
     pr,

@@ -24,12 +24,13 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from ferry.core.errors import Rejected, one_line, quote
-from ferry.core.names import check_digest, check_label, check_name
+from ferry.core.names import DIGEST, DNS_LABEL, NAME_MAX, check_digest, check_label, check_name
 
 
 def now_utc() -> datetime:
@@ -160,11 +161,33 @@ def _as_name(value: str, info: ValidationInfo) -> str:
 
 
 # A service or environment name: it reaches paths and branch names, so only DNS labels pass.
-Label = Annotated[str, AfterValidator(_as_label)]
+# (The JSON schemas, for the AsyncAPI document, say what the validators check.)
+Label = Annotated[
+    str,
+    AfterValidator(_as_label),
+    WithJsonSchema(
+        {"type": "string", "pattern": f"^{DNS_LABEL.pattern}$", "maxLength": 63},
+    ),
+]
 # An immutable image digest: build once, promote the digest.
-Digest = Annotated[str, AfterValidator(_as_digest)]
+Digest = Annotated[
+    str,
+    AfterValidator(_as_digest),
+    WithJsonSchema({"type": "string", "pattern": f"^{DIGEST.pattern}$"}),
+]
 # Any other name (a person, a check, an image, an id): one line, no surrounding whitespace.
-Name = Annotated[str, AfterValidator(_as_name)]
+Name = Annotated[
+    str,
+    AfterValidator(_as_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": NAME_MAX,
+            "description": "one line, no surrounding whitespace or invisible characters",
+        }
+    ),
+]
 
 
 class _Subject(Event):

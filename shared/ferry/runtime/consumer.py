@@ -11,8 +11,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import redis
 
@@ -40,8 +40,6 @@ async def serve(
     ready: Callable[[], None] | None = None,
 ) -> None:
     """Run one replica of worker SPEC until STOP is set (or the task is cancelled)."""
-    from faststream import AckPolicy
-    from faststream.redis import RedisBroker, StreamSub
     from faststream.redis.annotations import RedisStreamMessage
 
     log = get_logger(worker=spec.name, consumer=settings.consumer)
@@ -50,9 +48,6 @@ async def serve(
     if spec.setup:
         spec.setup(ctx)
     dispatcher = Dispatcher(spec, ctx)
-    # Ferry logs every decision itself; FastStream's own per-message lines would only repeat them.
-    broker = RedisBroker(url, logger=None, log_level=logging.DEBUG)  # type: ignore[arg-type]
-    subscribers = []
 
     def consumer_for(short: str, reclaim: bool) -> Callable[..., Any]:
         async def consume(message: RedisStreamMessage) -> None:
@@ -78,24 +73,7 @@ async def serve(
         bus.ensure_group(short, spec.name)
     for short in spec.handlers:
         bus.ensure_group(short, spec.name)
-        for reclaim in (False, True):
-            sub = broker.subscriber(
-                stream=StreamSub(
-                    settings.stream(short),
-                    group=spec.name,
-                    consumer=settings.consumer,
-                    polling_interval=settings.poll_ms
-                    if not reclaim
-                    else max(settings.poll_ms, 500),
-                    min_idle_time=settings.claim_idle_ms if reclaim else None,
-                    max_records=None if reclaim else settings.read_count,
-                ),
-                ack_policy=AckPolicy.MANUAL,
-                no_reply=True,
-                parser=_fields_untouched,
-            )
-            sub(consumer_for(short, reclaim))
-            subscribers.append((short, sub))
+    broker, subscribers = build_broker(spec, settings, url, consumer_for)
 
     if subscribers:
         await broker.start()
@@ -163,6 +141,84 @@ async def serve(
         if subscribers:
             await broker.stop()
         log.info("worker stopped")
+
+
+# The handler of one subscriber, given the stream's short name and whether it reclaims.
+Receive = Callable[[str, bool], Callable[[Any], Awaitable[None]]]
+
+
+def build_broker(
+    spec: WorkerSpec, settings: Settings, url: str, receive: Receive
+) -> tuple[Any, list[tuple[str, Any]]]:
+    """The FastStream broker of one replica of SPEC and its subscribers, not connected: two per
+    stream (new entries, and entries idle past FERRY_CLAIM_IDLE_MS), each handing the message to
+    the handler RECEIVE(short stream name, reclaim?) makes. `serve` starts it; `ferry docs asyncapi`
+    describes it: each subscriber's payload is the stream's event model (core/events.py)."""
+    from faststream import AckPolicy
+    from faststream.redis import RedisBroker, StreamSub
+
+    # Ferry logs every decision itself; FastStream's own per-message lines would only repeat them.
+    broker = RedisBroker(url, logger=None, log_level=logging.DEBUG)  # type: ignore[arg-type]
+    subscribers = []
+    for short in spec.handlers:
+        for reclaim in (False, True):
+            sub = broker.subscriber(
+                stream=StreamSub(
+                    settings.stream(short),
+                    group=spec.name,
+                    consumer=settings.consumer,
+                    polling_interval=settings.poll_ms
+                    if not reclaim
+                    else max(settings.poll_ms, 500),
+                    min_idle_time=settings.claim_idle_ms if reclaim else None,
+                    max_records=None if reclaim else settings.read_count,
+                ),
+                ack_policy=AckPolicy.MANUAL,
+                no_reply=True,
+                parser=_fields_untouched,
+                title=f"{settings.stream(short)}:{spec.name}" + (":reclaim" if reclaim else ""),
+                description=_described(spec, settings, short),
+                include_in_schema=not reclaim,
+            )
+            sub(_described_handler(short, receive(short, reclaim)))
+            subscribers.append((short, sub))
+    return broker, subscribers
+
+
+def _described_handler(short: str, handle: Callable[[Any], Awaitable[None]]) -> Callable[..., Any]:
+    """A subscriber's handler. Its first parameter takes no part at run time (the parser hands
+    over an empty body; the dispatcher decodes the entry), but it carries the JSON schema of the
+    stream's event model, so the AsyncAPI document describes Ferry's events, not bytes."""
+    from faststream.redis.annotations import RedisStreamMessage
+    from pydantic import Field, WithJsonSchema
+
+    from ferry.core.events import MODELS
+
+    model = MODELS[short]
+
+    async def consume(event: Any, message: Any) -> None:
+        await handle(message)
+
+    consume.__annotations__ = {
+        "event": Annotated[
+            Any, WithJsonSchema(model.model_json_schema()), Field(title=model.__name__)
+        ],
+        "message": RedisStreamMessage,
+        "return": None,
+    }
+    return consume
+
+
+def _described(spec: WorkerSpec, settings: Settings, short: str) -> str:
+    from ferry.core.events import MODELS
+
+    return (
+        f"{spec.name} ({spec.description}) reads {settings.stream(short)} in consumer group "
+        f"{spec.name}, one consumer per replica; a second subscriber reclaims entries idle longer "
+        f"than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM). An entry is acknowledged after its effects; "
+        f"after FERRY_MAX_DELIVERIES deliveries, or at once if it is not a valid "
+        f"{MODELS[short].__name__}, it becomes a dead letter on {settings.stream('dlq')}."
+    )
 
 
 def _run_background(spec: WorkerSpec, ctx: WorkerContext, halt: threading.Event, log: Any) -> None:
