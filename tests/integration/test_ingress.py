@@ -24,7 +24,7 @@ from ferry.runtime.settings import Settings
 from tests.forgefake import FakeForge
 from tests.forgefake.hooks import Hooks, app_pr
 from tests.forgefake.server import FakePR, _now
-from tests.helpers import digest_of
+from tests.helpers import digest_of, wait_until
 from tests.ingress_server import ThreadIngress
 
 SECRET = "hook-secret-4f1c9a"
@@ -424,8 +424,46 @@ def test_bad_deliveries_are_refused_with_the_right_status_and_publish_nothing(
         assert words in line and "\n" not in line and SECRET not in line
     assert rig.published() == {}
     audited = refusals(rig)
-    assert [a["outcome"] for a in audited] == [f"refused {c[2]}" for c in cases]
+    # one record per status and reason (the body changed after signing is refused like the
+    # wrongly signed one, within the same minute: counted, not recorded again)
+    assert [a["outcome"] for a in audited] == [
+        f"refused {c[2]}" for c in cases if c[0] != good + b" "
+    ]
     assert all(SECRET not in json.dumps(a) for a in audited)
+
+
+def test_a_flood_of_refused_deliveries_is_audited_once_per_source_and_reason_with_a_count(
+    tmp_path: Path, redis_url: str, prefix: str
+) -> None:
+    rig = Rig(tmp_path, redis_url, prefix, ingress_refused_audit_s=1.0)
+    try:
+        body = json.dumps(ci_body()).encode()
+        with httpx.Client(timeout=10) as client:
+            for _ in range(30):
+                assert client.post(rig.url("ci"), content=body).status_code == 401  # unsigned
+            wrong = signature_headers("ci", "not-the-secret", body)
+            assert client.post(rig.url("ci"), content=body, headers=wrong).status_code == 401
+            first = refusals(rig)
+            assert [a["reason"] for a in first] == [
+                "unsigned: header x-ferry-signature-256 is missing",
+                "x-ferry-signature-256: the signature does not match: check the webhook secret",
+            ]
+            # the window passes (no timing asserted: waiting for it); the next record counts
+            # the 29 refusals it stood for, and starts counting again
+            wait_until(
+                lambda: not rig.bus.redis.keys(rig.settings.key("refused", "*")), 10, "the window"
+            )
+            assert client.post(rig.url("ci"), content=body).status_code == 401
+        later = refusals(rig)[len(first) :]
+        assert [a["reason"] for a in later] == [
+            "unsigned: header x-ferry-signature-256 is missing "
+            "(29 more like it since the last record)"
+        ]
+        metrics = httpx.get(rig.ingress.url + "/metrics").text
+        assert 'ferry_webhook_deliveries_total{outcome="401",provider="ci"} 32.0' in metrics
+        assert rig.published() == {}
+    finally:
+        rig.stop()
 
 
 def test_a_chunked_body_over_the_limit_is_refused_as_it_arrives(rig: Rig) -> None:

@@ -8,13 +8,19 @@ nothing but an audit record: a body over FERRY_INGRESS_MAX_BODY (413); no secret
 a missing or wrong signature (401); a body that is not JSON or not what the forge sends (400).
 Then its events are published once per delivery id (shared in Redis by every replica) and it is
 answered 202 with what was published. The reconcile pass runs beside it (ferry.app.reconcile).
+
+Refusals are audited at most once per source, endpoint and reason every
+FERRY_INGRESS_REFUSED_AUDIT_S seconds (shared by the replicas); the record says how many like it
+were refused since the one before, so a flood of unsigned requests cannot fill the audit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -80,6 +86,41 @@ class IngressMetrics:
         )
 
 
+# Count a refusal; open the window (and return the count, this one included, then start it
+# again) unless a record about the same refusals was written less than ARGV[1] ms ago (0).
+_ADMIT = """
+local n = redis.call('INCR', KEYS[2])
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  redis.call('DEL', KEYS[2])
+  return n
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 0
+"""
+
+
+class RefusalAudit:
+    """At most one audit record per (endpoint, source, status, reason) every WINDOW seconds,
+    whichever replica refuses: the others are counted, and the next record says how many."""
+
+    def __init__(self, bus: Bus, window_s: float) -> None:
+        self.bus = bus
+        self.window_ms = int(window_s * 1000)
+        self._admit = bus.redis.register_script(_ADMIT)
+
+    def admit(self, provider: str, client: str, status: int, reason: str) -> int:
+        """How many refusals the record to write now stands for (this one included); 0: none
+        is written now (counted toward the next)."""
+        if self.window_ms <= 0:
+            return 1
+        # A reason's numbers (a JSON error's position, a size) do not make it another reason.
+        same = re.sub(r"\d+", "#", reason)[:200]
+        digest = hashlib.sha256(f"{provider}|{client}|{status}|{same}".encode()).hexdigest()[:24]
+        keys = [self.bus.settings.key(part, digest) for part in ("refused", "refused-count")]
+        keep = max(self.window_ms * 100, 24 * 3600 * 1000)  # the count waits for the next record
+        return int(self._admit(keys=keys, args=[self.window_ms, keep]))
+
+
 class Ingress:
     """One ingress replica: its settings, the bus, and what it counts."""
 
@@ -87,6 +128,7 @@ class Ingress:
         self.settings = settings
         self.bus = bus
         self.metrics = IngressMetrics()
+        self.refusals = RefusalAudit(bus, settings.ingress_refused_audit_s)
         self.log = get_logger().bind(worker=WORKER)
         self.gitops_repo = gitops_repo_name(settings)
 
@@ -171,23 +213,31 @@ class Ingress:
 
     def _audit_refusal(self, provider: str, request: Request, refused: Refused) -> None:
         client = request.client.host if request.client else "?"
+        try:
+            count = self.refusals.admit(provider, client, refused.status, refused.reason)
+            if not count:
+                return  # counted: the next record about these refusals says how many
+            reason = refused.reason
+            if count > 1:
+                reason += f" ({count - 1} more like it since the last record)"
+            self.bus.audit(
+                WORKER,
+                "webhook",
+                f"POST /webhooks/{provider} from {client}",
+                f"refused {refused.status}",
+                reason,
+            )
+        except Exception as e:  # noqa: BLE001 - Redis down: the refusal stands, the log has it
+            count = 1
+            self.log.warning("could not audit a refusal", error=str(e))
         self.log.warning(
             "delivery refused",
             provider=provider,
             status=refused.status,
             reason=refused.reason,
             client=client,
+            refusals=count,
         )
-        try:
-            self.bus.audit(
-                WORKER,
-                "webhook",
-                f"POST /webhooks/{provider} from {client}",
-                f"refused {refused.status}",
-                refused.reason,
-            )
-        except Exception as e:  # noqa: BLE001 - Redis down: the refusal stands, the log has it
-            self.log.warning("could not audit a refusal", error=str(e))
 
     async def ready(self) -> str | None:
         try:

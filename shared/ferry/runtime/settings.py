@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     ingress_port: int = Field(default=8088, ge=0, le=65535)
     ingress_max_body: int = Field(default=1 << 20, ge=1)
     ingress_reconcile_s: float = Field(default=300.0, ge=0)
+    # At most one audit record (and log line) per refused source, endpoint and reason in this
+    # many seconds; the next one counts those in between (0: every refusal).
+    ingress_refused_audit_s: float = Field(default=60.0, ge=0)
     webhook_secret: SecretStr | None = None
     webhook_secret_github: SecretStr | None = None
     webhook_secret_gitlab: SecretStr | None = None
