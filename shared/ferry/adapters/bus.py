@@ -19,9 +19,20 @@ from ferry.core.events import AuditRecord, DeadLetter, Event
 from ferry.runtime.logging import get_logger, one_reason, scrub_fields
 from ferry.runtime.settings import Settings
 
-# Keep streams long: trimming must never overtake the reclaim threshold.
+# The default of FERRY_STREAM_MAXLEN: trimming must never overtake the reclaim threshold.
 STREAM_MAXLEN = 1_000_000
+# How often one process trims a stream it writes to by age (at most; less for a short max age).
+TRIM_EVERY_S = 60.0
 ONCE_TTL_S = 30 * 24 * 3600
+
+# Trim KEYS[1] to the entries of the last ARGV[1] ms by the server's clock (MINID, approximate:
+# whole nodes only, so it costs next to nothing when there is nothing to trim).
+_TRIM_OLD = """
+local now = redis.call('TIME')
+local minid = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
+if minid <= 0 then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', minid)
+"""
 
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'EX', ARGV[1]) then
@@ -155,6 +166,8 @@ class Bus:
         self._once = self.redis.register_script(_PUBLISH_ONCE)
         self._unlock = self.redis.register_script(_UNLOCK)
         self._renew = self.redis.register_script(_RENEW)
+        self._trim_old = self.redis.register_script(_TRIM_OLD)
+        self._next_trim: dict[str, float] = {}
         self._keeper = _Keeper(self)
         self._mine = threading.local()
         self._prune = self.redis.register_script(_PRUNE)
@@ -164,21 +177,35 @@ class Bus:
 
     def publish(self, event: Event) -> str:
         """XADD EVENT to its stream; returns the entry id."""
-        entry = self.redis.xadd(
-            self.stream(event.on_stream), _fields(event), maxlen=STREAM_MAXLEN, approximate=True
-        )
+        stream = self.stream(event.on_stream)
+        entry = self.redis.xadd(stream, _fields(event), **self.trimming())
+        self.trim_old(stream)
         return entry.decode()
 
     def publish_once(self, key: str, event: Event) -> str | None:
         """XADD EVENT unless KEY was already used: the marker and the entry are written in one
         atomic step, so a redelivered message never publishes its effect twice."""
-        args: list[Any] = [ONCE_TTL_S, STREAM_MAXLEN, event.event_id]
+        args: list[Any] = [ONCE_TTL_S, self.settings.stream_maxlen, event.event_id]
         for k, v in _fields(event).items():
             args += [k, v]
-        entry = self._once(
-            keys=[self.settings.key("once", key), self.stream(event.on_stream)], args=args
-        )
+        stream = self.stream(event.on_stream)
+        entry = self._once(keys=[self.settings.key("once", key), stream], args=args)
+        self.trim_old(stream)
         return entry.decode() if entry else None
+
+    def trimming(self) -> dict[str, Any]:
+        """The XADD arguments that keep a stream within FERRY_STREAM_MAXLEN (approximately)."""
+        return {"maxlen": self.settings.stream_maxlen, "approximate": True}
+
+    def trim_old(self, stream: str) -> None:
+        """Trim entries of STREAM older than FERRY_STREAM_MAX_AGE_S: at most once every
+        TRIM_EVERY_S (or a tenth of the age) per stream and process, after a write to it."""
+        age_s = self.settings.stream_max_age_s
+        now = time.monotonic()
+        if not age_s or now < self._next_trim.get(stream, 0.0):
+            return
+        self._next_trim[stream] = now + min(TRIM_EVERY_S, age_s / 10)
+        self._trim_old(keys=[stream], args=[age_s * 1000])
 
     def emit(self, event: Event) -> str | None:
         """Publish EVENT once under its own once key (see `once_key` on the event models), or
@@ -228,10 +255,11 @@ class Bus:
             worker=group,
         )
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.stream("dlq"), _fields(letter), maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.xadd(self.stream("dlq"), _fields(letter), **self.trimming())
             pipe.xack(self.stream(short), group, entry_id)
             pipe.delete(self._error_key(group, short, entry_id))
             pipe.execute()
+        self.trim_old(self.stream("dlq"))
 
     def audit(
         self,

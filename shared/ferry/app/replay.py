@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ferry.adapters.bus import STREAM_MAXLEN, Bus
+import redis
+
+from ferry.adapters.bus import Bus
 from ferry.core.events import MODELS, DeadLetter, decode_fields, parse
 
 # Streams whose entries cause work; audit and dlq are records, not requests.
@@ -84,6 +86,9 @@ def replay(
         raise ReplayError(
             f"stream {short!r} cannot be replayed: choose one of {', '.join(REPLAYABLE)}"
         )
+    gone = trimmed_before(bus, short, start)
+    if gone is not None and end != "+" and _id(end, last=True) < _id(gone.oldest or "+"):
+        raise ReplayError(f"nothing from {start} to {end} is kept any more: {gone.sentence}")
     chosen = []
     for raw_id, raw in bus.redis.xrange(bus.stream(short), min=start, max=end):
         entry_id, fields = raw_id.decode(), decode_fields(raw)
@@ -93,9 +98,68 @@ def replay(
     if chosen and not dry_run:
         with bus.redis.pipeline(transaction=True) as pipe:
             for item in chosen:
-                pipe.xadd(bus.stream(short), item.fields, maxlen=STREAM_MAXLEN, approximate=True)
+                pipe.xadd(bus.stream(short), item.fields, **bus.trimming())
             pipe.execute()
     return chosen
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """What retention took from the head of a stream that a replay asks for."""
+
+    stream: str
+    oldest: str | None  # the oldest entry still kept; None: none is
+    removed: int
+    maxlen: int
+    max_age_s: int
+
+    @property
+    def sentence(self) -> str:
+        age = f" of the last {self.max_age_s} s (FERRY_STREAM_MAX_AGE_S)" if self.max_age_s else ""
+        kept = (
+            f"its oldest entry kept is {self.oldest} ({_when(self.oldest)})"
+            if self.oldest
+            else "it keeps no entry now"
+        )
+        return (
+            f"{self.stream} has trimmed {self.removed} older entries and {kept}; it keeps about "
+            f"{self.maxlen} entries (FERRY_STREAM_MAXLEN){age}"
+        )
+
+
+def trimmed_before(bus: Bus, short: str, start: str) -> Trimmed | None:
+    """What retention trimmed of stream SHORT before the replay's START (an XRANGE bound), or
+    None when START is within what is kept (or is '-': everything kept)."""
+    if start == "-":
+        return None
+    try:
+        info = bus.redis.xinfo_stream(bus.stream(short))
+    except redis.ResponseError:
+        return None  # no such stream: nothing was ever published, nothing trimmed
+    removed = int(info.get("entries-added", info["length"])) - int(info["length"])
+    first = info.get("first-entry")
+    oldest = first[0].decode() if first else None
+    if removed <= 0 or (oldest is not None and _id(start) >= _id(oldest)):
+        return None
+    settings = bus.settings
+    return Trimmed(
+        bus.stream(short), oldest, removed, settings.stream_maxlen, settings.stream_max_age_s
+    )
+
+
+def _id(bound: str, *, last: bool = False) -> tuple[int, int]:
+    """An XRANGE bound as a comparable (ms, seq); a bare ms is its first (or LAST) entry."""
+    if bound == "+":
+        return (2**64, 0)
+    ms, _, seq = bound.partition("-")
+    return (int(ms), int(seq) if seq else (2**64 if last else 0))
+
+
+def _when(entry_id: str) -> str:
+    ms = int(entry_id.split("-", 1)[0])
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
 
 
 def dead_letters(bus: Bus, ids: list[str] | None = None) -> list[tuple[str, DeadLetter]]:
@@ -130,8 +194,7 @@ def retry(bus: Bus, ids: list[str] | None) -> list[str]:
             pipe.xadd(
                 letter.stream,
                 _with_identity(short, letter.entry_id, fields),
-                maxlen=STREAM_MAXLEN,
-                approximate=True,
+                **bus.trimming(),
             )
             pipe.xdel(bus.stream("dlq"), dlq_id)
         pipe.execute()

@@ -108,19 +108,23 @@ def replay_cmd(
 ) -> None:
     """Publish a range of a stream again to re-drive it: done effects are skipped, failed ones
     are done again."""
-    from ferry.app.replay import replay, stream_bound
+    from ferry.app.replay import replay, stream_bound, trimmed_before
 
     check_names(service=service)
     first = start if start == "-" else stream_bound(start, "--from")
     last = end if end == "+" else stream_bound(end, "--to")
+    bus = connect_bus(load_settings())
+    gone = trimmed_before(bus, stream, first)
     chosen = replay(
-        connect_bus(load_settings()),
+        bus,
         stream,
         start=first,
         end=last,
         service=service,
         dry_run=dry_run,
     )
+    if gone is not None:
+        typer.echo(f"note: part of what you asked for is no longer kept: {gone.sentence}", err=True)
     if as_json:
         echo_json([{"id": c.entry_id, "fields": c.fields} for c in chosen])
         return

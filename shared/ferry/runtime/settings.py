@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ferry.runtime.logging import add_secrets
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Approximate trimming keeps whole nodes of about 100 entries: a shorter bound means nothing.
+MIN_STREAM_MAXLEN = 100
 
 
 def _default_consumer() -> str:
@@ -55,6 +57,11 @@ class Settings(BaseSettings):
     read_count: int = Field(default=1, ge=1)
     # Below the claim idle time: an entry reclaimed from a dead replica must find its lock free.
     lock_ttl_ms: int = Field(default=10_000, ge=100)
+    # Stream retention (docs/architecture.md, "Retention"): every XADD trims its stream to about
+    # this many entries, and entries older than the age (0: no age limit) are trimmed now and
+    # then; both far beyond the reclaim threshold, so a pending entry is reclaimed long before.
+    stream_maxlen: int = 1_000_000
+    stream_max_age_s: int = 7 * 24 * 3600
     # How often gate-evaluator looks again at promotions that wait for time or people.
     tick_s: float = Field(default=15.0, gt=0)
     # The Prometheus server canary-watcher's built-in provider queries, for the canary metrics
@@ -119,6 +126,23 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"FERRY_LOCK_TTL_MS ({self.lock_ttl_ms}) must be below FERRY_CLAIM_IDLE_MS "
                 f"({self.claim_idle_ms}): a reclaimed entry must find a dead replica's lock expired"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _retention_beyond_reclaim(self) -> Settings:
+        if self.stream_maxlen < MIN_STREAM_MAXLEN:
+            raise ValueError(
+                f"FERRY_STREAM_MAXLEN ({self.stream_maxlen}) must be at least "
+                f"{MIN_STREAM_MAXLEN}: streams are trimmed approximately, in nodes of about 100 "
+                "entries, and a shorter stream would drop entries before they are handled"
+            )
+        least_s = -(-10 * self.claim_idle_ms // 1000)
+        if self.stream_max_age_s != 0 and self.stream_max_age_s < least_s:
+            raise ValueError(
+                f"FERRY_STREAM_MAX_AGE_S ({self.stream_max_age_s}) must be 0 (no age limit) or "
+                f"at least 10 x FERRY_CLAIM_IDLE_MS ({least_s} s): an entry left pending by a "
+                "dead replica must be reclaimed long before it is trimmed"
             )
         return self
 
