@@ -345,4 +345,5 @@ WORKER = WorkerSpec(
     },
     background=wake,
     description="decides when a digest may move to the next environment",
+    read_count=100,
 )

@@ -231,8 +231,9 @@ class Bus:
         removed = self._prune(keys=[self.stream(short)], args=[group, idle_ms])
         return [name.decode() for name in removed]
 
-    def ack(self, short: str, group: str, entry_id: str) -> None:
-        self.redis.xack(self.stream(short), group, entry_id)
+    def ack(self, short: str, group: str, *entry_ids: str) -> None:
+        """Acknowledge ENTRY_IDS (one XACK for all of them)."""
+        self.redis.xack(self.stream(short), group, *entry_ids)
 
     def dead_letter(
         self,

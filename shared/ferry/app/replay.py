@@ -190,6 +190,12 @@ def retry(bus: Bus, ids: list[str] | None) -> list[str]:
                     f"dead letter {dlq_id} came from {letter.stream!r}, not a stream of this "
                     f"Ferry (prefix {prefix!r}): drop it instead"
                 )
+            if not letter.payload:
+                raise ReplayError(
+                    f"dead letter {dlq_id} has no data to put back: its entry was trimmed from "
+                    f"{letter.stream} before it was handled; re-publish the event from its "
+                    f"source, then `ferry dlq drop {dlq_id}`"
+                )
             fields = {k: str(v) for k, v in letter.payload.items()}
             pipe.xadd(
                 letter.stream,

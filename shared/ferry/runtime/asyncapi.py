@@ -37,7 +37,7 @@ def document() -> dict[str, Any]:
 
     settings = Settings(stream_prefix="ferry:", consumer=CONSUMER)
 
-    def unused(short: str, reclaim: bool) -> Any:
+    def unused(short: str) -> Any:
         async def handle(message: Any) -> None:  # never called: the broker never starts
             raise AssertionError("the documented broker is not started")
 

@@ -1,7 +1,9 @@
-"""The consumer loop of one worker replica, on FastStream: each stream gets two subscribers in
-the worker's group, one reading new entries (XREADGROUP >) and one reclaiming entries idle longer
-than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM), because a FastStream subscriber given min_idle_time only
-claims. It also heals a lost group and runs the worker's tick."""
+"""The consumer loop of one worker replica, on FastStream: each stream gets a batch subscriber in
+the worker's group reading new entries (XREADGROUP > COUNT FERRY_READ_COUNT), handled in stream
+order and acknowledged together after their effects; and a loop of our own reclaiming entries idle
+longer than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM), which also turns an entry trimmed from the stream
+while pending into a dead letter (FastStream's reclaiming subscriber drops those silently). It
+also heals a lost group and runs the worker's tick."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Annotated, Any
 import redis
 
 from ferry.adapters.bus import Bus
-from ferry.runtime.dispatcher import Dispatcher
+from ferry.runtime.dispatcher import BatchInterrupted, Dispatcher, Entry
 from ferry.runtime.health import start_http
 from ferry.runtime.logging import get_logger, one_reason, scrub_text
 from ferry.runtime.settings import Settings
@@ -40,8 +42,6 @@ async def serve(
     ready: Callable[[], None] | None = None,
 ) -> None:
     """Run one replica of worker SPEC until STOP is set (or the task is cancelled)."""
-    from faststream.redis.annotations import RedisStreamMessage
-
     log = get_logger(worker=spec.name, consumer=settings.consumer)
     bus = Bus(settings, url)
     ctx = WorkerContext(name=spec.name, settings=settings, bus=bus, log=log)
@@ -49,23 +49,27 @@ async def serve(
         spec.setup(ctx)
     dispatcher = Dispatcher(spec, ctx)
 
-    def consumer_for(short: str, reclaim: bool) -> Callable[..., Any]:
-        async def consume(message: RedisStreamMessage) -> None:
-            raw_id = message.raw_message["message_ids"][0]
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            try:
-                deliveries = await message.get_delivery_count() if reclaim else 1
-                # The dispatcher decodes the fields itself: a failure there is a dead letter.
-                await asyncio.to_thread(
-                    dispatcher.process, short, entry_id, message.raw_message["data"], deliveries
-                )
-            except Exception as e:  # noqa: BLE001 - Redis failed us; the entry stays pending
-                log.warning(
-                    "entry left pending; it will be reclaimed",
-                    stream=bus.stream(short),
-                    entry_id=entry_id,
-                    error=one_reason(f"{type(e).__name__}: {e}"),
-                )
+    async def handle(short: str, entries: list[Entry]) -> None:
+        try:
+            # The dispatcher decodes the fields itself: a failure there is a dead letter.
+            await asyncio.to_thread(dispatcher.process_batch, short, entries)
+        except BatchInterrupted as e:  # Redis failed us; the entries stay pending
+            log.warning(
+                "entries left pending; they will be reclaimed",
+                stream=bus.stream(short),
+                entry_id=e.entry_id,
+                left=e.left,
+                error=one_reason(str(e.__cause__)),
+            )
+
+    def consumer_for(short: str) -> Callable[[Any], Awaitable[None]]:
+        async def consume(message: Any) -> None:
+            raw = message.raw_message
+            # Read with `>`: every entry is delivered for the first time.
+            entries: list[Entry] = [
+                (_text(i), data, 1) for i, data in zip(raw["message_ids"], raw["data"], strict=True)
+            ]
+            await handle(short, entries)
 
         return consume
 
@@ -74,6 +78,10 @@ async def serve(
     for short in spec.handlers:
         bus.ensure_group(short, spec.name)
     broker, subscribers = build_broker(spec, settings, url, consumer_for)
+    reclaimers = [
+        asyncio.create_task(_reclaim_loop(bus, spec, short, handle, dispatcher, log))
+        for short in spec.handlers
+    ]
 
     if subscribers:
         await broker.start()
@@ -138,22 +146,26 @@ async def serve(
             await asyncio.to_thread(background.join, 10)
         if http is not None:
             http.close()
+        for task in reclaimers:
+            task.cancel()
+        await asyncio.gather(*reclaimers, return_exceptions=True)
         if subscribers:
             await broker.stop()
         log.info("worker stopped")
 
 
-# The handler of one subscriber, given the stream's short name and whether it reclaims.
-Receive = Callable[[str, bool], Callable[[Any], Awaitable[None]]]
+# The handler of one subscriber, given the stream's short name.
+Receive = Callable[[str], Callable[[Any], Awaitable[None]]]
 
 
 def build_broker(
     spec: WorkerSpec, settings: Settings, url: str, receive: Receive
 ) -> tuple[Any, list[tuple[str, Any]]]:
-    """The FastStream broker of one replica of SPEC and its subscribers, not connected: two per
-    stream (new entries, and entries idle past FERRY_CLAIM_IDLE_MS), each handing the message to
-    the handler RECEIVE(short stream name, reclaim?) makes. `serve` starts it; `ferry docs asyncapi`
-    describes it: each subscriber's payload is the stream's event model (core/events.py)."""
+    """The FastStream broker of one replica of SPEC and its subscribers, not connected: one per
+    stream, reading new entries in batches of up to FERRY_READ_COUNT (the worker's own by
+    default), each batch handed to the handler RECEIVE(short stream name) makes. `serve` starts
+    it; `ferry docs asyncapi` describes it: each subscriber's payload is the stream's event model
+    (core/events.py)."""
     from faststream import AckPolicy
     from faststream.redis import RedisBroker, StreamSub
 
@@ -161,27 +173,23 @@ def build_broker(
     broker = RedisBroker(url, logger=None, log_level=logging.DEBUG)  # type: ignore[arg-type]
     subscribers = []
     for short in spec.handlers:
-        for reclaim in (False, True):
-            sub = broker.subscriber(
-                stream=StreamSub(
-                    settings.stream(short),
-                    group=spec.name,
-                    consumer=settings.consumer,
-                    polling_interval=settings.poll_ms
-                    if not reclaim
-                    else max(settings.poll_ms, 500),
-                    min_idle_time=settings.claim_idle_ms if reclaim else None,
-                    max_records=None if reclaim else settings.read_count,
-                ),
-                ack_policy=AckPolicy.MANUAL,
-                no_reply=True,
-                parser=_fields_untouched,
-                title=f"{settings.stream(short)}:{spec.name}" + (":reclaim" if reclaim else ""),
-                description=_described(spec, settings, short),
-                include_in_schema=not reclaim,
-            )
-            sub(_described_handler(short, receive(short, reclaim)))
-            subscribers.append((short, sub))
+        sub = broker.subscriber(
+            stream=StreamSub(
+                settings.stream(short),
+                group=spec.name,
+                consumer=settings.consumer,
+                polling_interval=settings.poll_ms,
+                batch=True,
+                max_records=settings.read_count or spec.read_count,
+            ),
+            ack_policy=AckPolicy.MANUAL,
+            no_reply=True,
+            parser=_fields_untouched,
+            title=f"{settings.stream(short)}:{spec.name}",
+            description=_described(spec, settings, short),
+        )
+        sub(_described_handler(short, receive(short)))
+        subscribers.append((short, sub))
     return broker, subscribers
 
 
@@ -189,7 +197,7 @@ def _described_handler(short: str, handle: Callable[[Any], Awaitable[None]]) -> 
     """A subscriber's handler. Its first parameter takes no part at run time (the parser hands
     over an empty body; the dispatcher decodes the entry), but it carries the JSON schema of the
     stream's event model, so the AsyncAPI document describes Ferry's events, not bytes."""
-    from faststream.redis.annotations import RedisStreamMessage
+    from faststream.redis.annotations import RedisBatchStreamMessage
     from pydantic import Field, WithJsonSchema
 
     from ferry.core.events import MODELS
@@ -203,7 +211,7 @@ def _described_handler(short: str, handle: Callable[[Any], Awaitable[None]]) -> 
         "event": Annotated[
             Any, WithJsonSchema(model.model_json_schema()), Field(title=model.__name__)
         ],
-        "message": RedisStreamMessage,
+        "message": RedisBatchStreamMessage,
         "return": None,
     }
     return consume
@@ -212,10 +220,12 @@ def _described_handler(short: str, handle: Callable[[Any], Awaitable[None]]) -> 
 def _described(spec: WorkerSpec, settings: Settings, short: str) -> str:
     from ferry.core.events import MODELS
 
+    count = settings.read_count or spec.read_count
     return (
         f"{spec.name} ({spec.description}) reads {settings.stream(short)} in consumer group "
-        f"{spec.name}, one consumer per replica; a second subscriber reclaims entries idle longer "
-        f"than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM). An entry is acknowledged after its effects; "
+        f"{spec.name}, one consumer per replica, up to {_entries(count)} per read "
+        f"(FERRY_READ_COUNT); a reclaim loop claims entries idle longer than FERRY_CLAIM_IDLE_MS "
+        f"(XAUTOCLAIM). An entry is acknowledged after its effects; "
         f"after FERRY_MAX_DELIVERIES deliveries, or at once if it is not a valid "
         f"{MODELS[short].__name__}, it becomes a dead letter on {settings.stream('dlq')}."
     )
@@ -234,12 +244,87 @@ def _run_background(spec: WorkerSpec, ctx: WorkerContext, halt: threading.Event,
             halt.wait(1.0)
 
 
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _reclaim_loop(
+    bus: Bus,
+    spec: WorkerSpec,
+    short: str,
+    handle: Callable[[str, list[Entry]], Awaitable[None]],
+    dispatcher: Dispatcher,
+    log: Any,
+) -> None:
+    """Claim entries of SHORT idle longer than FERRY_CLAIM_IDLE_MS (a replica died holding them)
+    and handle them with their delivery counts; an entry trimmed from the stream while pending
+    (XAUTOCLAIM names it apart, having dropped it from the group) becomes a dead letter."""
+    settings = bus.settings
+    pause = max(settings.poll_ms, 500) / 1000
+    cursor = "0-0"
+    while True:
+        try:
+            cursor, claimed, trimmed = await asyncio.to_thread(
+                _claim, bus, short, spec.name, cursor, settings.read_count or spec.read_count
+            )
+        except Exception as e:  # noqa: BLE001 - Redis away or the group lost; the heal recreates it
+            log.warning("could not reclaim entries yet", stream=bus.stream(short), error=str(e))
+            await asyncio.sleep(max(pause, HEAL_S))
+            continue
+        for entry_id in trimmed:
+            try:
+                await asyncio.to_thread(dispatcher.trimmed, short, entry_id)
+            except Exception as e:  # noqa: BLE001 - logged; XAUTOCLAIM will not name it again
+                log.error(
+                    "could not dead-letter a trimmed entry",
+                    stream=bus.stream(short),
+                    entry_id=entry_id,
+                    error=str(e),
+                )
+        if claimed:
+            await handle(short, claimed)
+        if cursor == "0-0" and not claimed and not trimmed:
+            await asyncio.sleep(pause)
+
+
+def _claim(
+    bus: Bus, short: str, group: str, cursor: str, count: int
+) -> tuple[str, list[Entry], list[str]]:
+    """One XAUTOCLAIM step from CURSOR: (next cursor, the entries claimed with their delivery
+    counts, the ids of entries no longer in the stream). The server drops the latter from the
+    group's pending entries itself (Redis/Valkey >= 7) and names them only here."""
+    stream = bus.stream(short)
+    answer = bus.redis.xautoclaim(
+        stream, group, bus.settings.consumer, bus.settings.claim_idle_ms, cursor, count=count
+    )
+    next_cursor, messages = _text(answer[0]), answer[1]
+    trimmed = [_text(i) for i in answer[2]] if len(answer) > 2 else []
+    # Redis 6.2 names a trimmed entry with no fields instead (and keeps it pending).
+    trimmed += [_text(i) for i, data in messages if data is None]
+    messages = [(i, data) for i, data in messages if data is not None]
+    if not messages:
+        return next_cursor, [], trimmed
+    with bus.redis.pipeline(transaction=False) as pipe:
+        for i, _ in messages:
+            pipe.xpending_range(stream, group, min=i, max=i, count=1)
+        pending = pipe.execute()
+    claimed = []
+    for (i, data), info in zip(messages, pending, strict=True):
+        if info:  # acknowledged meanwhile by the replica that was slow, not dead: nothing to do
+            claimed.append((_text(i), data, int(info[0]["times_delivered"])))
+    return next_cursor, claimed, trimmed
+
+
 async def _fields_untouched(message: dict[str, Any], original: Callable[..., Any]) -> Any:
     """FastStream's parser would encode the entry's fields as JSON before our handler runs: a field
     name that is not UTF-8 makes that raise outside the handler, so the entry would stay pending
     with no dead letter, for ever, and a megabyte entry is encoded for nothing. Parse an empty
     body instead and hand the handler the entry as read; the dispatcher decodes it."""
-    parsed = await original({**message, "data": {}})
+    parsed = await original({**message, "data": [] if message.get("type") == "bstream" else {}})
     parsed.raw_message = message
     return parsed
 

@@ -1,9 +1,12 @@
 """The dispatcher's policy for one entry: decode -> validate -> count deliveries -> handle -> ack,
 and a dead letter for whatever cannot succeed. Everything between the read and the ack happens
-here, so that no failure, however odd the entry, can leave it pending for ever."""
+here, so that no failure, however odd the entry, can leave it pending for ever. A batch (one
+XREADGROUP's entries) is handled in stream order and its handled entries are acknowledged with one
+XACK after the last one's effects: a crash mid-batch leaves them all pending, to be reclaimed."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -12,9 +15,23 @@ import structlog
 
 from ferry.core.errors import Rejected
 from ferry.core.events import InvalidEvent, decode_entry, parse
+from ferry.runtime import failpoints
 from ferry.runtime.health import Metrics
 from ferry.runtime.logging import one_reason, scrub_fields
 from ferry.runtime.worker import WorkerContext, WorkerSpec
+
+# (entry id, its fields as read, how many times it has been delivered)
+Entry = tuple[str, Mapping[Any, Any], int]
+
+
+class BatchInterrupted(RuntimeError):
+    """Redis failed while handling ENTRY_ID of a batch: it and the LEFT entries after it stay
+    pending (to be reclaimed); the cause is chained."""
+
+    def __init__(self, entry_id: str, left: int) -> None:
+        super().__init__(f"batch interrupted at {entry_id} ({left} entries left pending)")
+        self.entry_id = entry_id
+        self.left = left
 
 
 class Dispatcher:
@@ -27,13 +44,64 @@ class Dispatcher:
         self.ctx = ctx
         self.metrics = metrics or Metrics()
 
-    def process(self, short: str, entry_id: str, raw: Mapping[Any, Any], deliveries: int) -> str:
+    def process(
+        self,
+        short: str,
+        entry_id: str,
+        raw: Mapping[Any, Any],
+        deliveries: int,
+        *,
+        ack: bool = True,
+    ) -> str:
         """Handle one entry (its fields as read: bytes or str); returns what happened ("done",
-        "dead", "retry")."""
+        "dead", "retry"). With ACK false a "done" entry is left for the caller to acknowledge."""
         started = time.perf_counter()
         outcome = self._process(short, entry_id, raw, deliveries)
+        if outcome == "done" and ack:
+            self.ctx.bus.ack(short, self.spec.name, entry_id)
         self.metrics.observe(self.spec.name, short, outcome, time.perf_counter() - started)
         return outcome
+
+    def process_batch(self, short: str, entries: list[Entry]) -> list[str]:
+        """Handle ENTRIES in order, then acknowledge the handled ones with one XACK (dead letters
+        are acknowledged with their letter). If Redis fails on one, those before it are still
+        acknowledged when possible and BatchInterrupted is raised: it and the rest stay pending,
+        so no entry is handled out of its order here."""
+        done: list[str] = []
+        outcomes: list[str] = []
+        for n, (entry_id, raw, deliveries) in enumerate(entries):
+            try:
+                outcome = self.process(short, entry_id, raw, deliveries, ack=False)
+            except Exception as e:
+                with contextlib.suppress(Exception):  # else redelivered; effects are idempotent
+                    if done:
+                        self.ctx.bus.ack(short, self.spec.name, *done)
+                raise BatchInterrupted(entry_id, len(entries) - n) from e
+            outcomes.append(outcome)
+            if outcome == "done":
+                done.append(entry_id)
+            if n + 1 < len(entries):
+                failpoints.hit(f"{self.spec.name}.mid-batch")
+        if done:
+            try:
+                self.ctx.bus.ack(short, self.spec.name, *done)
+            except Exception as e:
+                raise BatchInterrupted(done[0], len(done)) from e
+        return outcomes
+
+    def trimmed(self, short: str, entry_id: str) -> None:
+        """ENTRY_ID was trimmed from the stream while pending (its replica died or was slow, and
+        the stream grew past its retention meanwhile): its data is gone, so say so where a person
+        looks, with what to do about it."""
+        stream = self.ctx.bus.stream(short)
+        reason = (
+            f"entry {entry_id} of {stream}: its data was trimmed from the stream before "
+            f"{self.spec.name} handled it; re-publish the event from its source, or `ferry replay "
+            f"{short} --from <id>` a range still in the stream"
+        )
+        self.ctx.log.error("dead letter", stream=stream, entry_id=entry_id, error=reason)
+        self.ctx.bus.dead_letter(short, self.spec.name, entry_id, {}, reason, 0)
+        self.metrics.observe(self.spec.name, short, "dead", 0.0)
 
     def _process(self, short: str, entry_id: str, raw: Mapping[Any, Any], deliveries: int) -> str:
         structlog.contextvars.clear_contextvars()
@@ -90,5 +158,4 @@ class Dispatcher:
             log.warning("handler failed; left pending for retry", error=error, exc_info=True)
             bus.remember_error(group, short, entry_id, error)
             return "retry"
-        bus.ack(short, group, entry_id)
         return "done"

@@ -52,9 +52,10 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=5, ge=1)
     claim_idle_ms: int = Field(default=30_000, ge=100)
     poll_ms: int = Field(default=100, ge=1)
-    # Entries read per XREADGROUP: 1 spreads work evenly over replicas and leaves at most one
-    # entry pending behind a replica that dies.
-    read_count: int = Field(default=1, ge=1)
+    # Entries read per XREADGROUP, handled in order and acknowledged together; unset: the
+    # worker's own (gate-evaluator 100, whose decisions take a millisecond; the others 1, which
+    # spreads slow work such as a promotion evenly over replicas).
+    read_count: int | None = Field(default=None, ge=1)
     # Below the claim idle time: an entry reclaimed from a dead replica must find its lock free.
     lock_ttl_ms: int = Field(default=10_000, ge=100)
     # Stream retention (docs/architecture.md, "Retention"): every XADD trims its stream to about

@@ -51,3 +51,6 @@ class WorkerSpec:
     # Runs in a thread of its own beside the consumers until the event is set: for work that
     # waits on due times (`ferry.runtime.timers.run` sleeps until the next one or the event).
     background: Callable[[WorkerContext, threading.Event], None] | None = None
+    # Entries read per XREADGROUP unless FERRY_READ_COUNT says otherwise: many for quick work,
+    # 1 for slow work that other replicas should share.
+    read_count: int = 1
