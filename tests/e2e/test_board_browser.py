@@ -49,9 +49,19 @@ def test_the_board_follows_a_digest_from_build_to_an_approved_prod(
     url = start_board(env)
     browser.get(url)
     wait_for(browser, lambda b: b.find_element("id", "live").text == "live", "the live stream")
-    rows = browser.find_elements("css selector", "tr[data-service]")
-    assert [r.get_attribute("data-service") for r in rows] == ["api", "web"]
-    assert cell(browser, "api", "dev").get_attribute("data-pinned") == ""
+    rows, pinned = wait_for(
+        browser,
+        lambda b: (
+            [
+                r.get_attribute("data-service")
+                for r in b.find_elements("css selector", "tr[data-service]")
+            ],
+            cell(b, "api", "dev").get_attribute("data-pinned"),
+        ),
+        "the board's rows",
+    )
+    assert rows == ["api", "web"]
+    assert pinned == ""
     # A page that reloads loses this mark: the changes below must arrive without one.
     browser.execute_script("window.notReloaded = true")
 
@@ -62,13 +72,19 @@ def test_the_board_follows_a_digest_from_build_to_an_approved_prod(
         lambda b: cell(b, "api", "dev").get_attribute("data-pinned") == d,
         "the build in the dev cell",
     )
-    assert d[7:19] in cell(browser, "api", "dev").text  # short, with the full digest on hover
-    assert (
-        browser.find_element("css selector", '#svc-api td[data-env="dev"] .pin').get_attribute(
-            "title"
-        )
-        == d
+    # The row may be re-rendered by a later update between two reads: read it whole, in a wait.
+    text, title = wait_for(
+        browser,
+        lambda b: (
+            cell(b, "api", "dev").text,
+            b.find_element("css selector", '#svc-api td[data-env="dev"] .pin').get_attribute(
+                "title"
+            ),
+        ),
+        "the dev cell's pin",
     )
+    assert d[7:19] in text  # short, with the full digest on hover
+    assert title == d
 
     env.build("api", d, env="dev", check="integration")
     assert load_test_passed(capsys, d) == 0
@@ -80,11 +96,16 @@ def test_the_board_follows_a_digest_from_build_to_an_approved_prod(
         ),
         "prod waiting for an approval",
     )
-    prod = cell(browser, "api", "prod")
-    approval = prod.find_element("css selector", 'li[data-gate="approval"]')
-    assert approval.get_attribute("data-status") == "waiting"
-    command = prod.find_element("css selector", '.cmd[data-move="approval"] button')
-    assert command.get_attribute("data-copy") == f"ferry approve api {d} --env prod --as $USER"
+
+    def approval_gate(b: Any) -> tuple[str, str]:
+        prod = cell(b, "api", "prod")
+        status = prod.find_element("css selector", 'li[data-gate="approval"]')
+        command = prod.find_element("css selector", '.cmd[data-move="approval"] button')
+        return status.get_attribute("data-status"), command.get_attribute("data-copy")
+
+    status, copy = wait_for(browser, approval_gate, "the prod cell's approval gate")
+    assert status == "waiting"
+    assert copy == f"ferry approve api {d} --env prod --as $USER"
 
     code, _, err = run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
     assert code == 0, err
