@@ -107,6 +107,15 @@ def test_each_cell_says_what_explain_says(cluster: Cluster) -> None:
     cluster.wait_pinned("api", "dev", d)
     cluster.build("api", d, env="dev", check="integration")
     cluster.wait_pinned("api", "staging", d)
+
+    # The page and explain must agree on one state: let the workers finish with staging's merge
+    # (prod has its candidate), then stop them so nothing changes between the two reads.
+    def prod_has_its_candidate() -> bool:
+        e = explanation(cluster.bus, cluster.repo.at_main(), "api", "prod", datetime.now(UTC))
+        return e is not None and e.candidate == d
+
+    wait_until(prod_has_its_candidate, what="prod's candidate")
+    cluster.stop_all()
     now = datetime.now(UTC)
     page = grid(cluster.repo, cluster.bus, Query(), now)
     main = cluster.repo.at_main()
