@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Test processes: the suite mostly waits on worker processes and git, so two share 2 cores well.
+TEST_JOBS ?= 2
 
 .PHONY: demo test bench lint asyncapi clean
 
@@ -19,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/ferry demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
