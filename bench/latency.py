@@ -83,9 +83,10 @@ def _wait_idle(site: Site) -> None:
 
 
 def _replica_of(site: Site, pr_writers: int, env: str) -> dict[str, int]:
-    """Which pr-writer replica cut each service's promotion branch into ENV: `prepare_promotion`
-    leaves the branch as a local branch in that replica's own clone (FERRY_HOME/work/...).
-    Services whose branch is in no clone, or in more than one, are left out."""
+    """Which pr-writer replica cut each service's promotion branch into ENV: the push of
+    `prepare_promotion` leaves the branch as a remote-tracking ref in that replica's own clone
+    (FERRY_HOME/work/...). Services whose branch is in no clone, or in more than one, are left
+    out."""
     seen: dict[str, list[int]] = {}
     for k in range(1, pr_writers + 1):
         settings = site.settings.model_copy(update={"consumer": f"pr-writer-{k}"})
@@ -93,10 +94,10 @@ def _replica_of(site: Site, pr_writers: int, env: str) -> dict[str, int]:
         if not (work / ".git").is_dir():
             continue
         refs = run_git(
-            "for-each-ref", "--format=%(refname:short)", f"refs/heads/ferry/{env}/", cwd=work
+            "for-each-ref", "--format=%(refname)", f"refs/remotes/origin/ferry/{env}/", cwd=work
         ).split()
         for ref in refs:
-            seen.setdefault(ref.split("/")[2], []).append(k)
+            seen.setdefault(ref.split("/")[5], []).append(k)
     return {svc: ks[0] for svc, ks in seen.items() if len(ks) == 1}
 
 

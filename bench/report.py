@@ -385,7 +385,7 @@ def render(res: dict[str, Any]) -> str:
         "starts a promotion at max(command, its own previous pr_merged). With 2 replicas, which "
         "replica handled a promotion is not in the streams (audit records name the worker, not "
         "the replica); it is read from the replicas' clones, where `prepare_promotion` leaves the "
-        "promotion branch as a local branch of the replica that cut it.\n"
+        "promotion branch as a remote-tracking ref of the replica that pushed it.\n"
     )
     prp = res["pr_parts"]
     for run in runs:

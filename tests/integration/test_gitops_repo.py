@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.adapters.git import git
+from ferry.adapters.git import git, git_bytes
 from ferry.adapters.gitops import GitOpsRepo, PromotionError
 from ferry.core.policy import PolicyError
 from ferry.core.values import ValuesError
@@ -157,6 +157,65 @@ def test_prepare_promotion_changes_exactly_one_line(remote: Path, tmp_path: Path
     if remote.suffix != ".git":  # a non-bare remote's checkout is never touched
         assert git("status", "--porcelain", cwd=remote) == ""
         assert git("branch", "--show-current", cwd=remote) == "main"
+
+
+def test_promotion_commit_keeps_every_other_byte(
+    remote: Path, editor: Path, tmp_path: Path
+) -> None:
+    """The commit is built without a working tree: the values file's other bytes (CRLF line
+    ends, no final newline, trailing spaces), its mode and every other file stay as they were."""
+    crlf = VALUES.format(env="staging", digest="").replace("\n", "\r\n").rstrip("\r\n") + "  "
+    push_main(editor, {"envs/staging/api/values.yaml": crlf})
+    git("update-index", "--chmod=+x", "envs/staging/api/values.yaml", cwd=editor)
+    git("-c", "commit.gpgsign=false", "commit", "-q", "-m", "exec bit", cwd=editor)
+    git("push", "-q", "origin", "HEAD:main", cwd=editor)
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    base = repo.main_commit()
+    sha = repo.prepare_promotion(
+        branch="ferry/staging/api/x",
+        service="api",
+        env="staging",
+        digest=NEW,
+        message="Promote api\n\nFerry-Digest: x  \n\n\n",
+    )
+    assert sha is not None
+    gitdir = str(remote) if remote.suffix == ".git" else str(remote / ".git")
+    after = git_bytes(
+        "--git-dir", gitdir, "cat-file", "blob", f"{sha}:envs/staging/api/values.yaml"
+    )
+    before = crlf.encode()
+    old_line = b'  digest: ""   # the only line ferry writes\r\n'
+    assert after == before.replace(
+        old_line, f'  digest: "{NEW}"   # the only line ferry writes\r\n'.encode()
+    )
+    assert (
+        git("--git-dir", gitdir, "diff", "--name-only", base, sha) == "envs/staging/api/values.yaml"
+    )
+    assert git("--git-dir", gitdir, "ls-tree", sha, "envs/staging/api/values.yaml").startswith(
+        "100755"
+    )
+    assert (
+        git("--git-dir", gitdir, "log", "-1", "--format=%B", sha)
+        == "Promote api\n\nFerry-Digest: x"
+    )
+    assert (
+        git("--git-dir", gitdir, "log", "-1", "--format=%an <%ae>", sha)
+        == "Ferry <ferry@localhost>"
+    )
+    # no checkout anywhere: the private clone holds its git dir only
+    assert [p.name for p in (tmp_path / "work").iterdir()] == [".git"]
+    git("fsck", "--strict", "--no-progress", cwd=tmp_path / "work")
+    git("--git-dir", gitdir, "fsck", "--strict", "--no-progress")
+
+
+def test_main_is_read_from_packed_refs(remote: Path, editor: Path, tmp_path: Path) -> None:
+    gitdir = str(remote) if remote.suffix == ".git" else str(remote / ".git")
+    git("--git-dir", gitdir, "pack-refs", "--all")
+    assert not (Path(gitdir) / "refs/heads/main").exists()
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    assert repo.main_commit() == git("--git-dir", gitdir, "rev-parse", "main")
+    moved = push_main(editor, {"README.md": "moved\n"})  # a loose ref again, newer than the pack
+    assert repo.main_commit() == moved
 
 
 def test_redelivery_is_idempotent_and_follows_main(

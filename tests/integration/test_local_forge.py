@@ -222,6 +222,9 @@ def test_merge_makes_a_real_merge_commit(repo: Path, client: Path) -> None:
         assert git("status", "--porcelain", cwd=repo) == ""
     # the head branch is left alone
     assert git("rev-parse", "refs/heads/promote/api", cwd=repo) == tip
+    # made without a working tree of its own: no scratch clone, and git finds every object sound
+    assert not (forge.state_dir / "merge-work").exists()
+    git("fsck", "--strict", "--no-progress", cwd=repo)
 
     again = forge.merge_pr(pr.number)
     assert again == merged

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import re
 import subprocess
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 # Commits made by Ferry carry this identity unless the environment sets another.
 _IDENTITY = {
@@ -73,3 +81,112 @@ def git(
         *args, cwd=cwd, check=check, input=input.encode() if input is not None else None
     )
     return out.decode("utf-8", "replace").replace("\r\n", "\n").rstrip("\n")
+
+
+# ---------------------------------------------------------------------------- objects in-process
+#
+# A promotion is one changed blob, the trees above it and a commit: a few hundred bytes that git
+# stores as zlib-compressed loose objects named by their hash. Writing them here saves a git
+# process per object (hash-object, mktree, commit-tree); reading still goes through
+# `git cat-file --batch`, which also reads packed objects.
+
+
+def _hasher(object_id_len: int) -> Callable[[bytes], Any]:
+    return hashlib.sha256 if object_id_len == 64 else hashlib.sha1
+
+
+def write_object(gitdir: str | Path, kind: str, content: bytes, *, id_len: int = 40) -> str:
+    """Store CONTENT as a loose object of KIND (blob, tree, commit) in GITDIR; return its id.
+    ID_LEN is the length of the repository's object ids (64 for SHA-256 repositories)."""
+    raw = f"{kind} {len(content)}\0".encode() + content
+    oid = _hasher(id_len)(raw).hexdigest()
+    folder = Path(gitdir) / "objects" / oid[:2]
+    target = folder / oid[2:]
+    if target.exists():
+        return oid  # the same content is the same object: nothing to write
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="tmp_obj_")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(zlib.compress(raw, 1))
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return oid
+
+
+def raw_id(oid: str) -> bytes:
+    return bytes.fromhex(oid)
+
+
+def clean_message(message: str) -> str:
+    """MESSAGE as `git commit -m` stores it: trailing spaces cut, runs of blank lines made one,
+    no blank lines at either end, one final newline."""
+    out: list[str] = []
+    for line in message.replace("\r\n", "\n").split("\n"):
+        line = line.rstrip()
+        if not line and (not out or not out[-1]):
+            continue
+        out.append(line)
+    while out and not out[-1]:
+        out.pop()
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _ident(role: str) -> str:
+    env = {**_IDENTITY, **os.environ}
+    name = env[f"GIT_{role}_NAME"].replace("<", "").replace(">", "").replace("\n", " ").strip()
+    email = env[f"GIT_{role}_EMAIL"].replace("<", "").replace(">", "").replace("\n", " ").strip()
+    now = time.time()
+    offset = time.localtime(now).tm_gmtoff // 60
+    sign = "+" if offset >= 0 else "-"
+    offset = abs(offset)
+    return f"{name} <{email}> {int(now)} {sign}{offset // 60:02d}{offset % 60:02d}"
+
+
+def write_commit(
+    gitdir: str | Path, tree: str, parents: Sequence[str], message: str, cwd: str | Path
+) -> str:
+    """A commit of TREE on PARENTS with MESSAGE (cleaned as `git commit -m` does), by Ferry's
+    identity (or GIT_AUTHOR_*/GIT_COMMITTER_* from the environment); return its id. When the
+    environment fixes the dates (GIT_AUTHOR_DATE, GIT_COMMITTER_DATE), git writes it, so that
+    every date format git reads is read the same."""
+    message = clean_message(message)
+    if os.environ.get("GIT_AUTHOR_DATE") or os.environ.get("GIT_COMMITTER_DATE"):
+        args = ["commit-tree", tree]
+        for parent in parents:
+            args += ["-p", parent]
+        return git(*args, cwd=cwd, input=message)
+    lines = [f"tree {tree}", *[f"parent {p}" for p in parents]]
+    lines += [f"author {_ident('AUTHOR')}", f"committer {_ident('COMMITTER')}"]
+    content = ("\n".join(lines) + "\n\n" + message).encode("utf-8")
+    return write_object(gitdir, "commit", content, id_len=len(tree))
+
+
+OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+def read_ref(gitdir: Path, ref: str) -> str | None:
+    """The object id REF names: its loose file (git writes them whole, by rename), else its line
+    in packed-refs; None when it is symbolic, missing or kept some other way (reftable): then ask
+    git. Saves a process per read of main, the hottest call of gate-evaluator."""
+    try:
+        value = (gitdir / ref).read_text().strip()
+    except OSError:
+        value = None
+    if value is not None:
+        return value if OBJECT_ID.match(value) else None
+    try:
+        packed = (gitdir / "packed-refs").read_bytes()
+    except OSError:
+        return None
+    wanted = b" " + ref.encode() + b"\n"
+    at = packed.find(wanted)
+    if at < 0:
+        return None
+    start = packed.rfind(b"\n", 0, at) + 1
+    oid = packed[start:at].decode("ascii", "replace")
+    return oid if OBJECT_ID.match(oid) else None

@@ -20,7 +20,16 @@ from ferry.core.names import check_digest, check_label
 from ferry.core.policy import Policy, PolicyError, load_policy
 from ferry.core.values import read_value, set_digest
 
-from .git import GitError, git, git_bytes
+from .git import (
+    GitError,
+    clean_message,
+    git,
+    git_bytes,
+    raw_id,
+    read_ref,
+    write_commit,
+    write_object,
+)
 
 POLICY_FILE = "ferry.yaml"
 MAIN = "main"
@@ -95,6 +104,7 @@ class GitOpsRepo:
                         "clone",
                         "-q",
                         "--no-tags",
+                        "--no-checkout",
                         "-c",
                         "core.autocrlf=false",
                         "-c",
@@ -113,12 +123,22 @@ class GitOpsRepo:
     def _wgit(self, *args: str) -> str:
         return git(*args, cwd=self.workdir)
 
-    def _fetch(self) -> str:
-        """Fetch origin into the workdir; return origin/main's commit."""
+    def _fetch(self, *also: str) -> str:
+        """Fetch origin's main (and the branches named ALSO, when they exist) into the workdir;
+        return origin/main's commit. Only the refs named are asked for, so the cost does not grow
+        with the number of promotion branches on the remote."""
         with self._lock:
             self._ensure_clone()
-            self._wgit("fetch", "-q", "--prune", "--no-tags", "origin")
-            return self._wgit("rev-parse", "--verify", f"refs/remotes/origin/{MAIN}^{{commit}}")
+            refspecs = [f"+refs/heads/{MAIN}:refs/remotes/origin/{MAIN}"]
+            # A pattern matches nothing rather than failing when the branch does not exist yet.
+            refspecs += [f"+refs/heads/{b}*:refs/remotes/origin/{b}*" for b in also]
+            self._wgit("fetch", "-q", "--prune", "--no-tags", "origin", *refspecs)
+            return self._ref(f"refs/remotes/origin/{MAIN}")
+
+    def _ref(self, ref: str) -> str:
+        """The commit REF names in the workdir (read from the ref files; git when in doubt)."""
+        found = read_ref(self.workdir / ".git", ref)
+        return found or self._wgit("rev-parse", "--verify", f"{ref}^{{commit}}")
 
     def _object_git_args(self) -> list[str]:
         gitdir = self._local_gitdir()
@@ -240,9 +260,9 @@ class GitOpsRepo:
         """The commit `main` points to on the remote."""
         gitdir = self._local_gitdir()
         if gitdir is not None:
-            loose = _loose_ref(Path(gitdir), f"refs/heads/{MAIN}")
-            if loose is not None:
-                return loose
+            found = read_ref(Path(gitdir), f"refs/heads/{MAIN}")
+            if found is not None:
+                return found
             return git(
                 f"--git-dir={gitdir}", "rev-parse", "--verify", f"refs/heads/{MAIN}^{{commit}}"
             )
@@ -340,67 +360,115 @@ class GitOpsRepo:
             raise PromotionError(str(exc)) from None
         if not message.strip():
             raise PromotionError("a promotion commit needs a message")
-        if (
-            branch in (MAIN, "HEAD")
-            or branch.startswith("-")
-            or git("check-ref-format", "--branch", branch, check=False) != branch
-        ):
+        if branch in (MAIN, "HEAD") or branch.startswith("-") or not _branch_name_ok(branch):
             raise PromotionError(f"bad promotion branch name {branch!r}")
 
         with self._lock:
-            base = self._fetch()
+            base = self._fetch(branch)
             policy = self.effective_policy(base)[0]
             policy.environment(env)
             path = policy.values_path(env, service)
-            self._wgit("checkout", "-q", "-f", "-B", branch, base)
-            self._wgit("clean", "-q", "-ffdx")
-            file = self.workdir / path
-            if not file.is_file():
+            parts = path.split("/")
+            # One read for everything: the trees along PATH, the file, and the branch as the
+            # remote has it (a redelivery finds its own change there).
+            names = [
+                f"{base}^{{tree}}",
+                *[f"{base}:{'/'.join(parts[:i])}" for i in range(1, len(parts))],
+            ]
+            names += [f"{base}:{path}", f"refs/remotes/origin/{branch}"]
+            *trees, blob, pushed = self._objects(names)
+            if blob is None or blob[1] != "blob" or any(t is None or t[1] != "tree" for t in trees):
                 raise PromotionError(
                     f"{path} does not exist on {MAIN}: add the service with `ferry init` or by hand"
                 )
-            text = file.read_bytes().decode("utf-8")
+            try:
+                text = blob[2].decode("utf-8")
+            except UnicodeDecodeError:
+                raise PromotionError(f"{path} on {MAIN} is not UTF-8 text") from None
             if read_value(text, policy.digest_key, source=path) == digest:
                 return None
-            file.write_bytes(set_digest(text, policy.digest_key, digest, source=path).encode())
-            self._wgit("add", "--", path)
-            self._wgit("-c", "commit.gpgsign=false", "commit", "-q", "--no-verify", "-m", message)
-            head = self._wgit("rev-parse", "HEAD")
-            existing = self._same_change_on_remote(branch, base)
-            if existing is not None:
-                self._wgit("reset", "-q", "--hard", existing)
-                return existing
-            self._wgit("push", "-q", "--force", "origin", f"HEAD:refs/heads/{branch}")
+            new = set_digest(text, policy.digest_key, digest, source=path).encode()
+            gitdir, id_len = self.workdir / ".git", len(base)
+            oid = write_object(gitdir, "blob", new, id_len=id_len)
+            for tree, name in zip(reversed(trees), reversed(parts), strict=True):
+                assert tree is not None
+                content = _replace_entry(tree[2], name, oid, id_len, path)
+                oid = write_object(gitdir, "tree", content, id_len=id_len)
+            if pushed is not None and pushed[1] == "commit":
+                same = _commit_fields(pushed[2])
+                if same == (oid, [base], clean_message(message)):
+                    return pushed[0]  # this change, on this main, is already there
+            head = write_commit(gitdir, oid, [base], message, cwd=self.workdir)
+            self._wgit("push", "-q", "--force", "origin", f"{head}:refs/heads/{branch}")
             return head
 
-    def _same_change_on_remote(self, branch: str, base: str) -> str | None:
-        """origin/BRANCH if it already holds exactly this change on this base, else None."""
-        ref = f"refs/remotes/origin/{branch}"
-        sha = git("-C", str(self.workdir), "rev-parse", "--verify", "--quiet", ref, check=False)
-        if not sha:
-            return None
-        parents = self._wgit("rev-list", "--parents", "-n", "1", sha).split()[1:]
-        same = (
-            parents == [base]
-            and self._wgit("rev-parse", f"{sha}^{{tree}}") == self._wgit("rev-parse", "HEAD^{tree}")
-            and self._wgit("log", "-1", "--format=%B", sha).strip()
-            == self._wgit("log", "-1", "--format=%B", "HEAD").strip()
-        )
-        return sha if same else None
+    def _objects(self, names: list[str]) -> list[tuple[str, str, bytes] | None]:
+        """(id, type, content) of each of NAMES in the workdir, or None for a missing one; read by
+        one `git cat-file --batch`."""
+        if any("\n" in n for n in names):
+            raise ValueError(f"bad object name in {names!r}")
+        request = "".join(f"{n}\n" for n in names).encode()
+        out = git_bytes("-C", str(self.workdir), "cat-file", "--batch", input=request)
+        found: list[tuple[str, str, bytes] | None] = []
+        at = 0
+        for _ in names:
+            end = out.index(b"\n", at)
+            fields = out[at:end].split()
+            at = end + 1
+            if len(fields) != 3 or fields[1] == b"missing":
+                found.append(None)
+                continue
+            size = int(fields[2])
+            found.append((fields[0].decode(), fields[1].decode(), out[at : at + size]))
+            at += size + 1  # each object is followed by a newline
+        return found
 
 
-_OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_SIMPLE_BRANCH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
 
 
-def _loose_ref(gitdir: Path, ref: str) -> str | None:
-    """The object id in a loose ref file (git writes them whole, by rename), or None when the ref
-    is packed, symbolic or kept some other way: then ask git. Saves a process per read of main,
-    the hottest call of gate-evaluator."""
-    try:
-        value = (gitdir / ref).read_text().strip()
-    except OSError:
-        return None
-    return value if _OBJECT_ID.match(value) else None
+def _branch_name_ok(branch: str) -> bool:
+    """Is BRANCH a valid branch name? The usual ones are checked here; others by git."""
+    if (
+        _SIMPLE_BRANCH.match(branch)
+        and ".." not in branch
+        and not any(p.endswith((".", ".lock")) for p in branch.split("/"))
+    ):
+        return True
+    return git("check-ref-format", "--branch", branch, check=False) == branch
+
+
+def _replace_entry(tree: bytes, name: str, oid: str, id_len: int, path: str) -> bytes:
+    """TREE (git's binary tree format) with the entry NAME pointing at OID; its mode, its place
+    and every other entry stay as they are."""
+    width = id_len // 2
+    at = 0
+    wanted = name.encode()
+    while at < len(tree):
+        space = tree.index(b" ", at)
+        nul = tree.index(b"\0", space)
+        if tree[space + 1 : nul] == wanted:
+            mode = tree[at:space]
+            if mode not in (b"100644", b"100755", b"40000"):
+                raise PromotionError(f"{path} on {MAIN} is not a regular file")
+            return tree[: nul + 1] + raw_id(oid) + tree[nul + 1 + width :]
+        at = nul + 1 + width
+    raise PromotionError(
+        f"{path} does not exist on {MAIN}: add the service with `ferry init` or by hand"
+    )
+
+
+def _commit_fields(commit: bytes) -> tuple[str, list[str], str]:
+    """(tree, parents, message) of a raw commit object."""
+    head, _, message = commit.decode("utf-8", "replace").partition("\n\n")
+    tree, parents = "", []
+    for line in head.split("\n"):
+        key, _, value = line.partition(" ")
+        if key == "tree":
+            tree = value
+        elif key == "parent":
+            parents.append(value)
+    return tree, parents, clean_message(message)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -8,7 +8,6 @@ any tool can read without this class:
     <gitdir>/ferry/next-number           the next PR number
     <gitdir>/ferry/forge.lock            a FileLock that serialises every mutation
     <gitdir>/ferry/waiting/              one marker per process/thread waiting for that lock
-    <gitdir>/ferry/merge-work/           a scratch clone where merges are made
 
 The repository may be bare or not; a non-bare one made by `ferry init` has
 `receive.denyCurrentBranch=updateInstead`, so a merge pushed into it updates its working tree.
@@ -19,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import re
 import tempfile
 import threading
 import time
@@ -43,7 +42,9 @@ from ferry.adapters.forge.base import (
     TransientForgeError,
     utcnow,
 )
-from ferry.adapters.git import GitError, git
+from ferry.adapters.git import OBJECT_ID, GitError, git, read_ref, write_commit
+
+_PLAIN_BRANCH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
 
 # stderr fragments of a push that lost a race against another update of the branch
 _LOST_RACE = (
@@ -150,7 +151,6 @@ class LocalForge:
         self.state_dir = self.git_dir / "ferry"
         self.pulls_dir = self.state_dir / "pulls"
         self.keys_dir = self.state_dir / "keys"
-        self.work_dir = self.state_dir / "merge-work"
         self.waiting_dir = self.state_dir / "waiting"
         self.pulls_dir.mkdir(parents=True, exist_ok=True)
         self.keys_dir.mkdir(parents=True, exist_ok=True)
@@ -480,6 +480,10 @@ class LocalForge:
             return pr
 
     def _branch_sha(self, branch: str) -> str | None:
+        if _PLAIN_BRANCH.match(branch) and ".." not in branch:
+            found = read_ref(self.git_dir, f"refs/heads/{branch}")
+            if found is not None:
+                return found  # no process: the ref file says it (git asked only when in doubt)
         out = git(
             "rev-parse",
             "--verify",
@@ -492,92 +496,58 @@ class LocalForge:
 
     # ---------------------------------------------------------------- internals: merging
 
-    def _work_tree(self) -> Path:
-        """The scratch clone merges are made in (created once, reused; call with the lock held)."""
-        work = self.work_dir
-        if (work / ".git").is_dir():
-            if (work / ".git" / "MERGE_HEAD").exists():  # leftovers of an interrupted merge
-                git("merge", "--abort", cwd=work, check=False)
-            return work
-        if work.exists():
-            shutil.rmtree(work)
-        tmp = self.state_dir / f"merge-work.{os.getpid()}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        git("init", "-q", "-b", "ferry-merge", str(tmp))
-        git("remote", "add", "origin", str(self.repo), cwd=tmp)
-        git("config", "gc.auto", "0", cwd=tmp)
-        git("config", "core.autocrlf", "false", cwd=tmp)
-        os.replace(tmp, work)
-        return work
-
     def _merge(self, pr: PullRequest, message: str, sha: str | None = None) -> tuple[str, str]:
         """Merge PR's head into its base with a merge commit and push it; return
-        (merge commit, merged head sha). Retried when the base moves under us."""
-        work = self._work_tree()
+        (merge commit, merged head sha). Retried when the base moves under us.
+
+        No working tree: `git merge-tree --write-tree` merges the trees inside the repository,
+        the merge commit is written in-process, and a push of the repository into itself moves
+        the base with a compare-and-swap (so a non-bare repository's checkout follows, as it
+        does for any push, and its hooks run)."""
         last_error = ""
         for _attempt in range(self.MERGE_ATTEMPTS):
-            try:
-                git(
-                    "fetch",
-                    "-q",
-                    "--no-tags",
-                    "origin",
-                    f"+refs/heads/{pr.base}:refs/ferry/base",
-                    f"+refs/heads/{pr.head}:refs/ferry/head",
-                    cwd=work,
+            base_sha, head_sha = self._branch_sha(pr.base), self._branch_sha(pr.head)
+            if head_sha is None or base_sha is None:
+                raise PermanentForgeError(
+                    f"pull request #{pr.number}: branch '{pr.head}' or '{pr.base}' "
+                    f"no longer exists in {self.repo}"
                 )
-            except GitError as exc:
-                if "couldn't find remote ref" in exc.stderr:
-                    raise PermanentForgeError(
-                        f"pull request #{pr.number}: branch '{pr.head}' or '{pr.base}' "
-                        f"no longer exists in {self.repo}"
-                    ) from None
-                raise ForgeError(f"fetching for the merge of #{pr.number} failed: {exc}") from exc
-            base_sha, head_sha = git(
-                "rev-parse", "refs/ferry/base", "refs/ferry/head", cwd=work
-            ).split()
             if sha is not None and head_sha != sha:
                 raise HeadMoved(
                     f"pull request #{pr.number}: '{pr.head}' moved to {head_sha[:12]} after "
                     f"{sha[:12]} was evaluated: not merged"
                 )
-            if self._is_ancestor(work, head_sha, base_sha):
+            if self._is_ancestor(self.repo, head_sha, base_sha):
                 # already in the base: a merge pushed just before a crash, or by hand
-                return self._find_merge(work, pr, head_sha, base_sha), head_sha
-            git("checkout", "-q", "-f", "--detach", base_sha, cwd=work)
-            git("clean", "-q", "-f", "-d", "-x", cwd=work)
-            try:
-                git(
-                    "-c",
-                    "commit.gpgsign=false",
-                    "merge",
-                    "-q",
-                    "--no-ff",
-                    "--no-verify",
-                    "-m",
-                    message,
-                    head_sha,
-                    cwd=work,
+                return self._find_merge(self.repo, pr, head_sha, base_sha), head_sha
+            merged = git(
+                "merge-tree",
+                "--write-tree",
+                "--name-only",
+                "--no-messages",
+                base_sha,
+                head_sha,
+                cwd=self.repo,
+                check=False,
+            )
+            tree, *conflicts = merged.splitlines() or [""]
+            if conflicts or not OBJECT_ID.match(tree):
+                files = ", ".join(dict.fromkeys(c for c in conflicts if c))
+                if not files or not OBJECT_ID.match(tree):
+                    raise ForgeError(f"merging pull request #{pr.number} failed: {merged}")
+                raise MergeConflict(
+                    f"pull request #{pr.number}: branch '{pr.head}' does not merge cleanly "
+                    f"into '{pr.base}' (conflicts in {files})"
                 )
-            except GitError as exc:
-                conflicts = git("diff", "--name-only", "--diff-filter=U", cwd=work, check=False)
-                git("merge", "--abort", cwd=work, check=False)
-                git("reset", "-q", "--hard", base_sha, cwd=work, check=False)
-                if conflicts:
-                    files = ", ".join(conflicts.splitlines())
-                    raise MergeConflict(
-                        f"pull request #{pr.number}: branch '{pr.head}' does not merge cleanly "
-                        f"into '{pr.base}' (conflicts in {files})"
-                    ) from None
-                raise ForgeError(f"merging pull request #{pr.number} failed: {exc}") from exc
-            merge_sha = git("rev-parse", "HEAD", cwd=work)
+            merge_sha = write_commit(
+                self.git_dir, tree, [base_sha, head_sha], message, cwd=self.repo
+            )
             try:
-                self._push_base(work, pr.base, base_sha, merge_sha)
+                self._push_base(self.repo, pr.base, base_sha, merge_sha)
             except GitError as exc:
                 if any(fragment in exc.stderr for fragment in _LOST_RACE):
                     last_error = exc.stderr
-                    continue  # the base moved since we fetched it: fetch and merge again
+                    continue  # the base moved since we read it: merge again
                 raise ForgeError(
                     f"pushing the merge of pull request #{pr.number} into '{pr.base}' of "
                     f"{self.repo} failed: {exc.stderr}"
@@ -596,7 +566,7 @@ class LocalForge:
             "-q",
             "--no-verify",
             f"--force-with-lease=refs/heads/{base}:{base_sha}",
-            "origin",
+            ".",
             f"{merge_sha}:refs/heads/{base}",
             cwd=work,
         )
