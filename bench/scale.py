@@ -1,0 +1,389 @@
+"""pr-writer throughput, and flat cost from 10 to 10,000 services (`python -m bench.scale`).
+
+(p) promotions a second: N promotion commands (auto-merged, into dev) published at once to
+    `ferry:promotions`, drained by one pr-writer process and by three replicas, on the local forge;
+    beside the bare git sequence of one promotion (fetch, checkout, edit, commit, push; fetch,
+    checkout, merge, push) in a loop, in the same run.
+(s) flat cost: GitOps repositories with 10, 1,000 and 10,000 services x 3 environments, each
+    measured the same way: one gate-evaluator draining CI entries spread over every service
+    (per-event cost), one pr-writer promoting services spread over the repository (per-promotion
+    cost), both processes' peak memory, and `ferry status` / `ferry explain` wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.env import REGISTRY, Site, digest_of, id_ms, machine, wait_until
+from bench.latency import run_bare_git
+from bench.throughput import pinned_digest, publish_all
+from ferry.core.events import CiResult, PromotionCommand, promotion_id
+
+ENVS = ("dev", "staging", "prod")
+
+
+# ---------------------------------------------------------------------------- the repository
+
+
+def make_repo(path: Path, names: list[str]) -> None:
+    """A bare GitOps repository with the scaffold's files for NAMES (staging already pins a digest
+    for every service), written by one `git fast-import` (scaffolding 30,000 files through a
+    working tree takes a minute). Bare, as a forge's repository is: a non-bare one also updates its
+    checkout on every merge."""
+    from ferry.adapters.scaffold import render_files
+
+    files = render_files(names, ENVS, REGISTRY)
+    for s in names:
+        key = f"envs/staging/{s}/values.yaml"
+        files[key] = files[key].replace('  digest: ""', f'  digest: "{pinned_digest(s)}"', 1)
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(path)], check=True)
+    chunks = [b"commit refs/heads/main\n", b"committer Bench <bench@localhost> 0 +0000\n"]
+    chunks.append(b"data 8\nscaffold\n")
+    for relpath, content in files.items():
+        data = content.encode()
+        chunks.append(f"M 100644 inline {relpath}\ndata {len(data)}\n".encode() + data + b"\n")
+    subprocess.run(["git", "fast-import", "--quiet"], cwd=path, input=b"".join(chunks), check=True)
+
+
+def _site(url: str, root: Path, tag: str, names: list[str]) -> Site:
+    site = Site(url, f"bscale-{tag}:", root / f"scale-{tag}")
+    site.repo_path = site.root / "gitops.git"
+    site.settings = site.settings.model_copy(update={"gitops_repo": str(site.repo_path)})
+    make_repo(site.repo_path, names)
+    return site
+
+
+def _peak_rss_mb(proc: subprocess.Popen[bytes]) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _commands(names: list[str], tag: str) -> list[PromotionCommand]:
+    out = []
+    for s in names:
+        digest = digest_of(f"{tag}-{s}")
+        out.append(
+            PromotionCommand(
+                kind="open",
+                promotion_id=promotion_id(s, digest, "dev"),
+                service=s,
+                digest=digest,
+                source_env="build",
+                target_env="dev",
+                auto_merge=True,
+            )
+        )
+    return out
+
+
+def _drain_promotions(site: Site, cmds: list[PromotionCommand], timeout: float) -> dict[str, Any]:
+    """Publish CMDS at once; wait for every pr_merged; the rate from the server clock."""
+    for cmd in cmds:
+        site.bus.publish(cmd)
+    want = len(cmds)
+
+    def merged() -> list[tuple[str, dict[str, str]]]:
+        found = [(i, f) for i, f in site.entries("changes") if f.get("kind") == "pr_merged"]
+        return found if len(found) >= want else []
+
+    done = wait_until(merged, timeout, f"{want} promotions merged", poll=0.05)
+    start = id_ms(site.entries("promotions")[0][0])
+    end = max(id_ms(i) for i, _ in done)
+    span = (end - start) / 1000
+    return {
+        "promotions": want,
+        "span_s": span,
+        "rate": want / span if span > 0 else float("nan"),
+        "ms_per_promotion": span * 1000 / want,
+        "dlq": site.r.xlen(site.bus.stream("dlq")),
+        "failed": sum(1 for _, f in site.entries("changes") if f["kind"] == "promotion_failed"),
+    }
+
+
+# ---------------------------------------------------------------------------- (p) promotions/s
+
+
+def run_pr_writers(url: str, root: Path, n: int, replicas: int, run: int) -> dict[str, Any]:
+    names = [f"svc-{i:03d}" for i in range(n)]
+    site = _site(url, root, f"pw{replicas}-{run}", names)
+    try:
+        procs = [site.start("pr-writer", k)[0] for k in range(1, replicas + 1)]
+        out = _drain_promotions(site, _commands(names, f"pw-{run}"), 60 + 2 * n)
+        out["replicas"] = replicas
+        out["prs"] = len(list((site.repo_path / "ferry" / "pulls").glob("*.json")))
+        out["rss_mb"] = max(_peak_rss_mb(p) for p in procs)
+        out["errors"] = site.worker_errors()
+        return out
+    finally:
+        site.stop()
+
+
+# ---------------------------------------------------------------------------- (s) flat cost
+
+
+def _spread(names: list[str], k: int) -> list[str]:
+    """K services spread evenly over NAMES (every one when there are fewer)."""
+    return [names[i * len(names) // k] for i in range(k)] if k < len(names) else list(names)
+
+
+def _cli_wall(site: Site, args: list[str], runs: int) -> dict[str, Any]:
+    env = site.env()
+    walls = []
+    out = ""
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "ferry", *args], env=env, capture_output=True, text=True
+        )
+        walls.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ferry {' '.join(args)} failed: {proc.stderr.strip()[-2000:]}")
+        out = proc.stdout
+    return {"median_s": statistics.median(walls), "runs": walls, "lines": len(out.splitlines())}
+
+
+def run_flat(url: str, root: Path, n: int, events: int, promotions: int) -> dict[str, Any]:
+    names = [f"svc-{i:05d}" for i in range(n)]
+    t0 = time.perf_counter()
+    site = _site(url, root, f"flat{n}", names)
+    made_s = time.perf_counter() - t0
+    out: dict[str, Any] = {"services": n, "repo_s": made_s}
+    try:
+        # gate-evaluator: green CI in dev for the digest staging pins ('skip'), spread over all.
+        spread = _spread(names, events)
+        entries = [
+            CiResult(
+                service=spread[i % len(spread)],
+                digest=pinned_digest(spread[i % len(spread)]),
+                env="dev",
+                check="integration",
+            ).to_fields()
+            for i in range(events)
+        ]
+        publish_all(site.r, site.bus.stream("ci"), entries)
+        ge, _ = site.start("gate-evaluator")
+
+        def drained() -> bool:
+            g = site.group("ci", "gate-evaluator")
+            return g.get("lag") == 0 and g.get("pending") == 0 and g.get("entries-read") == events
+
+        wait_until(drained, 600, f"{events} CI entries", poll=0.05)
+        audits = site.entries("audit")
+        span = (id_ms(audits[-1][0]) - id_ms(audits[0][0])) / 1000
+        out["gate"] = {
+            "events": events,
+            "audits": len(audits),
+            "skips": sum(1 for _, f in audits if f.get("outcome") == "skip"),
+            "ms_per_event": span * 1000 / max(1, len(audits) - 1),
+            "rss_mb": _peak_rss_mb(ge),
+        }
+        # pr-writer: promotions into dev of services spread over the repository.
+        pw, _ = site.start("pr-writer")
+        cmds = _commands(_spread(names, promotions), f"flat{n}")
+        drained_pw = _drain_promotions(site, cmds, 60 + 5 * promotions)
+        drained_pw["rss_mb"] = _peak_rss_mb(pw)
+        out["pr_writer"] = drained_pw
+        # people: status (every service) and explain (one), the workers still up.
+        out["status"] = _cli_wall(site, ["status"], 3)
+        mid = names[len(names) // 2]
+        out["explain"] = _cli_wall(site, ["explain", mid, "staging"], 3)
+        out["errors"] = site.worker_errors()
+        return out
+    finally:
+        site.stop()
+
+
+def python_start(runs: int) -> float:
+    """Wall time of `python -m ferry --help`: the interpreter and the CLI's imports, no work."""
+    walls = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ferry", "--help"], capture_output=True, check=True)
+        walls.append(time.perf_counter() - t0)
+    return statistics.median(walls)
+
+
+# ---------------------------------------------------------------------------- running, reporting
+
+
+def run(url: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    def step(text: str) -> None:
+        print(f"[bench.scale {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    res: dict[str, Any] = {"bare": [], "pw1": [], "pw3": [], "flat": {}}
+    for r in range(args.runs):
+        step(f"(p) run {r + 1}/{args.runs}: bare git x{args.promotions}")
+        bare = run_bare_git(root / f"bare-{r}", 10, args.promotions)
+        res["bare"].append(bare)
+        for replicas in (1, 3):
+            step(f"(p) run {r + 1}/{args.runs}: {args.promotions} promotions, {replicas} pr-writer")
+            res[f"pw{replicas}"].append(run_pr_writers(url, root, args.promotions, replicas, r))
+    for n in args.sizes:
+        step(f"(s) {n} services x 3 environments")
+        res["flat"][n] = run_flat(url, root, n, args.events, args.flat_promotions)
+    res["python_start_s"] = python_start(3)
+    return res
+
+
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
+    bare_ms = [b["total_ms"]["mean"] for b in res["bare"]]
+    bare_rate = [1000 / m for m in bare_ms]
+    pw1 = [p["rate"] for p in res["pw1"]]
+    pw3 = [p["rate"] for p in res["pw3"]]
+    n_p = res["pw1"][0]["promotions"]
+    lines = [
+        "<!-- bench:scale begin -->",
+        "## (p) pr-writer: promotions a second, and (s) flat cost to 10,000 services",
+        "",
+        f"Run: `{command}` on {info['date']}, {info['nproc']} CPUs ({info['cpu']}), "
+        f"{info['git']}, 1-minute load average {info['load']} when it started, "
+        f"{res['load_end']} at the end (the machine is shared). Medians over {len(pw1)} runs; "
+        "each run's figure beside it.",
+        "",
+        f"**(p)** {n_p} promotion commands (`open`, into dev, auto-merged) published at once to "
+        "`ferry:promotions`, drained by pr-writer on the local forge; rate = promotions / (first "
+        "command id to last `pr_merged` id, server clock). Baseline, in the same run: the bare git "
+        f"sequence of one promotion (8 git processes, see (a)) in a loop, {n_p} times; rate = "
+        "1000 / its mean ms.",
+        "",
+        "| | promotions/s (median) | runs | vs bare git |",
+        "|---|---|---|---|",
+        f"| bare git sequence in a loop | **{_med(bare_rate):.1f}** | "
+        f"{', '.join(f'{x:.1f}' for x in bare_rate)} | 1.00x |",
+        f"| **pr-writer, 1 process** | **{_med(pw1):.1f}** | "
+        f"{', '.join(f'{x:.1f}' for x in pw1)} | **{_med(pw1) / _med(bare_rate):.2f}x** |",
+        f"| **pr-writer, 3 replicas** | **{_med(pw3):.1f}** | "
+        f"{', '.join(f'{x:.1f}' for x in pw3)} | **{_med(pw3) / _med(bare_rate):.2f}x** |",
+        "",
+        f"- 3 replicas vs 1: {_med(pw3) / _med(pw1):.2f}x. PRs on the forge afterwards: "
+        f"{[p['prs'] for p in res['pw1']]} (1 process), {[p['prs'] for p in res['pw3']]} "
+        f"(3 replicas); dead letters {sum(p['dlq'] for p in res['pw1'] + res['pw3'])}, failed "
+        f"promotions {sum(p['failed'] for p in res['pw1'] + res['pw3'])}.",
+        "",
+    ]
+    flat = res["flat"]
+    sizes = sorted(flat)
+    small = flat[sizes[0]]
+    lines += [
+        f"**(s)** For each size a bare GitOps repository with the scaffold's files "
+        "(`ferry.yaml`, `envs/<env>/<service>/values.yaml` for dev, staging, prod), written by "
+        "`git fast-import`, staging pinning a digest for every service. Gate: "
+        f"{small['gate']['events']} CI entries (green in dev for the digest staging pins: "
+        "decision 'skip') spread over every service, published before one gate-evaluator "
+        "starts; ms/event from audit ids (server clock). pr-writer: "
+        f"{small['pr_writer']['promotions']} promotions into dev of services spread over the "
+        "repository, one pr-writer; ms/promotion from the server clock. Memory: the process's "
+        "peak RSS (VmHWM) after its run. `ferry status` and `ferry explain <svc> staging`: wall "
+        "time of the command as a process, median of 3, with both workers up; "
+        f"`python -m ferry --help` (interpreter and imports, no work) takes "
+        f"{res['python_start_s'] * 1000:.0f} ms.",
+        "",
+        "| services x 3 envs | gate ms/event | pr-writer ms/promotion | gate-evaluator RSS MB | "
+        "pr-writer RSS MB | `ferry status` s | `ferry explain` s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        f = flat[n]
+        lines.append(
+            f"| {n:,} | {f['gate']['ms_per_event']:.2f} | "
+            f"{f['pr_writer']['ms_per_promotion']:.1f} | {f['gate']['rss_mb']:.0f} | "
+            f"{f['pr_writer']['rss_mb']:.0f} | {f['status']['median_s']:.2f} | "
+            f"{f['explain']['median_s']:.2f} |"
+        )
+    big = flat[sizes[-1]]
+    big_pw = big["pr_writer"]["ms_per_promotion"]
+
+    def good(a: float, b: float) -> str:  # cost: smaller is better; ratio of small to big
+        return f"{a / b:.2f}x"
+
+    lines += [
+        "",
+        f"- **{sizes[-1]:,} vs {sizes[0]:,}** (as good = cost at {sizes[0]:,} / cost at "
+        f"{sizes[-1]:,}; goal at least 0.8x): gate per event "
+        f"**{good(small['gate']['ms_per_event'], big['gate']['ms_per_event'])}**, pr-writer per "
+        f"promotion **{good(small['pr_writer']['ms_per_promotion'], big_pw)}**, "
+        f"gate-evaluator memory **{good(small['gate']['rss_mb'], big['gate']['rss_mb'])}**, "
+        f"pr-writer memory **{good(small['pr_writer']['rss_mb'], big['pr_writer']['rss_mb'])}**.",
+        f"- At {sizes[-1]:,} services: `ferry status` **{big['status']['median_s']:.2f} s** "
+        f"({big['status']['lines']} lines; runs "
+        f"{', '.join(f'{x:.2f}' for x in big['status']['runs'])}), `ferry explain` "
+        f"**{big['explain']['median_s']:.2f} s** (runs "
+        f"{', '.join(f'{x:.2f}' for x in big['explain']['runs'])}); goal under 1 s.",
+        "- Writing the repositories (not timed as Ferry): "
+        + ", ".join(f"{n:,}: {flat[n]['repo_s']:.1f} s" for n in sizes)
+        + f". Skips audited: {', '.join(str(flat[n]['gate']['skips']) for n in sizes)}; "
+        f"pr-writer dead letters {sum(flat[n]['pr_writer']['dlq'] for n in sizes)}.",
+        "<!-- bench:scale end -->",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace this benchmark's section of RESULTS.md (or add it at the end)."""
+    old = path.read_text() if path.exists() else ""
+    begin, end = "<!-- bench:scale begin -->", "<!-- bench:scale end -->"
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + text.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    path.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="smaller counts, sizes 10 and 1000")
+    p.add_argument("--runs", type=int, default=3, help="(p) runs of each configuration")
+    p.add_argument("--promotions", type=int, default=40, help="(p) promotions per run")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
+    p.add_argument("--events", type=int, default=1000, help="(s) CI entries per size")
+    p.add_argument("--flat-promotions", type=int, default=30, help="(s) promotions per size")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs, args.promotions, args.events, args.flat_promotions = 2, 20, 300, 10
+        args.sizes = [10, 1000]
+    from ferry.adapters.embedded import start_server
+
+    server = start_server()
+    try:
+        import redis
+
+        url = server.connection_url
+        info = machine(redis.Redis.from_url(url).info("server"))
+        with tempfile.TemporaryDirectory(prefix="ferry-bench-scale-") as tmp:
+            res = run(url, Path(tmp), args)
+        res["load_end"] = Path("/proc/loadavg").read_text().split(" ")[0]
+    finally:
+        server.stop()
+    command = " ".join([".venv/bin/python -m bench.scale", *map(shlex.quote, argv)])
+    text = render(res, info, command)
+    print(text)
+    errors = [p["errors"] for p in res["pw1"] + res["pw3"]]
+    errors += [f["errors"] for f in res["flat"].values()]
+    if any(errors):
+        print("worker errors:\n" + "\n".join(e for e in errors if e), file=sys.stderr)
+    write_section(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("FERRY_LOG_LEVEL", "WARNING")
+    sys.exit(main())
