@@ -14,7 +14,9 @@ import shutil
 import threading
 import uuid
 from collections import OrderedDict
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from ferry.core.names import check_digest, check_label
 from ferry.core.policy import Policy, PolicyError, load_policy
@@ -36,6 +38,15 @@ MAIN = "main"
 
 
 FILE_CACHE_SIZE = 1024
+
+
+class PinChange(NamedTuple):
+    """A change of what a service pins in an environment: the commit of main that made it, the
+    digest pinned, and when the commit landed on main."""
+
+    commit: str
+    digest: str
+    at: datetime
 
 
 class PromotionError(ValueError):
@@ -167,11 +178,15 @@ class GitOpsRepo:
 
     def _cat_files(self, commit: str, relpaths: list[str]) -> list[str | None]:
         """The content of each of RELPATHS at COMMIT, read by one `git cat-file --batch`."""
-        request = "".join(f"{commit}:{relpath}\n" for relpath in relpaths).encode()
+        return self._cat_pairs([(commit, relpath) for relpath in relpaths])
+
+    def _cat_pairs(self, pairs: list[tuple[str, str]]) -> list[str | None]:
+        """The content of each (commit, relpath) of PAIRS, read by one `git cat-file --batch`."""
+        request = "".join(f"{commit}:{relpath}\n" for commit, relpath in pairs).encode()
         out = git_bytes(*self._object_git_args(), "cat-file", "--batch", input=request)
         found: list[str | None] = []
         at = 0
-        for relpath in relpaths:
+        for _, relpath in pairs:
             end = out.index(b"\n", at)
             fields = out[at:end].split()
             at = end + 1
@@ -318,6 +333,56 @@ class GitOpsRepo:
             if digest and (not history or history[-1][1] != digest):
                 history.append((sha, digest))
         return history
+
+    def pin_changes(
+        self, services: set[str] | None = None, envs: set[str] | None = None
+    ) -> dict[tuple[str, str], list[PinChange]]:
+        """Every change of what each service pins in each environment (of SERVICES and ENVS, if
+        given) along main's first parents, oldest first, with the time it landed on main (the
+        committer time of the first-parent commit: a pull request's merge). One `git log` and one
+        `git cat-file` for the whole repository, whatever the number of services."""
+        commit = self.main_commit()
+        policy = self.effective_policy(commit)[0]
+        template = policy.layout.values_path
+        pattern = _template_regex(template)
+        glob = template.replace("{env}", "*").replace("{service}", "*")
+        log = git(
+            *self._object_git_args(),
+            "log",
+            "--first-parent",
+            "--diff-merges=first-parent",
+            "--no-renames",
+            "--reverse",
+            "--format=%x01%H %ct",
+            "--name-only",
+            commit,
+            "--",
+            f":(glob){glob}",
+        )
+        known = set(policy.env_names())
+        touched: list[tuple[str, datetime, str, str, str]] = []
+        for block in log.split("\x01")[1:]:
+            head, *names = block.strip().split("\n")
+            sha, seconds = head.split()
+            at = datetime.fromtimestamp(int(seconds), UTC)
+            for name in names:
+                match = pattern.match(name.strip())
+                if not match or match["env"] not in known:
+                    continue
+                service, env = match["service"], match["env"]
+                if (services is None or service in services) and (envs is None or env in envs):
+                    touched.append((sha, at, name.strip(), service, env))
+        texts = self._cat_pairs([(sha, path) for sha, _, path, _, _ in touched]) if touched else []
+        out: dict[tuple[str, str], list[PinChange]] = {}
+        last: dict[tuple[str, str], str | None] = {}
+        for (sha, at, path, service, env), text in zip(touched, texts, strict=True):
+            digest = (_read_value(text, policy.digest_key, path) or None) if text else None
+            key = (service, env)
+            if digest != last.get(key):
+                last[key] = digest
+                if digest is not None:
+                    out.setdefault(key, []).append(PinChange(sha, digest, at))
+        return out
 
     def pinned_before(self, service: str, env: str, digest: str) -> str | None:
         """The digest SERVICE pinned in ENV before DIGEST was last pinned there (None when

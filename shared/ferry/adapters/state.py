@@ -85,6 +85,14 @@ class CandidateStore:
         value = self.bus.redis.get(self.bus.settings.key("built", service, digest))
         return float(value) if value is not None else None
 
+    def build_ranks(self, pairs: list[tuple[str, str]]) -> list[float | None]:
+        """build_rank of each (service, digest) of PAIRS, in one round trip."""
+        with self.bus.redis.pipeline(transaction=False) as pipe:
+            for service, digest in pairs:
+                pipe.get(self.bus.settings.key("built", service, digest))
+            values = pipe.execute() if pairs else []
+        return [float(v) if v is not None else None for v in values]
+
     def _key(self, service: str, env: str) -> str:
         return self.bus.settings.key("candidate", service, env)
 
@@ -356,6 +364,11 @@ class RollbackStore:
     def get(self, service: str, env: str, digest: str) -> dict[str, str | None] | None:
         raw = self.bus.redis.hget(self._key(service, env), digest)
         return json.loads(raw) if raw is not None else None
+
+    def all(self, service: str, env: str) -> dict[str, dict[str, str | None]]:
+        """Every digest rolled back out of ENV for SERVICE (and not asked for again since)."""
+        raw = self.bus.redis.hgetall(self._key(service, env))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     def is_rolled_back(self, service: str, env: str, digest: str) -> bool:
         return bool(self.bus.redis.hexists(self._key(service, env), digest))

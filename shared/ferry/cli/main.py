@@ -20,6 +20,7 @@ from ferry.cli import (  # noqa: F401 - registers the commands
     previews,
     publish,
     rollback,
+    stats,
     views,
     workers,
 )
