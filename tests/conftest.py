@@ -14,8 +14,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.helpers import Cluster
+
+# Property tests check answers, not speed: a loaded machine must not fail them on a deadline.
+settings.register_profile("ferry", deadline=None)
+settings.load_profile("ferry")
 
 _counter = itertools.count()
 
