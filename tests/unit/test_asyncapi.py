@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ferry.core.events import MODELS
 from ferry.runtime import asyncapi
 from ferry.runtime.runner import load_worker, worker_names
@@ -21,6 +23,15 @@ def test_committed_document_is_the_generated_one() -> None:
         f"docs/asyncapi/{asyncapi.FILE} is stale: run `make asyncapi` "
         "(or `ferry docs asyncapi --out docs/asyncapi`) and commit the result"
     )
+
+
+def test_the_document_ignores_this_machines_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = asyncapi.render()
+    monkeypatch.setenv("FERRY_READ_COUNT", "7")
+    monkeypatch.setenv("FERRY_STREAM_PREFIX", "staging:")
+    monkeypatch.setenv("FERRY_CONSUMER", "host-1")
+    assert asyncapi.render() == expected
+    assert "staging:" not in expected and "host-1" not in expected
 
 
 def test_every_stream_a_worker_reads_carries_its_event_schema() -> None:

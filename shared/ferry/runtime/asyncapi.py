@@ -35,7 +35,8 @@ def document() -> dict[str, Any]:
     """The AsyncAPI 3.0 document of every worker's broker, as plain JSON values."""
     from faststream.specification import AsyncAPI
 
-    settings = Settings(stream_prefix="ferry:", consumer=CONSUMER)
+    # Defaults only: FERRY_* variables of the machine that writes the document stay out of it.
+    settings = Settings.model_construct(stream_prefix="ferry:", consumer=CONSUMER)
 
     def unused(short: str) -> Any:
         async def handle(message: Any) -> None:  # never called: the broker never starts
