@@ -113,18 +113,16 @@ def decide(ctx: WorkerContext, a: Analysis, cause: Event | None, now: datetime) 
 
 def verify(ctx: WorkerContext, a: Analysis, reason: str, cause: Event | None) -> None:
     VerifiedStore(ctx.bus).set(a.service, a.env, a.digest)
-    ctx.bus.publish_once(
-        f"canary:{a.id}:verified",
-        Change(
-            kind="verified",
-            event_id=f"{a.id}:verified",
+    ctx.bus.emit(
+        Change.about(
+            "verified",
             promotion_id=a.id,
             service=a.service,
             digest=a.digest,
             env=a.env,
             pr=a.pr,
             reason=reason,
-        ),
+        )
     )
     end(ctx, a, "verified", reason, cause)
 
