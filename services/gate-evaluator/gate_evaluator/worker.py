@@ -194,30 +194,32 @@ def consider(
 def _act(
     ctx: WorkerContext, cause: Event | None, main: MainSnapshot, s: Snapshot, d: Decision
 ) -> None:
-    """Carry out decision D: record what it relies on, publish its commands, keep its due time,
-    and say what was decided (a timer that changed nothing says nothing)."""
+    """Carry out decision D: publish its commands, then record what it relies on, keep its due
+    time and say what was decided (a timer that changed nothing says nothing), these three in one
+    pipelined round trip; a crash before it redelivers the event, which decides again."""
     if s.digest is not None:
         structlog.contextvars.bind_contextvars(
             promotion_id=promotion_id(s.service, s.digest, s.target)
         )
-    if s.digest is not None and s.source != BUILD and s.pinned_source == s.digest:
-        LiveStore(ctx.bus).mark(s.service, s.source, s.digest, s.live_since or s.now)
     if main.policy_error:
         _refused_policy(ctx, main)
-    DueStore(ctx.bus).set(Subject(s.service, s.source, s.target), d.next_change_at)
     subject = f"{s.service}@{s.digest} -> {s.target}"
     outcomes = [_carry_out(ctx, cause, s, d, a) for a in d.actions]
     done = [o for o in outcomes if o]
-    if cause is None and not done:
-        return
-    if done:
-        outcome = ", ".join(done)
-    else:
-        outcome = {"older": "skip", "up to date": "skip", "blocked": "rejected"}.get(
-            d.state, "wait" if d.state.startswith("waiting") else d.state
-        )
-    reason = "; ".join(g.reason for g in d.gates if g.status == "failed") or d.sentence
-    ctx.audit("promote", subject, outcome, reason, cause)
+    with ctx.bus.redis.pipeline(transaction=False) as pipe:
+        if s.digest is not None and s.source != BUILD and s.pinned_source == s.digest:
+            LiveStore(ctx.bus).mark(s.service, s.source, s.digest, s.live_since or s.now, pipe=pipe)
+        DueStore(ctx.bus).set(Subject(s.service, s.source, s.target), d.next_change_at, pipe=pipe)
+        if cause is not None or done:
+            if done:
+                outcome = ", ".join(done)
+            else:
+                outcome = {"older": "skip", "up to date": "skip", "blocked": "rejected"}.get(
+                    d.state, "wait" if d.state.startswith("waiting") else d.state
+                )
+            reason = "; ".join(g.reason for g in d.gates if g.status == "failed") or d.sentence
+            ctx.audit("promote", subject, outcome, reason, cause, pipe=pipe)
+        pipe.execute()
 
 
 def _refused_policy(ctx: WorkerContext, main: MainSnapshot) -> None:

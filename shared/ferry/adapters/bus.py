@@ -270,17 +270,25 @@ class Bus:
         outcome: str,
         reason: str,
         caused_by: str | None = None,
+        *,
+        pipe: Any = None,
     ) -> None:
-        self.publish(
-            AuditRecord(
-                worker=worker,
-                action=action,
-                subject=subject,
-                outcome=outcome,
-                reason=reason,
-                caused_by=caused_by,
-            )
+        """Record a decision on the audit stream (PIPE: queue the XADD there, with other writes
+        the caller executes in one round trip)."""
+        record = AuditRecord(
+            worker=worker,
+            action=action,
+            subject=subject,
+            outcome=outcome,
+            reason=reason,
+            caused_by=caused_by,
         )
+        if pipe is None:
+            self.publish(record)
+            return
+        stream = self.stream(record.on_stream)
+        pipe.xadd(stream, _fields(record), **self.trimming())
+        self.trim_old(stream)
 
     def _error_key(self, group: str, short: str, entry_id: str) -> str:
         return self.settings.key("error", group, short, entry_id)

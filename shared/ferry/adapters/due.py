@@ -7,7 +7,8 @@ claimer's token. Of many replicas one handles a member; one that dies between cl
 leaves it due again when the lease ends, so no due time is lost. While a member is leased, a due
 time set for it (by its holder or by an event elsewhere) is kept aside and applied when the holder
 releases it, so a claimer never overwrites it with its lease. Setting a due time pushes a wake-up,
-so a replica asleep until a later time looks again."""
+so a replica asleep until a later time looks again (removing one does not: nothing becomes due
+sooner)."""
 
 from __future__ import annotations
 
@@ -59,8 +60,10 @@ else
   if when == '' then redis.call('ZREM', KEYS[1], member)
   else redis.call('ZADD', KEYS[1], tonumber(when), member) end
 end
-redis.call('RPUSH', KEYS[4], '1')
-redis.call('LTRIM', KEYS[4], -16, -1)
+if when ~= '' then
+  redis.call('RPUSH', KEYS[4], '1')
+  redis.call('LTRIM', KEYS[4], -16, -1)
+end
 return 1
 """
 
@@ -135,7 +138,12 @@ class DueTimes:
         claim), this is the holder's last word about it: its lease ends. PIPE: queue the change in
         that pipeline or transaction instead of running it now."""
         args = [member, "" if when is None else repr(_epoch(when)), token or ""]
-        self._set(keys=self._keys(member), args=args, client=pipe or self.redis)
+        if pipe is None:
+            self._set(keys=self._keys(member), args=args)
+        else:
+            # EVAL, not the registered script: redis-py checks a pipeline's scripts with SCRIPT
+            # EXISTS before running it, a round trip of its own; the server caches it all the same.
+            pipe.eval(_SET, 4, *self._keys(member), *args)
 
     def cancel(self, *members: str) -> None:
         """Nothing is due for MEMBERS any more."""

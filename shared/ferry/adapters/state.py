@@ -191,9 +191,12 @@ class LiveStore:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    def mark(self, service: str, env: str, digest: str, when: datetime) -> None:
+    def mark(
+        self, service: str, env: str, digest: str, when: datetime, *, pipe: Any = None
+    ) -> None:
+        """DIGEST went live in ENV at WHEN (the first time told wins). PIPE: queue it there."""
         key = self.bus.settings.key("live", service, env)
-        self.bus.redis.hsetnx(key, digest, when.isoformat())
+        (pipe or self.bus.redis).hsetnx(key, digest, when.isoformat())
 
     def since(self, service: str, env: str, digest: str) -> datetime | None:
         value = self.bus.redis.hget(self.bus.settings.key("live", service, env), digest)
@@ -331,9 +334,9 @@ class DueStore:
     def __init__(self, bus: Bus) -> None:
         self.times = DueTimes(bus, "gate-evaluator")
 
-    def set(self, subject: Subject, when: datetime | None) -> None:
-        """Look at SUBJECT again at WHEN (None: nothing is due for it)."""
-        self.times.set(subject.member(), when)
+    def set(self, subject: Subject, when: datetime | None, *, pipe: Any = None) -> None:
+        """Look at SUBJECT again at WHEN (None: nothing is due for it). PIPE: queue it there."""
+        self.times.set(subject.member(), when, pipe=pipe)
 
     def next_due(self) -> float | None:
         return self.times.next_due()

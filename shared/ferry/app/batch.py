@@ -1,12 +1,12 @@
 """Read the state of many (service, environment) pairs in a few pipelined round trips.
 
-`gather` (app/snapshot.py) reads a dozen keys per pair, one command at a time: right for one
-decision, wrong for a page of 150 cells. Rather than write a second reader that would have to
-know every key (and could drift from the first), `read_batched` runs the same code against a
-stand-in for the Redis client that answers from what it fetched so far and notes what it lacked;
-the missing keys are then fetched in one pipeline and the code runs again. A pass that lacks
-nothing is the answer. Reads depend on earlier reads (the candidate names the digest whose
-evidence is read next), so this takes a few rounds, as many whatever the number of cells.
+`gather` (app/snapshot.py) reads a dozen keys per pair; one command at a time, that is a dozen
+round trips per decision and thousands for a page of 150 cells. Rather than write a second reader
+that would have to know every key (and could drift from the first), `read_batched` runs the same
+code against a stand-in for the Redis client that answers from what it fetched so far and notes
+what it lacked; the missing keys are then fetched in one pipeline and the code runs again. A pass
+that lacks nothing is the answer. Reads depend on earlier reads (the candidate names the digest
+whose evidence is read next), so this takes a few rounds, as many whatever the number of cells.
 """
 
 from __future__ import annotations
@@ -35,39 +35,45 @@ def _key(value: Any) -> bytes:
 
 
 class _Stand:
-    """Redis reads answered from fetched values (bytes, as redis-py gives them): GET and whole
-    hashes (HGET, HMGET and HEXISTS are answered from the hash). Writes are refused: a read must
-    not change anything."""
+    """Redis reads answered from fetched values (bytes, as redis-py gives them): GET, HGETALL, and
+    the fields HGET, HMGET and HEXISTS name (fetched one by one: a hash such as the live times of
+    every digest ever merged may be large). Writes are refused: a read must not change anything."""
 
     def __init__(self) -> None:
         self.strings: dict[bytes, bytes | None] = {}
         self.hashes: dict[bytes, dict[bytes, bytes]] = {}
-        self.missing: set[tuple[str, bytes]] = set()
+        self.fields: dict[tuple[bytes, bytes], bytes | None] = {}
+        self.missing: set[tuple[str, bytes, bytes]] = set()
 
     def get(self, key: Any) -> bytes | None:
         k = _key(key)
         if k not in self.strings:
-            self.missing.add(("get", k))
+            self.missing.add(("get", k, b""))
             return None
         return self.strings[k]
 
     def hgetall(self, key: Any) -> dict[bytes, bytes]:
         k = _key(key)
         if k not in self.hashes:
-            self.missing.add(("hgetall", k))
+            self.missing.add(("hgetall", k, b""))
             return {}
         return self.hashes[k]
 
     def hget(self, key: Any, field: Any) -> bytes | None:
-        return self.hgetall(key).get(_key(field))
+        k, f = _key(key), _key(field)
+        if k in self.hashes:
+            return self.hashes[k].get(f)
+        if (k, f) not in self.fields:
+            self.missing.add(("hget", k, f))
+            return None
+        return self.fields[(k, f)]
 
     def hexists(self, key: Any, field: Any) -> bool:
-        return _key(field) in self.hgetall(key)
+        return self.hget(key, field) is not None
 
     def hmget(self, key: Any, fields: Any, *more: Any) -> list[bytes | None]:
-        found = self.hgetall(key)
         names = [fields, *more] if isinstance(fields, str | bytes) else [*fields, *more]
-        return [found.get(_key(f)) for f in names]
+        return [self.hget(key, f) for f in names]
 
     def register_script(self, script: str) -> Callable[..., Any]:
         def refuse(*_: Any, **__: Any) -> Any:
@@ -91,7 +97,10 @@ class _ReadBus:
 
 
 def read_batched(bus: Bus, read: Callable[[Bus], T], cost: Cost | None = None) -> T:
-    """READ(bus) with every GET and hash read it makes served by pipelined round trips."""
+    """READ(bus) with every GET and hash read it makes served by pipelined round trips. On a bus
+    that is already such a view (a batched read calling another), READ runs on it as it is."""
+    if isinstance(bus, _ReadBus):
+        return read(cast(Bus, bus))
     stand = _Stand()
     view = cast(Bus, _ReadBus(bus, stand))
     cost = cost if cost is not None else Cost()
@@ -102,14 +111,19 @@ def read_batched(bus: Bus, read: Callable[[Bus], T], cost: Cost | None = None) -
             return result
         wanted = sorted(stand.missing)
         with bus.redis.pipeline(transaction=False) as pipe:
-            for command, key in wanted:
-                getattr(pipe, command)(key)
+            for command, key, field in wanted:
+                if command == "hget":
+                    pipe.hget(key, field)
+                else:
+                    getattr(pipe, command)(key)
             answers = pipe.execute()
         cost.round_trips += 1
         cost.commands += len(wanted)
-        for (command, key), answer in zip(wanted, answers, strict=True):
+        for (command, key, field), answer in zip(wanted, answers, strict=True):
             if command == "get":
                 stand.strings[key] = answer
+            elif command == "hget":
+                stand.fields[(key, field)] = answer
             else:
                 stand.hashes[key] = answer
     raise RuntimeError(f"a batched read still lacked keys after {MAX_ROUNDS} rounds")

@@ -18,6 +18,7 @@ from ferry.adapters.state import (
     RollbackStore,
     SignalStore,
 )
+from ferry.app.batch import read_batched
 from ferry.core.decision import PromotionView, Snapshot, next_digest
 from ferry.core.events import promotion_id
 from ferry.core.evidence import Evidence
@@ -34,7 +35,21 @@ def gather(
     source: str | None = None,
 ) -> Snapshot:
     """The snapshot for moving DIGEST into TARGET (default: the digest that would move next,
-    from the environment TARGET is promoted from)."""
+    from the environment TARGET is promoted from), its Redis reads pipelined in a round trip or
+    two (ferry.app.batch: the reads that depend on others, such as the candidate's promotion,
+    take the second)."""
+    return read_batched(bus, lambda view: _gather(view, main, service, target, now, digest, source))
+
+
+def _gather(
+    bus: Bus,
+    main: MainSnapshot,
+    service: str,
+    target: str,
+    now: datetime,
+    digest: str | None = None,
+    source: str | None = None,
+) -> Snapshot:
     policy = main.policy
     env_policy = policy.environment(target, service)  # unknown environment: PolicyError
     source = source or env_policy.promote_from

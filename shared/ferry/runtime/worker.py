@@ -24,12 +24,20 @@ class WorkerContext:
     resources: dict[str, Any] = field(default_factory=dict)
 
     def audit(
-        self, action: str, subject: str, outcome: str, reason: str, event: Event | None
+        self,
+        action: str,
+        subject: str,
+        outcome: str,
+        reason: str,
+        event: Event | None,
+        *,
+        pipe: Any = None,
     ) -> None:
-        """Record a decision (EVENT is what caused it; None for a timer)."""
+        """Record a decision (EVENT is what caused it; None for a timer). PIPE: queue the record
+        in that pipeline, executed by the caller with its other writes."""
         self.log.info("decision", action=action, subject=subject, outcome=outcome, reason=reason)
         caused_by = event.event_id if event is not None else None
-        self.bus.audit(self.name, action, subject, outcome, reason, caused_by=caused_by)
+        self.bus.audit(self.name, action, subject, outcome, reason, caused_by=caused_by, pipe=pipe)
 
 
 Handler = Callable[[Event, WorkerContext], None]
