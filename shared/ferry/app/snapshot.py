@@ -38,61 +38,52 @@ def gather(
     from the environment TARGET is promoted from), its Redis reads pipelined in a round trip or
     two (ferry.app.batch: the reads that depend on others, such as the candidate's promotion,
     take the second)."""
-    return read_batched(bus, lambda view: _gather(view, main, service, target, now, digest, source))
 
+    def read(bus: Bus) -> Snapshot:
+        policy = main.policy
+        env_policy = policy.environment(target, service)  # unknown environment: PolicyError
+        src = source or env_policy.promote_from
+        candidates = CandidateStore(bus)
+        candidate = candidates.get(service, target)
+        pinned_source = main.pinned(service, src) if src != BUILD else None
+        dig = digest if digest is not None else next_digest(src, pinned_source, candidate)
+        promotions = PromotionStore(bus)
+        pinned_target = main.pinned(service, target)
+        live_since = None
+        if dig is not None and src != BUILD:
+            live_since = LiveStore(bus).since(service, src, dig)
+            if live_since is None and pinned_source == dig:
+                # Pinned by hand, or merged before Ferry kept track: the soak starts when seen
+                # (gate-evaluator records it; explain counts it the same way).
+                live_since = now
+        return Snapshot(
+            service=service,
+            source=src,
+            target=target,
+            env_policy=env_policy,
+            now=now,
+            digest=dig,
+            pinned_target=pinned_target,
+            pinned_source=pinned_source,
+            build_rank=candidates.build_rank(service, dig) if dig else None,
+            author=candidates.author(service, dig) if dig else None,
+            live_since=live_since,
+            evidence=EvidenceStore(bus).get(service, dig, src) if dig else Evidence(),
+            words=SignalStore(bus).get(service, target, dig) if dig else (),
+            teams=dict(policy.approvers.teams),
+            candidate=candidate,
+            promotion=_seen(main, promotions, service, target, dig, pinned_target),
+            candidate_promotion=(
+                _seen(main, promotions, service, target, candidate.digest, pinned_target)
+                if candidate
+                else None
+            ),
+            policy_error=main.policy_error,
+            rolled_back=_rolled_back(bus, service, target, dig),
+            hold=HoldStore(bus).get(target, service),
+        )
 
-def _gather(
-    bus: Bus,
-    main: MainSnapshot,
-    service: str,
-    target: str,
-    now: datetime,
-    digest: str | None = None,
-    source: str | None = None,
-) -> Snapshot:
-    policy = main.policy
-    env_policy = policy.environment(target, service)  # unknown environment: PolicyError
-    source = source or env_policy.promote_from
-    candidates = CandidateStore(bus)
-    candidate = candidates.get(service, target)
-    pinned_source = main.pinned(service, source) if source != BUILD else None
-    if digest is None:
-        digest = next_digest(source, pinned_source, candidate)
-    promotions = PromotionStore(bus)
-    pinned_target = main.pinned(service, target)
-    live_since = None
-    if digest is not None and source != BUILD:
-        live_since = LiveStore(bus).since(service, source, digest)
-        if live_since is None and pinned_source == digest:
-            # Pinned by hand, or merged before Ferry kept track: the soak starts when seen
-            # (gate-evaluator records it; explain counts it the same way).
-            live_since = now
-    return Snapshot(
-        service=service,
-        source=source,
-        target=target,
-        env_policy=env_policy,
-        now=now,
-        digest=digest,
-        pinned_target=pinned_target,
-        pinned_source=pinned_source,
-        build_rank=candidates.build_rank(service, digest) if digest else None,
-        author=candidates.author(service, digest) if digest else None,
-        live_since=live_since,
-        evidence=EvidenceStore(bus).get(service, digest, source) if digest else Evidence(),
-        words=SignalStore(bus).get(service, target, digest) if digest else (),
-        teams=dict(policy.approvers.teams),
-        candidate=candidate,
-        promotion=_seen(main, promotions, service, target, digest, pinned_target),
-        candidate_promotion=(
-            _seen(main, promotions, service, target, candidate.digest, pinned_target)
-            if candidate
-            else None
-        ),
-        policy_error=main.policy_error,
-        rolled_back=_rolled_back(bus, service, target, digest),
-        hold=HoldStore(bus).get(target, service),
-    )
+    return read_batched(bus, read)
 
 
 def _seen(
