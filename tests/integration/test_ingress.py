@@ -376,6 +376,95 @@ def test_a_merge_reported_by_pr_writer_and_by_the_webhook_is_one_change(
     assert len(rig.entries("changes")) == 1
 
 
+# ---------------------------------------------------------------------- Argo CD
+
+
+def argocd_body(**kw: Any) -> dict[str, Any]:
+    """What the argocd-notifications template of docs/ingress.md renders."""
+    return {
+        "app": "api-staging",
+        "service": "api",
+        "env": "staging",
+        "sync": "Synced",
+        "health": "Healthy",
+        "images": [f"registry.example.com/shop/api@{DIGEST}", "docker.io/library/nginx:1.27"],
+        **kw,
+    }
+
+
+def post_argocd(rig: Rig, payload: dict[str, Any], secret: str = SECRET) -> httpx.Response:
+    body = json.dumps(payload).encode()
+    headers = signature_headers("argocd", secret, body)
+    return httpx.post(rig.url("argocd"), content=body, headers=headers, timeout=10)
+
+
+def test_an_argo_cd_notification_is_an_argocd_signal_with_the_digest_the_app_runs(
+    rig: Rig,
+) -> None:
+    answer = post_argocd(rig, argocd_body(health="Degraded"))
+    assert answer.status_code == 202 and answer.json()["published"] == 1, answer.text
+    [signal] = rig.published()["signals"]
+    assert {
+        k: signal[k] for k in ("kind", "service", "env", "digest", "app", "sync", "health")
+    } == {
+        "kind": "argocd",
+        "service": "api",
+        "env": "staging",
+        "digest": DIGEST,
+        "app": "api-staging",
+        "sync": "Synced",
+        "health": "Degraded",
+    }
+    # the images as Go prints a list (a template without toJson); the same report again is
+    # published again (Argo CD names no delivery; a report repeated changes nothing)
+    printed = f"[docker.io/library/nginx:1.27 registry.example.com/shop/api@{DIGEST}]"
+    assert post_argocd(rig, argocd_body(images=printed, health="Degraded")).status_code == 202
+    assert [s["digest"] for s in rig.entries("signals")] == [DIGEST, DIGEST]
+    # signed as /webhooks/ci is, instead of the token header
+    body = json.dumps(argocd_body()).encode()
+    signed = signature_headers("ci", SECRET, body)
+    assert httpx.post(rig.url("argocd"), content=body, headers=signed).status_code == 202
+    assert set(rig.published()) == {"signals"}
+
+
+def test_of_several_images_pinned_by_digest_the_services_is_the_one_it_runs(rig: Rig) -> None:
+    sidecar = digest_of("sidecar")
+    images = [
+        f"registry.example.com/shop/envoy@{sidecar}",
+        f"registry.example.com/shop/api@{DIGEST}",
+    ]
+    assert post_argocd(rig, argocd_body(images=images)).status_code == 202
+    assert rig.entries("signals")[0]["digest"] == DIGEST
+    mine = f"registry.example.com/shop/web@{DIGEST}"
+    answer = post_argocd(
+        rig, argocd_body(images=[f"registry.example.com/shop/envoy@{sidecar}", mine])
+    )
+    assert answer.status_code == 400 and "send 'digest'" in answer.text
+    assert post_argocd(rig, argocd_body(images=[mine], digest=DIGEST)).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"health": None}, "field 'health' is required"),
+        ({"env": ""}, "field 'env' is required"),
+        ({"health": "Fine"}, "field 'health'"),
+        ({"service": "Not A Label"}, "service"),
+        ({"images": ["nginx:1.27"]}, "no image of api-staging is pinned by digest"),
+        ({"images": None}, "'images'"),
+    ],
+)
+def test_an_argo_cd_notification_without_what_it_must_say_is_refused_naming_it(
+    rig: Rig, change: dict[str, Any], words: str
+) -> None:
+    payload = {k: v for k, v in {**argocd_body(), **change}.items() if v is not None}
+    answer = post_argocd(rig, payload)
+    assert answer.status_code == 400 and words in answer.text, answer.text
+    assert "\n" not in answer.text.strip()
+    assert post_argocd(rig, argocd_body(), secret="wrong").status_code == 401
+    assert rig.published() == {}
+
+
 # ---------------------------------------------------------------------- refusals
 
 
@@ -393,10 +482,11 @@ def event_headers(endpoint: str) -> dict[str, str]:
         "gitea": {"X-Gitea-Event": "pull_request", "X-Gitea-Delivery": "d1"},
         "gitlab": {"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Event-UUID": "d1"},
         "ci": {"X-Ferry-Delivery": "d1"},
+        "argocd": {"X-Ferry-Delivery": "d1"},
     }[endpoint]
 
 
-ENDPOINTS = ["github", "gitea", "gitlab", "ci"]
+ENDPOINTS = ["github", "gitea", "gitlab", "ci", "argocd"]
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -415,7 +505,7 @@ def test_bad_deliveries_are_refused_with_the_right_status_and_publish_nothing(
         (b"{not json", {**base, **signature_headers(endpoint, SECRET, b"{not json")}, 400, "JSON"),
         (b"[1, 2]", {**base, **signature_headers(endpoint, SECRET, b"[1, 2]")}, 400, "object"),
     ]
-    if endpoint != "gitlab":  # GitLab's token does not sign the body
+    if endpoint not in ("gitlab", "argocd"):  # a token does not sign the body
         cases.insert(2, (good + b" ", signed, 401, "does not match"))  # changed after signing
     for body, headers, status, words in cases:
         answer = send(rig, endpoint, body, headers)

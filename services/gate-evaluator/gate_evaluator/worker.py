@@ -43,6 +43,7 @@ from ferry.core.policy import BUILD, Policy
 from ferry.runtime import resources, timers
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 from gate_evaluator import holds, people
+from gate_evaluator.argocd import handle_argocd
 from gate_evaluator.reviews import handle_review
 
 
@@ -124,6 +125,8 @@ def handle_signal(event: Event, ctx: WorkerContext) -> None:
     _known_env(policy, event.env)
     if event.kind == "review":
         return handle_review(event, ctx)
+    if event.kind == "argocd":
+        return handle_argocd(event, ctx)
     subject = f"{event.service}@{event.digest} -> {event.env}"
     if event.kind == "check":
         if not event.check or event.status is None:

@@ -12,11 +12,13 @@ from typing import Any
 from ferry.adapters.bus import Bus
 from ferry.adapters.due import DueTimes
 from ferry.core.decision import PromotionView
+from ferry.core.deployments import Deployment
 from ferry.core.evidence import ANY_CHECK, Candidate, Evidence, Word
 
 __all__ = [
     "ANY_CHECK",
     "CandidateStore",
+    "DeployStore",
     "DueStore",
     "EvidenceStore",
     "HoldStore",
@@ -201,6 +203,40 @@ class LiveStore:
     def since(self, service: str, env: str, digest: str) -> datetime | None:
         value = self.bus.redis.hget(self.bus.settings.key("live", service, env), digest)
         return datetime.fromisoformat(value.decode()) if value is not None else None
+
+
+class DeployStore:
+    """What Argo CD last reported about the application of each (service, environment), one
+    hash each (ferry.core.deployments.Deployment); gate-evaluator keeps it, the snapshot reads
+    it for environments whose `live_when` waits for Argo CD."""
+
+    _TIMES = ("at", "synced_since", "healthy_since")
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    def _key(self, service: str, env: str) -> str:
+        return self.bus.settings.key("deployed", service, env)
+
+    def get(self, service: str, env: str) -> Deployment | None:
+        raw = self.bus.redis.hgetall(self._key(service, env))
+        if not raw:
+            return None
+        f = {k.decode(): v.decode() for k, v in raw.items()}
+        times = {k: datetime.fromisoformat(f[k]) if f.get(k) else None for k in self._TIMES}
+        at = times.pop("at")
+        assert at is not None
+        return Deployment(f["digest"], f["app"], f["sync"], f["health"], at, **times)
+
+    def put(self, service: str, env: str, deployed: Deployment) -> None:
+        fields = {
+            "digest": deployed.digest,
+            "app": deployed.app,
+            "sync": deployed.sync,
+            "health": deployed.health,
+            **{k: t.isoformat() if (t := getattr(deployed, k)) else "" for k in self._TIMES},
+        }
+        self.bus.redis.hset(self._key(service, env), mapping=fields)
 
 
 class PromotionStore:

@@ -11,6 +11,7 @@ from ferry.adapters.bus import Bus
 from ferry.adapters.gitops import MainSnapshot
 from ferry.adapters.state import (
     CandidateStore,
+    DeployStore,
     EvidenceStore,
     HoldStore,
     LiveStore,
@@ -56,6 +57,7 @@ def gather(
                 # Pinned by hand, or merged before Ferry kept track: the soak starts when seen
                 # (gate-evaluator records it; explain counts it the same way).
                 live_since = now
+        live_when = policy.environment(src, service).live_when if src != BUILD else "merged"
         return Snapshot(
             service=service,
             source=src,
@@ -81,6 +83,8 @@ def gather(
             policy_error=main.policy_error,
             rolled_back=_rolled_back(bus, service, target, dig),
             hold=HoldStore(bus).get(target, service),
+            source_live_when=live_when,
+            deployed=DeployStore(bus).get(service, src) if live_when != "merged" else None,
         )
 
     return read_batched(bus, read)

@@ -9,6 +9,8 @@
   approval; see gate_evaluator.reviews).
 - A pull request in any other repository is an application PR: its events go to ferry:previews.
 - A CI result (Ferry's own JSON body, a GitHub Actions run or a GitLab pipeline) goes to ferry:ci.
+- Argo CD's notification about an application becomes an `argocd` signal (what it runs, synced
+  or not, healthy or not) for gate-evaluator: with `live_when`, it is what makes a digest live.
 
 Each event gets an id derived from the delivery, and is published once per delivery whichever
 ingress replica receives it (the marker is written with the entry, atomically, in Redis).
@@ -24,6 +26,7 @@ from pydantic import ValidationError
 
 from ferry.adapters.bus import Bus
 from ferry.adapters.forge.webhooks import (
+    ArgoHook,
     BadPayload,
     CommentHook,
     Hook,
@@ -76,6 +79,9 @@ def events_of(
             if isinstance(hook, PipelineHook):
                 events.append(CiResult.model_validate({**_present(hook.fields), "event_id": eid}))
                 continue
+            if isinstance(hook, ArgoHook):
+                events.append(argocd_signal(hook, eid))
+                continue
             if _same_repo(hook.repo, gitops_repo):
                 event, why = _promotion_event(hook, promotion, eid)
             else:
@@ -87,6 +93,20 @@ def events_of(
         else:
             ignored.append(why)
     return events, ignored
+
+
+def argocd_signal(hook: ArgoHook, eid: str) -> Signal:
+    """What Argo CD reports about an application, as a signal about its service in its env."""
+    return Signal(
+        kind="argocd",
+        event_id=eid,
+        service=hook.service,
+        env=hook.env,
+        digest=hook.digest,
+        app=hook.app,
+        sync=hook.sync,  # type: ignore[arg-type]
+        health=hook.health,  # type: ignore[arg-type]
+    )
 
 
 def ci_event(body: dict[str, Any], delivery: str) -> CiResult:
@@ -141,7 +161,7 @@ def _same_repo(repo: str, gitops_repo: str | None) -> bool:
 
 def _promotion_event(hook: Hook, promotion: Lookup, eid: str) -> tuple[Event | None, str]:
     number = getattr(hook, "number", None)
-    if isinstance(hook, PipelineHook) or hook.key is None:
+    if isinstance(hook, PipelineHook | ArgoHook) or hook.key is None:
         return None, f"#{number} in the GitOps repository is not a Ferry promotion"
     pid = promotion_of_key(hook.key)  # a key may carry the attempt of a promotion asked again
     record = promotion(pid)
@@ -194,7 +214,7 @@ _PREVIEW_KIND = {
 def _preview_event(hook: Hook, eid: str) -> tuple[Event | None, str]:
     """An application pull request's event for preview-reaper: labels are the whole set, except
     on labeled / unlabeled (those added or removed); any review or comment is activity."""
-    assert not isinstance(hook, PipelineHook)
+    assert not isinstance(hook, PipelineHook | ArgoHook)
     if isinstance(hook, ReviewHook | CommentHook):
         kind, labels = "updated", hook.labels
     else:

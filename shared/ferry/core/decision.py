@@ -6,7 +6,9 @@ gate-evaluator gathers a snapshot, calls `decide` and carries out the actions; `
 worker does. Pure: `now` is part of the snapshot, nothing here reads a clock or does I/O.
 
 The rules, in order:
-- nothing moves that the target already pins, or that is not live in the source environment;
+- nothing moves that the target already pins, or that is not live in the source environment:
+  pinned there on main, and with `live_when: synced|healthy` on the source, reported by Argo CD
+  synced to the digest (and healthy); the soak counts from the later of the two;
 - a digest rolled back out of the target does not go back there on its own;
 - an older build never replaces the newer one already chosen for the target (ranked by build
   time; a build of unknown time ranks as now), while that one's pull request is not closed and
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from ferry.core.deployments import Deployment, LiveWhen, waiting_for_argo
 from ferry.core.events import promotion_id
 from ferry.core.evidence import Candidate, Evidence, Word
 from ferry.core.gates import Facts, GateResult, gate_results
@@ -81,6 +84,10 @@ class Snapshot:
     policy_error: str | None = None  # ferry.yaml on main refused; the last valid one is used
     rolled_back: str | None = None  # DIGEST was rolled back out of TARGET ("by alice: why")
     hold: str | None = None  # promotions into TARGET are held ("held by alice since ...: why")
+    # When a digest counts as live in SOURCE (its `live_when`), and what Argo CD last reported
+    # about SERVICE there (read only when live_when is not "merged").
+    source_live_when: LiveWhen = "merged"
+    deployed: Deployment | None = None
 
 
 @dataclass(frozen=True)
@@ -165,13 +172,14 @@ def decide(s: Snapshot) -> Decision:
         return Decision(None, "nothing to promote", (Action("nothing", why),), reasons=(why,))
     digest, target = s.digest, s.target
     pid = promotion_id(s.service, digest, target)
+    live_since, not_running = _running(s, digest)
     facts = Facts(
         now=s.now,
         digest=digest,
         env=target,
         words=s.words,
         author=s.author,
-        live_since=s.live_since,
+        live_since=live_since,
         teams=dict(s.teams),
     )
     gates = gate_results(s.env_policy, s.evidence, s.source, facts)
@@ -200,6 +208,8 @@ def decide(s: Snapshot) -> Decision:
     if s.source != BUILD and s.pinned_source != digest:
         why = f"waiting: digest is not live in {s.source} yet"
         return decision("waiting", [Action("nothing", why, digest, pid)], [why])
+    if not_running is not None:
+        return decision("waiting", [Action("nothing", not_running, digest, pid)], [not_running])
     if s.rolled_back is not None:
         why = f"rolled back out of {target} {s.rolled_back}".rstrip()
         why += ": it goes back there only when a newer build replaces it"
@@ -283,6 +293,18 @@ def decide(s: Snapshot) -> Decision:
             "waiting for a person to merge", gates_update(number), [why, *reasons], next_at
         )
     return decision(verdict, [*gates_update(number), *wait], reasons, next_at)
+
+
+def _running(s: Snapshot, digest: str) -> tuple[datetime | None, str | None]:
+    """Since when DIGEST counts as live in the source, and, when the source's `live_when` waits
+    for Argo CD and Argo CD has not reported it running as asked, why not."""
+    if s.source == BUILD or s.source_live_when == "merged":
+        return s.live_since, None
+    since = s.deployed.live_since(digest, s.source_live_when) if s.deployed else None
+    if since is None:
+        last = s.deployed
+        return s.live_since, waiting_for_argo(s.service, s.source, digest, s.source_live_when, last)
+    return (max(since, s.live_since) if s.live_since else since), None
 
 
 def _stands(s: Snapshot) -> bool:

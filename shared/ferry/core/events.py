@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from ferry.core.deployments import HealthStatus, SyncStatus
 from ferry.core.errors import Rejected, one_line, quote
 from ferry.core.names import DIGEST, DNS_LABEL, NAME_MAX, check_digest, check_label, check_name
 
@@ -148,6 +149,11 @@ class Event(BaseModel):
         return fields
 
 
+def _missing(event: BaseModel, *names: str) -> str:
+    """The fields of NAMES that EVENT lacks, quoted and joined ("" when none is missing)."""
+    return ", ".join(repr(n) for n in names if getattr(event, n) is None)
+
+
 def _as_label(value: str, info: ValidationInfo) -> str:
     return check_label(value, info.field_name or "name")
 
@@ -232,10 +238,12 @@ class Signal(_Subject):
     check's result, `promote`, a person asking for the digest there again (after its pull
     request was closed, its merge reverted, or it was rolled back), or `review`: the reviews of
     the promotion's pull request PR changed (the ingress publishes it; the reviews themselves are
-    read from the forge, never taken from the stream)."""
+    read from the forge, never taken from the stream), or `argocd`: Argo CD reports that its
+    application APP, which runs SERVICE in ENV, runs DIGEST, with its SYNC status and HEALTH
+    (the ingress publishes it from Argo CD's notifications; see `live_when`)."""
 
     on_stream: ClassVar[str] = "signals"
-    kind: Literal["approval", "rejection", "check", "promote", "review"]
+    kind: Literal["approval", "rejection", "check", "promote", "review", "argocd"]
     digest: Digest
     env: Label
     actor: Name | None = None
@@ -243,6 +251,18 @@ class Signal(_Subject):
     status: Literal["success", "failure"] | None = None
     reason: str | None = None
     pr: int | None = Field(default=None, ge=1)
+    app: Name | None = Field(default=None, max_length=253)
+    sync: SyncStatus | None = None
+    health: HealthStatus | None = None
+
+    @model_validator(mode="after")
+    def _argocd(self) -> Signal:
+        if self.kind == "argocd" and (missing := _missing(self, "app", "sync", "health")):
+            raise ValueError(
+                f"an argocd signal needs {missing}: the application, its sync status and its "
+                "health as Argo CD reports them"
+            )
+        return self
 
 
 class Hold(Event):
@@ -385,9 +405,8 @@ class CanaryMeasurement(_Subject):
     @model_validator(mode="after")
     def _needs(self) -> CanaryMeasurement:
         if self.kind == "measurement":
-            missing = [f for f in ("digest", "metric", "phase") if getattr(self, f) is None]
-            if missing:
-                raise ValueError(f"a measurement needs {', '.join(repr(f) for f in missing)}")
+            if missing := _missing(self, "digest", "metric", "phase"):
+                raise ValueError(f"a measurement needs {missing}")
         elif not self.actor:
             raise ValueError(f"a canary {self.kind} needs 'actor': who decides")
         return self

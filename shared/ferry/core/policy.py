@@ -15,6 +15,9 @@ Schema (defaults in brackets)::
         promote_from: "build" | <env>   # required; no cycles
         auto_merge: bool [false]
         strategy: "direct" | "canary" ["direct"]
+        live_when: "merged" | "synced" | "healthy" ["merged"]  # when a digest counts as live
+                                        # here: its PR merged, or Argo CD reports it synced
+                                        # (and healthy): the soak starts, the next env follows
         gates:
           ci: {checks: [str]}           # present = CI gate; no checks = any green CI result
           approval: {min_approvals: int [1], approvers: [user | "team:<name>"],
@@ -68,6 +71,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from .conditions import compile_condition
+from .deployments import LiveWhen
 from .names import check_label
 
 BUILD = "build"
@@ -251,6 +255,10 @@ class EnvironmentPolicy(_Model):
     promote_from: str
     auto_merge: bool = False
     strategy: Literal["direct", "canary"] = "direct"
+    # When a digest counts as live in this environment (its soak starts, the environments
+    # promoted from here may follow): its pull request merged, or Argo CD reports the
+    # application synced to it (and healthy) - ferry.core.deployments.
+    live_when: LiveWhen = "merged"
     gates: Gates = Field(default_factory=Gates)
     canary: Canary = Field(default_factory=Canary)
 

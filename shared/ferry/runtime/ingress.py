@@ -1,6 +1,6 @@
 """`ferry ingress`: the webhook receiver, an ASGI application (Starlette) served by uvicorn.
 
-    POST /webhooks/github | /webhooks/gitlab | /webhooks/gitea | /webhooks/ci
+    POST /webhooks/github | /webhooks/gitlab | /webhooks/gitea | /webhooks/ci | /webhooks/argocd
     GET  /healthz | /readyz | /metrics
 
 A delivery is checked in this order, and the first failure answers with one line and publishes
@@ -22,6 +22,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -176,6 +177,10 @@ class Ingress:
             verify(provider, secret, headers, body)
             payload = _json(body)
             delivery = delivery_id(provider, headers, body)
+            if provider == "argocd" and "x-ferry-delivery" not in headers:
+                # Argo CD names no delivery, and the same report may come again later (synced,
+                # degraded, synced): each is published; a retried one leaves the state as it was.
+                delivery = "argocd-" + uuid.uuid4().hex
             if provider == "ci":
                 if not isinstance(payload, dict):
                     raise BadPayload(

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     webhook_secret_gitlab: SecretStr | None = None
     webhook_secret_gitea: SecretStr | None = None
     webhook_secret_ci: SecretStr | None = None
+    webhook_secret_argocd: SecretStr | None = None
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 

@@ -4,8 +4,10 @@ few provider-independent hooks (a pull request changed, a review, a comment, a p
 Each forge signs differently, as its documentation describes: GitHub an HMAC-SHA256 of the raw
 body in `X-Hub-Signature-256: sha256=<hex>`, Gitea and Forgejo the same HMAC as bare hex in
 `X-Gitea-Signature` (`X-Forgejo-Signature`), GitLab the shared secret itself in `X-Gitlab-Token`.
-Ferry's own CI endpoint is signed as GitHub signs, in `X-Ferry-Signature-256`. Every comparison
-takes constant time (`hmac.compare_digest`).
+Ferry's own CI endpoint is signed as GitHub signs, in `X-Ferry-Signature-256`. Argo CD's
+notifications cannot sign a body: `/webhooks/argocd` takes the shared secret itself in
+`X-Ferry-Token` (set as a header of the notification service), or the same HMAC as `/webhooks/ci`.
+Every comparison takes constant time (`hmac.compare_digest`).
 
 Reading a payload raises `BadPayload` with one line that says what is missing; a delivery of an
 event Ferry does not follow reads as no hooks at all.
@@ -22,7 +24,7 @@ from typing import Any, Literal
 
 from ferry.adapters.forge.http import split_key
 
-PROVIDERS = ("github", "gitlab", "gitea", "ci")
+PROVIDERS = ("github", "gitlab", "gitea", "ci", "argocd")
 
 PullAction = Literal[
     "opened", "closed", "merged", "reopened", "labeled", "unlabeled", "synchronized", "edited"
@@ -45,6 +47,7 @@ _SIGNATURE_HEADER = {
     "gitea": "x-gitea-signature",
     "gitlab": "x-gitlab-token",
     "ci": "x-ferry-signature-256",
+    "argocd": "x-ferry-token",
 }
 
 
@@ -57,6 +60,8 @@ def signature_headers(provider: str, secret: str, body: bytes) -> dict[str, str]
     """The header that authenticates BODY for PROVIDER (what a sender sets)."""
     if provider == "gitlab":
         return {"X-Gitlab-Token": secret}
+    if provider == "argocd":
+        return {"X-Ferry-Token": secret}
     if provider == "gitea":
         return {"X-Gitea-Signature": sign(secret, body)}
     name = "X-Hub-Signature-256" if provider == "github" else "X-Ferry-Signature-256"
@@ -69,16 +74,18 @@ def verify(provider: str, secret: str, headers: Mapping[str, str], body: bytes) 
     given = headers.get(name)
     if given is None and provider == "gitea":
         name, given = "x-forgejo-signature", headers.get("x-forgejo-signature")
+    if given is None and provider == "argocd" and "x-ferry-signature-256" in headers:
+        return verify("ci", secret, headers, body)  # signed as /webhooks/ci is
     if not given:
         raise Unauthentic(f"unsigned: header {name} is missing")
-    if provider == "gitlab":
+    if provider in ("gitlab", "argocd"):
         expected = secret
     elif provider == "gitea":
         expected = sign(secret, body)
     else:
         expected = "sha256=" + sign(secret, body)
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        what = "token" if provider == "gitlab" else "signature"
+        what = "token" if provider in ("gitlab", "argocd") else "signature"
         raise Unauthentic(f"{name}: the {what} does not match: check the webhook secret")
 
 
@@ -130,7 +137,20 @@ class PipelineHook:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-Hook = PullHook | ReviewHook | CommentHook | PipelineHook
+@dataclass(frozen=True)
+class ArgoHook:
+    """Argo CD's notification about one application: the service and environment it runs (from
+    the application's labels), the digest it runs (from its images), its sync status and health."""
+
+    app: str
+    service: str
+    env: str
+    digest: str
+    sync: str
+    health: str
+
+
+Hook = PullHook | ReviewHook | CommentHook | PipelineHook | ArgoHook
 
 
 def read(provider: str, headers: Mapping[str, str], payload: Any) -> list[Hook]:
@@ -146,6 +166,8 @@ def read(provider: str, headers: Mapping[str, str], payload: Any) -> list[Hook]:
             return _gitea(event, payload)
         if provider == "gitlab":
             return _gitlab(_event(headers, "x-gitlab-event"), payload)
+        if provider == "argocd":
+            return [_argocd(payload)]
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         if isinstance(e, BadPayload):
             raise
@@ -161,6 +183,7 @@ def delivery_id(provider: str, headers: Mapping[str, str], body: bytes) -> str:
         "gitea": ("x-gitea-delivery", "x-forgejo-delivery"),
         "gitlab": ("x-gitlab-event-uuid", "x-gitlab-webhook-uuid", "idempotency-key"),
         "ci": ("x-ferry-delivery",),
+        "argocd": ("x-ferry-delivery",),
     }[provider]
     for name in names:
         value = headers.get(name, "").strip()
@@ -447,3 +470,57 @@ def _title_fields(title: str) -> dict[str, Any]:
     GitHub Actions `run-name:`); nothing unless both service and digest are there."""
     fields = dict(_TITLE_FIELD.findall(title[:1000]))
     return fields if "service" in fields and "digest" in fields else {}
+
+
+# ---------------------------------------------------------------------- Argo CD
+
+_DIGEST_IN_IMAGE = re.compile(r"([^\s\[\],\"']+)@(sha256:[0-9a-f]{64})")
+
+
+def _argocd(p: dict[str, Any]) -> ArgoHook:
+    """The body of Ferry's argocd-notifications template (docs/ingress.md): app, service, env,
+    sync, health, and images (the application's `status.summary.images`, as a JSON list or as
+    Go prints a list) or digest."""
+
+    def text(name: str) -> str:
+        value = p.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise BadPayload(f"field {name!r} is required: {_ARGO_FIELDS[name]}")
+        return value.strip()
+
+    app, service, env = text("app"), text("service"), text("env")
+    digest = p.get("digest")
+    if not (isinstance(digest, str) and digest.strip()):
+        digest = _running_digest(p.get("images"), service, app)
+    return ArgoHook(app, service, env, digest.strip(), text("sync"), text("health"))
+
+
+_ARGO_FIELDS = {
+    "app": "the application's name ({{.app.metadata.name}})",
+    "service": "the service the application runs (a label of the application)",
+    "env": "the environment the application runs in (a label of the application)",
+    "sync": "the sync status ({{.app.status.sync.status}})",
+    "health": "the health ({{.app.status.health.status}})",
+}
+
+
+def _running_digest(images: Any, service: str, app: str) -> str:
+    """The digest the application runs: the one image pinned by digest, or of several the one
+    whose repository ends with the service's name."""
+    if isinstance(images, list):
+        images = " ".join(i for i in images if isinstance(i, str))
+    if not isinstance(images, str):
+        raise BadPayload(
+            "field 'images' (the application's status.summary.images) or 'digest' is required"
+        )
+    found = {digest: repo for repo, digest in _DIGEST_IN_IMAGE.findall(images[:20000])}
+    if len(found) == 1:
+        return next(iter(found))
+    mine = {d for d, repo in found.items() if repo.rsplit("/", 1)[-1].split(":")[0] == service}
+    if len(mine) == 1:
+        return mine.pop()
+    if not found:
+        raise BadPayload(f"no image of {app} is pinned by digest (repository@sha256:...)")
+    raise BadPayload(
+        f"{app} runs {len(found)} images pinned by digest and not one of {service!r}: send 'digest'"
+    )
