@@ -5,6 +5,7 @@ from those times."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from ferry.app.stats import StatsError, parse_since, stats
 from tests.helpers import Cluster, digest_of, pin_digest, run_cli
 
 A, B, C, D, E, X, Y = (digest_of(n) for n in "ABCDEXY")
+BROKEN = "not YAML"
 H = 3600
 
 
@@ -24,7 +26,8 @@ def history(env: Cluster, monkeypatch: pytest.MonkeyPatch) -> datetime:
     prod: A at BASE (built 2 h before); B a day later (built 30 m before), rolled back to A 45 m
     after; C two days after BASE (built 4 h before), rolled back by Ferry to E (a digest prod
     never ran: only Ferry's record says it is a rollback) 2 h after; D three days after BASE
-    (build time unknown). dev: A 1 h before BASE. staging: X three days before BASE (before the
+    (build time unknown); then a commit that leaves prod's values file unreadable, and one that
+    mends it (neither is a change). dev: A 1 h before BASE. staging: X three days before BASE (before the
     window), Y 1 h after BASE."""
     env.init_repo(["api", "web"])
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)
@@ -33,10 +36,17 @@ def history(env: Cluster, monkeypatch: pytest.MonkeyPatch) -> datetime:
         stamp = f"{int(at.timestamp())} +0000"
         monkeypatch.setenv("GIT_COMMITTER_DATE", stamp)
         monkeypatch.setenv("GIT_AUTHOR_DATE", stamp)
-        env.commit_by_hand(
-            f"pin {digest[:12]} in {env_name}",
-            lambda clone: pin_digest(clone, env_name, "api", digest),
-        )
+
+        def change(clone: Path) -> None:
+            path = clone / "envs" / env_name / "api" / "values.yaml"
+            if digest == BROKEN:  # a person broke the file, and mended it in the next commit
+                path.write_text(path.read_text() + f"image: [{D}\n")
+            elif path.read_text().endswith(f"[{D}\n"):
+                path.write_text(path.read_text().removesuffix(f"image: [{D}\n"))
+            else:
+                pin_digest(clone, env_name, "api", digest)
+
+        env.commit_by_hand(f"pin {digest[:12]} in {env_name}", change)
 
     for digest, at in [
         (X, base - timedelta(days=3)),
@@ -51,6 +61,8 @@ def history(env: Cluster, monkeypatch: pytest.MonkeyPatch) -> datetime:
         ("prod", C, base + timedelta(days=2)),
         ("prod", E, base + timedelta(days=2, hours=2)),
         ("prod", D, base + timedelta(days=3)),
+        ("prod", BROKEN, base + timedelta(days=3, hours=1)),
+        ("prod", D, base + timedelta(days=3, hours=2)),
     ]:
         land(env_name, digest, at)
     monkeypatch.delenv("GIT_COMMITTER_DATE")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from ferry.core.names import check_digest, check_label
+from ferry.core.names import DIGEST, check_digest, check_label
 from ferry.core.policy import Policy, PolicyError, load_policy
 from ferry.core.values import read_value, set_digest
 
@@ -376,7 +376,15 @@ class GitOpsRepo:
         out: dict[tuple[str, str], list[PinChange]] = {}
         last: dict[tuple[str, str], str | None] = {}
         for (sha, at, path, service, env), text in zip(touched, texts, strict=True):
-            digest = (_read_value(text, policy.digest_key, path) or None) if text else None
+            # Parsing YAML is the cost here: a file without a digest in it pins nothing.
+            try:
+                digest = (
+                    _read_value(text, policy.digest_key, path) or None
+                    if text and DIGEST.search(text)
+                    else None
+                )
+            except ValueError:
+                continue  # a values file main could not be read at that commit: no change
             key = (service, env)
             if digest != last.get(key):
                 last[key] = digest

@@ -404,10 +404,14 @@ class RollbackStore:
         raw = self.bus.redis.hget(self._key(service, env), digest)
         return json.loads(raw) if raw is not None else None
 
-    def all(self, service: str, env: str) -> dict[str, dict[str, str | None]]:
-        """Every digest rolled back out of ENV for SERVICE (and not asked for again since)."""
-        raw = self.bus.redis.hgetall(self._key(service, env))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+    def all(self, pairs: list[tuple[str, str]]) -> list[dict[str, dict[str, str | None]]]:
+        """For each (service, env) of PAIRS, every digest rolled back out of it (and not asked
+        for again since), in one round trip."""
+        with self.bus.redis.pipeline(transaction=False) as pipe:
+            for service, env in pairs:
+                pipe.hgetall(self._key(service, env))
+            found = pipe.execute() if pairs else []
+        return [{k.decode(): json.loads(v) for k, v in raw.items()} for raw in found]
 
     def is_rolled_back(self, service: str, env: str, digest: str) -> bool:
         return bool(self.bus.redis.hexists(self._key(service, env), digest))

@@ -160,6 +160,7 @@ def stats(
     candidates, rollbacks = CandidateStore(bus), RollbackStore(bus)
     pairs = sorted({(s, c.digest) for (s, _), cs in history.items() for c in cs})
     ranks = dict(zip(pairs, candidates.build_ranks(pairs), strict=True))
+    marked = dict(zip(history, rollbacks.all(list(history)), strict=True))
     rows: list[dict[str, Any]] = []
     pooled: dict[str, list[Deployment]] = {}
     for s in services:
@@ -169,7 +170,7 @@ def stats(
                 d: datetime.fromtimestamp(r, UTC) if (r := ranks.get((s, d))) is not None else None
                 for d in {c.digest for c in changes}
             }
-            marks = rollbacks.all(s, e) if changes else {}
+            marks = marked.get((s, e), {})
             found = classify(s, e, [(c.digest, c.at) for c in changes], marks, built)
             pooled.setdefault(e, []).extend(found)
             rows.append({"service": s, "env": e, **figures(found, since, now)})
