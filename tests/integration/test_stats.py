@@ -27,8 +27,8 @@ def history(env: Cluster, monkeypatch: pytest.MonkeyPatch) -> datetime:
     after; C two days after BASE (built 4 h before), rolled back by Ferry to E (a digest prod
     never ran: only Ferry's record says it is a rollback) 2 h after; D three days after BASE
     (build time unknown); then a commit that leaves prod's values file unreadable, and one that
-    mends it (neither is a change). dev: A 1 h before BASE. staging: X three days before BASE (before the
-    window), Y 1 h after BASE."""
+    mends it (neither is a change). dev: A 1 h before BASE. staging: X three days before BASE
+    (before the window), Y 1 h after BASE."""
     env.init_repo(["api", "web"])
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=10)
 
