@@ -202,10 +202,30 @@ def test_promotion_commit_keeps_every_other_byte(
         git("--git-dir", gitdir, "log", "-1", "--format=%an <%ae>", sha)
         == "Ferry <ferry@localhost>"
     )
-    # no checkout anywhere: the private clone holds its git dir only
+    # a remote on this machine is written directly: no clone, no checkout anywhere
+    assert not (tmp_path / "work").exists()
+    git("--git-dir", gitdir, "fsck", "--strict", "--no-progress")
+
+
+def test_a_remote_with_receive_hooks_gets_a_push(remote: Path, tmp_path: Path) -> None:
+    """Hooks run as for any push: a remote with a receive hook is written through the private
+    clone (which has no checkout) and pushed to."""
+    gitdir = remote if remote.suffix == ".git" else remote / ".git"
+    hook = gitdir / "hooks" / "post-receive"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(f"#!/bin/sh\ncat >> {tmp_path / 'received'}\n")
+    hook.chmod(0o755)
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    sha = repo.prepare_promotion(
+        branch="ferry/staging/api/y", service="api", env="staging", digest=NEW, message="m"
+    )
+    assert sha is not None
+    assert f"{sha} refs/heads/ferry/staging/api/y" in (tmp_path / "received").read_text()
     assert [p.name for p in (tmp_path / "work").iterdir()] == [".git"]
     git("fsck", "--strict", "--no-progress", cwd=tmp_path / "work")
-    git("--git-dir", gitdir, "fsck", "--strict", "--no-progress")
+    assert git("--git-dir", str(gitdir), "diff", "--name-only", "main", sha) == (
+        "envs/staging/api/values.yaml"
+    )
 
 
 def test_main_is_read_from_packed_refs(remote: Path, editor: Path, tmp_path: Path) -> None:
@@ -234,7 +254,8 @@ def test_redelivery_is_idempotent_and_follows_main(
     new_main = push_main(editor, {"README.md": "changed\n"})
     rebuilt = repo.prepare_promotion(**kwargs)  # type: ignore[arg-type]
     assert rebuilt != first
-    assert git("-C", str(tmp_path / "work"), "rev-parse", f"{rebuilt}^") == new_main
+    gitdir = str(remote) if remote.suffix == ".git" else str(remote / ".git")
+    assert git("--git-dir", gitdir, "rev-parse", f"{rebuilt}^") == new_main
 
 
 def test_already_pinned_returns_none(remote: Path, tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ def test_promotion_into_a_scaffolded_repo(tmp_path: Path) -> None:
     assert git("diff", "--numstat", "main", sha, cwd=target) == "1\t1\tenvs/dev/api/values.yaml"
 
     # Merging = pushing the branch's commit to main; updateInstead updates the checkout.
-    git("push", "-q", "origin", f"{sha}:refs/heads/main", cwd=tmp_path / "work")
+    git("push", "-q", ".", f"{sha}:refs/heads/main", cwd=target)
     after = (target / "envs/dev/api/values.yaml").read_text()
     assert after == before.replace('digest: ""', f'digest: "{DIGEST}"')
     assert git("status", "--porcelain", cwd=target) == ""

@@ -2,7 +2,9 @@
 
 Ferry never edits the remote's working tree. Reads come straight from the remote's object
 database when it is a local directory, or from a private clone (WORKDIR) fetched from it
-otherwise. Writes always happen in the private clone and are pushed as a branch of their own.
+otherwise. A promotion is a branch of its own: written into a local remote directly (its objects,
+then `git update-ref`) when a push would do nothing more (no receive hooks), else written in the
+private clone and pushed.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from ferry.core.policy import Policy, PolicyError, load_policy
 from ferry.core.values import read_value, set_digest
 
 from .git import (
+    CatFile,
     GitError,
     clean_message,
     git,
     git_bytes,
     raw_id,
     read_ref,
+    takes_plain_ref_updates,
     write_commit,
     write_object,
 )
@@ -75,6 +79,7 @@ class GitOpsRepo:
         self._effective: OrderedDict[str, tuple[Policy, str | None]] = OrderedDict()
         # Files by (commit, path): a commit's content never changes, so this is never stale.
         self._files: OrderedDict[tuple[str, str], str | None] = OrderedDict()
+        self._reader: CatFile | None = None  # started at the first read
 
     # ------------------------------------------------------------------ plumbing
 
@@ -177,29 +182,38 @@ class GitOpsRepo:
         return self._cat_files(commit, [relpath])[0]
 
     def _cat_files(self, commit: str, relpaths: list[str]) -> list[str | None]:
-        """The content of each of RELPATHS at COMMIT, read by one `git cat-file --batch`."""
+        """The content of each of RELPATHS at COMMIT (see _cat_pairs)."""
         return self._cat_pairs([(commit, relpath) for relpath in relpaths])
 
     def _cat_pairs(self, pairs: list[tuple[str, str]]) -> list[str | None]:
-        """The content of each (commit, relpath) of PAIRS, read by one `git cat-file --batch`."""
-        request = "".join(f"{commit}:{relpath}\n" for commit, relpath in pairs).encode()
-        out = git_bytes(*self._object_git_args(), "cat-file", "--batch", input=request)
+        """The content of each (commit, relpath) of PAIRS, read through the long-lived
+        `git cat-file --batch` (no process per read)."""
+        names = [f"{commit}:{relpath}" for commit, relpath in pairs]
         found: list[str | None] = []
-        at = 0
-        for _, relpath in pairs:
-            end = out.index(b"\n", at)
-            fields = out[at:end].split()
-            at = end + 1
-            if len(fields) != 3 or fields[1] != b"blob":
-                found.append(None)  # "<name> missing", or a directory
+        objects = self._objects(self._object_git_args(), names)
+        for (_, relpath), obj in zip(pairs, objects, strict=True):
+            if obj is None or obj[1] != "blob":
+                found.append(None)  # missing, or a directory
                 continue
-            size = int(fields[2])
-            blob, at = out[at : at + size], at + size + 1  # each blob is followed by a newline
             try:
-                found.append(blob.decode("utf-8"))
+                found.append(obj[2].decode("utf-8"))
             except UnicodeDecodeError:
                 raise PromotionError(f"{relpath} on {MAIN} is not UTF-8 text") from None
         return found
+
+    def _objects(self, where: list[str], names: list[str]) -> list[tuple[str, str, bytes] | None]:
+        """(id, type, content) of each of NAMES in the repository git's options WHERE name (None
+        when missing): through the long-lived reader when WHERE is where reads go."""
+        with self._lock:
+            if where == self._object_git_args():
+                if self._reader is None or self._reader.args != tuple(where):
+                    self._reader = CatFile(*where)
+                reader = self._reader
+            else:
+                reader = None
+        if reader is None:
+            return _objects(where, names)
+        return reader.read(names)
 
     def prefetch(self, commit: str, relpaths: list[str]) -> None:
         """Read RELPATHS at COMMIT in one git call, so that the reads that follow are answered
@@ -437,7 +451,15 @@ class GitOpsRepo:
             raise PromotionError(f"bad promotion branch name {branch!r}")
 
         with self._lock:
-            base = self._fetch(branch)
+            local = self._local_gitdir()
+            if local is not None and takes_plain_ref_updates(local, branch):
+                # A repository on this machine: write into it, move the branch by update-ref.
+                gitdir, where, ref = Path(local), [f"--git-dir={local}"], f"refs/heads/{branch}"
+                base = self.main_commit()
+            else:
+                base = self._fetch(branch)
+                gitdir, where = self.workdir / ".git", ["-C", str(self.workdir)]
+                ref = f"refs/remotes/origin/{branch}"
             policy = self.effective_policy(base)[0]
             policy.environment(env)
             path = policy.values_path(env, service)
@@ -448,8 +470,8 @@ class GitOpsRepo:
                 f"{base}^{{tree}}",
                 *[f"{base}:{'/'.join(parts[:i])}" for i in range(1, len(parts))],
             ]
-            names += [f"{base}:{path}", f"refs/remotes/origin/{branch}"]
-            *trees, blob, pushed = self._objects(names)
+            names += [f"{base}:{path}", ref]
+            *trees, blob, pushed = self._objects(where, names)
             if blob is None or blob[1] != "blob" or any(t is None or t[1] != "tree" for t in trees):
                 raise PromotionError(
                     f"{path} does not exist on {MAIN}: add the service with `ferry init` or by hand"
@@ -461,7 +483,7 @@ class GitOpsRepo:
             if read_value(text, policy.digest_key, source=path) == digest:
                 return None
             new = set_digest(text, policy.digest_key, digest, source=path).encode()
-            gitdir, id_len = self.workdir / ".git", len(base)
+            id_len = len(base)
             oid = write_object(gitdir, "blob", new, id_len=id_len)
             for tree, name in zip(reversed(trees), reversed(parts), strict=True):
                 assert tree is not None
@@ -471,30 +493,34 @@ class GitOpsRepo:
                 same = _commit_fields(pushed[2])
                 if same == (oid, [base], clean_message(message)):
                     return pushed[0]  # this change, on this main, is already there
-            head = write_commit(gitdir, oid, [base], message, cwd=self.workdir)
-            self._wgit("push", "-q", "--force", "origin", f"{head}:refs/heads/{branch}")
+            head = write_commit(gitdir, oid, [base], message, cwd=gitdir)
+            if ref.startswith("refs/heads/"):
+                git(*where, "update-ref", "-m", "ferry: promotion", ref, head)
+            else:
+                self._wgit("push", "-q", "--force", "origin", f"{head}:refs/heads/{branch}")
             return head
 
-    def _objects(self, names: list[str]) -> list[tuple[str, str, bytes] | None]:
-        """(id, type, content) of each of NAMES in the workdir, or None for a missing one; read by
-        one `git cat-file --batch`."""
-        if any("\n" in n for n in names):
-            raise ValueError(f"bad object name in {names!r}")
-        request = "".join(f"{n}\n" for n in names).encode()
-        out = git_bytes("-C", str(self.workdir), "cat-file", "--batch", input=request)
-        found: list[tuple[str, str, bytes] | None] = []
-        at = 0
-        for _ in names:
-            end = out.index(b"\n", at)
-            fields = out[at:end].split()
-            at = end + 1
-            if len(fields) != 3 or fields[1] == b"missing":
-                found.append(None)
-                continue
-            size = int(fields[2])
-            found.append((fields[0].decode(), fields[1].decode(), out[at : at + size]))
-            at += size + 1  # each object is followed by a newline
-        return found
+
+def _objects(where: list[str], names: list[str]) -> list[tuple[str, str, bytes] | None]:
+    """(id, type, content) of each of NAMES in the repository git's options WHERE name, or None
+    for a missing one; read by one `git cat-file --batch`."""
+    if any("\n" in n for n in names):
+        raise ValueError(f"bad object name in {names!r}")
+    request = "".join(f"{n}\n" for n in names).encode()
+    out = git_bytes(*where, "cat-file", "--batch", input=request)
+    found: list[tuple[str, str, bytes] | None] = []
+    at = 0
+    for _ in names:
+        end = out.index(b"\n", at)
+        fields = out[at:end].split()
+        at = end + 1
+        if len(fields) != 3 or fields[1] == b"missing":
+            found.append(None)
+            continue
+        size = int(fields[2])
+        found.append((fields[0].decode(), fields[1].decode(), out[at : at + size]))
+        at += size + 1  # each object is followed by a newline
+    return found
 
 
 _SIMPLE_BRANCH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")

@@ -42,7 +42,14 @@ from ferry.adapters.forge.base import (
     TransientForgeError,
     utcnow,
 )
-from ferry.adapters.git import OBJECT_ID, GitError, git, read_ref, write_commit
+from ferry.adapters.git import (
+    OBJECT_ID,
+    GitError,
+    git,
+    read_ref,
+    takes_plain_ref_updates,
+    write_commit,
+)
 
 _PLAIN_BRANCH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
 
@@ -54,6 +61,7 @@ _LOST_RACE = (
     "cannot lock ref",
     "failed to update ref",
     "incorrect old value",
+    "but expected",
 )
 
 
@@ -560,7 +568,20 @@ class LocalForge:
         )
 
     def _push_base(self, work: Path, base: str, base_sha: str, merge_sha: str) -> None:
-        """Compare-and-swap BASE from BASE_SHA to MERGE_SHA; raises GitError if BASE moved."""
+        """Compare-and-swap BASE from BASE_SHA to MERGE_SHA; raises GitError if BASE moved. By
+        `git update-ref` when a push would do nothing more (no receive hook, no checkout of BASE
+        to follow), else by a push of the repository into itself."""
+        if takes_plain_ref_updates(self.git_dir, base):
+            git(
+                "update-ref",
+                "-m",
+                "ferry: merge",
+                f"refs/heads/{base}",
+                merge_sha,
+                base_sha,
+                cwd=work,
+            )
+            return
         git(
             "push",
             "-q",
