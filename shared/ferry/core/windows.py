@@ -6,6 +6,7 @@ no allow window, a digest may move whenever no deny window is open."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -128,7 +129,19 @@ def next_change(windows: list[Window], now: datetime) -> datetime | None:
 
 def window_state(windows: list[Window], now: datetime, *, with_change: bool = True) -> WindowState:
     """Whether a digest may move at NOW, why, and when that answer changes (a deny window that
-    opens while an allow window is open counts)."""
+    opens while an allow window is open counts). Remembered for the last few (windows, now): the
+    answer depends on nothing else, and `ferry status` asks it for every cell at one NOW."""
+    if not windows:
+        return _window_state(windows, now, with_change=with_change)
+    return _remembered(tuple(windows), now, with_change)
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered(windows: tuple[Window, ...], now: datetime, with_change: bool) -> WindowState:
+    return _window_state(list(windows), now, with_change=with_change)
+
+
+def _window_state(windows: list[Window], now: datetime, *, with_change: bool) -> WindowState:
     changes_at = next_change(windows, now) if with_change else None
     denies = [(w, end) for w in windows if w.kind == "deny" if (end := open_until(w, now))]
     if denies:
