@@ -6,7 +6,14 @@ server (uvicorn) that only reads the body. `python -m bench.ingress` runs this s
 
 The deliveries cycle through GitHub, Gitea and GitLab pull request events of application
 repositories (each a `ferry:previews` event) and Ferry's own CI body (a `ferry:ci` event); one in
-ten is sent again with the same delivery id, as a forge's retry, and must publish nothing."""
+ten is sent again with the same delivery id, as a forge's retry, and must publish nothing.
+
+A second section (`--runs N`) measures what the webhook is for: a person merges staging's
+promotion pull request on the forge, the forge's webhook reaches the ingress, and the time until
+prod's (the successor's) pull request is opened, with gate-evaluator and pr-writer running as
+processes. Its baseline, interleaved run by run in the same set-up, publishes the same `pr_merged`
+straight onto ferry:changes (what pr-writer does when it merges itself): the difference is what
+the webhook path costs."""
 
 from __future__ import annotations
 
@@ -25,11 +32,20 @@ from typing import Any
 
 import httpx
 
-from bench.env import digest_of, machine, summary, wait_until
+from bench.env import REGISTRY, Site, digest_of, id_ms, machine, services, summary, wait_until
 
 SECRET = "bench-webhook-secret"
 MARK_BEGIN = "<!-- bench:ingress begin -->"
 MARK_END = "<!-- bench:ingress end -->"
+SUCCESSOR_BEGIN = "<!-- bench:ingress-successor begin -->"
+SUCCESSOR_END = "<!-- bench:ingress-successor end -->"
+GITOPS = "shop/gitops"  # FERRY_FORGE_REPO: the webhooks' repository is the GitOps one
+# staging is merged by a person; prod (its successor) has no gates: its PR opens at once.
+SUCCESSOR_ENVIRONMENTS = """environments:
+  dev: {promote_from: build, auto_merge: true}
+  staging: {promote_from: dev, auto_merge: false}
+  prod: {promote_from: staging, auto_merge: false}
+"""
 
 BARE_APP = """
 async def app(scope, receive, send):
@@ -235,6 +251,198 @@ def run(url: str, root: Path, rate: float = 200.0, seconds: float = 30.0) -> dic
     }
 
 
+def run_successor(url: str, root: Path, runs: int) -> dict[str, Any]:
+    """RUNS webhook runs and RUNS baseline runs, interleaved, one service each (see the module's
+    docstring); milliseconds from the delivery sent (or the change published) to prod's
+    promotion asked for (the `open` command) and to its pull request opened (`pr_opened`)."""
+    import redis
+
+    from bench.env import commit_all
+    from ferry.adapters.forge import LocalForge
+    from ferry.adapters.forge.http import with_key
+    from ferry.adapters.forge.webhooks import signature_headers
+    from ferry.adapters.state import PromotionStore
+    from ferry.app.webhooks import promotion_change
+    from ferry.core.events import Change, CiResult, promotion_id
+
+    names = services(2 * runs)
+    site = Site(url, "bsucc:", root / "successor")
+    site.scaffold(names)
+    policy = site.repo_path / "ferry.yaml"
+    text = policy.read_text()
+    head, _, rest = text.partition("environments:\n")
+    policy.write_text(head + SUCCESSOR_ENVIRONMENTS + rest[rest.index("\n# Approver groups") :])
+    commit_all("staging merged by people", site.repo_path)
+    port = free_port()
+    env = site.env(
+        FERRY_WEBHOOK_SECRET=SECRET,
+        FERRY_FORGE_REPO=GITOPS,
+        FERRY_INGRESS_HOST="127.0.0.1",
+        FERRY_INGRESS_PORT=str(port),
+        FERRY_INGRESS_RECONCILE_S="0",
+        FERRY_CONSUMER="ingress-1",
+    )
+    r: redis.Redis = site.r
+    forge = LocalForge(site.repo_path)
+    promotions = PromotionStore(site.bus)
+    changes, commands = site.bus.stream("changes"), site.bus.stream("promotions")
+    try:
+        site.start("gate-evaluator")
+        site.start("pr-writer")
+        argv = [sys.executable, "-m", "ferry", "ingress"]
+        site.procs.append(_serve(argv, env, port, site.logs / "ingress.log"))
+        digests = {s: digest_of(f"successor-{s}") for s in names}
+        for s in names:  # warm-up: each service's staging pull request open, waiting for a person
+            site.bus.publish(CiResult(service=s, digest=digests[s], image=f"{REGISTRY}/{s}"))
+
+        def opened(env_name: str) -> dict[str, dict[str, str]]:
+            return {
+                f["service"]: f
+                for _, f in site.entries("changes")
+                if f.get("kind") == "pr_opened" and f.get("env") == env_name
+            }
+
+        wait_until(lambda: len(opened("staging")) >= len(names), 300, "staging PRs", poll=0.2)
+        staging = opened("staging")
+        times: dict[str, dict[str, list[float]]] = {
+            "webhook": {"open": [], "pr": [], "answer": []},
+            "direct": {"open": [], "pr": []},
+        }
+        with httpx.Client(timeout=30) as client:
+            for i, s in enumerate(names):
+                way = "webhook" if i % 2 == 0 else "direct"
+                _idle(site)
+                pr = forge.merge_pr(int(staging[s]["pr"]))  # a person presses merge on the forge
+                pid = promotion_id(s, digests[s], "staging")
+                last = (r.xrevrange(changes, count=1) or [(b"0-0", {})])[0][0]
+                t_wall, t0 = time.time(), time.perf_counter()
+                if way == "webhook":
+                    body = json.dumps(
+                        {
+                            "action": "closed",
+                            "number": pr.number,
+                            "pull_request": {
+                                "number": pr.number,
+                                "body": with_key(pr.body, pr.key),
+                                "merged": True,
+                                "merge_commit_sha": pr.merge_commit,
+                                "labels": [],
+                            },
+                            "repository": {"full_name": GITOPS},
+                            "sender": {"login": "carol"},
+                        }
+                    ).encode()
+                    headers = {
+                        "Content-Type": "application/json",
+                        "X-GitHub-Event": "pull_request",
+                        "X-GitHub-Delivery": f"merge-{i}",
+                        **signature_headers("github", SECRET, body),
+                    }
+                    answer = client.post(
+                        f"http://127.0.0.1:{port}/webhooks/github", content=body, headers=headers
+                    )
+                    times[way]["answer"].append((time.perf_counter() - t0) * 1000)
+                    if answer.status_code != 202 or answer.json()["published"] != 1:
+                        raise RuntimeError(f"the webhook was not taken: {answer.text}")
+                else:
+                    record = promotions.get(pid)
+                    assert record is not None, pid
+                    change = promotion_change(
+                        pid, record, "pr_merged", pr=pr.number, merge_commit=pr.merge_commit
+                    )
+                    site.bus.publish_once(Change.key_for(pid, "pr_merged"), change)
+                got = _follow(r, changes, last, s, 60)
+                times[way]["pr"].append((time.perf_counter() - t0) * 1000)
+                command = next(
+                    i
+                    for i, f in site.entries("promotions")
+                    if f.get("service") == s and f.get("target_env") == "prod"
+                )
+                times[way]["open"].append(id_ms(command) - t_wall * 1000)
+                assert got["env"] == "prod"
+        return {
+            "runs": runs,
+            "times": {w: {k: summary(v) for k, v in t.items()} for w, t in times.items()},
+            "dlq": r.xlen(site.bus.stream("dlq")),
+            "commands": r.xlen(commands),
+        }
+    finally:
+        site.stop()
+
+
+def _idle(site: Site) -> None:
+    def idle() -> bool:
+        a = site.group("changes", "gate-evaluator")
+        b = site.group("promotions", "pr-writer")
+        return all(g.get("lag") == 0 and g.get("pending") == 0 for g in (a, b))
+
+    wait_until(idle, 60, "workers idle", poll=0.01)
+
+
+def _follow(r: Any, stream: str, last: bytes, service: str, timeout: float) -> dict[str, str]:
+    """Block on STREAM after LAST until SERVICE's prod pull request is reported opened."""
+    from ferry.core.events import decode_fields
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _, entries in r.xread({stream: last}, block=1000) or []:
+            for entry_id, raw in entries:
+                last = entry_id
+                f = decode_fields(raw)
+                if (f.get("kind"), f.get("env"), f.get("service")) == (
+                    "pr_opened",
+                    "prod",
+                    service,
+                ):
+                    return f
+    raise TimeoutError(f"{service}: prod's pull request not opened within {timeout:.0f} s")
+
+
+def render_successor(res: dict[str, Any], info: dict[str, str], command: str) -> str:
+    w, d = res["times"]["webhook"], res["times"]["direct"]
+    rows = [
+        ("**webhook** -> prod's promotion asked for (`open` command)", w["open"]),
+        ("**webhook** -> prod's pull request opened (`pr_opened`)", w["pr"]),
+        ("baseline: `pr_merged` published -> `open` command", d["open"]),
+        ("baseline: `pr_merged` published -> `pr_opened`", d["pr"]),
+        ("the ingress's answer to the webhook (202)", w["answer"]),
+    ]
+    table = "\n".join(
+        f"| {name} | {s['count']} | {s['p50']:.0f} | {s['p90']:.0f} | {s['p99']:.0f} | "
+        f"{s['max']:.0f} |"
+        for name, s in rows
+    )
+    return f"""{SUCCESSOR_BEGIN}
+## (i) Webhook ingress: a person merges staging's PR on the forge -> prod's PR opened
+
+Run: `{command}` on {info["date"]}, {info["nproc"]} CPUs ({info["cpu"]}), 1-minute load average
+{info["load"]} when it started (the machine is shared). gate-evaluator, pr-writer and `ferry
+ingress` as processes on the embedded Valkey and a local-forge GitOps repository; staging is
+merged by people (`auto_merge: false`), prod is promoted from staging without gates. Each run
+merges one service's staging pull request on the forge (untimed), then either sends GitHub's
+signed `pull_request` `closed` (merged) webhook to the ingress (**webhook**), or, interleaved
+with those in the same set-up, publishes the same `pr_merged` straight onto ferry:changes as
+pr-writer does after its own merge (**baseline**). Timed from the delivery sent (perf_counter) to
+the `pr_opened` of prod read back (XREAD BLOCK), and to the `open` command's entry id (the
+server's clock, same machine); workers idle between runs. {res["runs"]} runs each, ms:
+
+| | runs | p50 ms | p90 ms | p99 ms | max ms |
+|---|---|---|---|---|---|
+{table}
+
+- **Staging's successor promotion starts {w["open"]["p50"]:.0f} ms (median), {w["open"]["p99"]:.0f}
+  ms (p99) after the webhook is sent**, beside {d["open"]["p50"]:.0f} / {d["open"]["p99"]:.0f} ms
+  when the change is published directly; prod's pull request is open after
+  {w["pr"]["p50"]:.0f} / {w["pr"]["p99"]:.0f} ms (baseline {d["pr"]["p50"]:.0f} /
+  {d["pr"]["p99"]:.0f} ms). The webhook path differs by
+  {w["open"]["p50"] - d["open"]["p50"]:+.0f} ms at the median to the command (HTTP, signature,
+  lookup, publish once) and by {w["pr"]["p50"] - d["pr"]["p50"]:+.0f} ms to the pull request
+  (pr-writer's git work varies by more than that). With {res["runs"]} runs, p99 is the slowest.
+- Dead letters: {res["dlq"]}.
+{SUCCESSOR_END}
+"""
+
+
 def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
     f, b = res["ferry"], res["bare"]
     rows = [
@@ -274,9 +482,9 @@ ASGI app under the same server (uvicorn) that only reads the body.
 """
 
 
-def write(section: str, path: Path) -> None:
+def write(section: str, path: Path, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
     text = path.read_text() if path.exists() else "# Ferry benchmarks\n"
-    pattern = re.compile(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END) + "\n?", re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end) + "\n?", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text)
     else:
@@ -288,26 +496,40 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.ingress", description=__doc__)
     p.add_argument("--rate", type=float, default=200.0, help="deliveries per second (200)")
     p.add_argument("--seconds", type=float, default=30.0, help="how long to send (30)")
+    p.add_argument("--runs", type=int, default=30, help="successor runs, each way (30)")
+    p.add_argument(
+        "--only", choices=["load", "successor"], help="one section (default: both)", default=None
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     args = p.parse_args(argv)
-    if args.rate <= 0 or args.seconds <= 0:
-        p.error("--rate and --seconds must be positive")
+    if args.rate <= 0 or args.seconds <= 0 or args.runs <= 0:
+        p.error("--rate, --seconds and --runs must be positive")
     import redis
 
     from ferry.adapters.embedded import start_server
 
-    server = start_server()
-    try:
-        info = machine(redis.Redis.from_url(server.connection_url).info("server"))
-        with tempfile.TemporaryDirectory(prefix="ferry-bench-ingress-") as tmp:
-            res = run(server.connection_url, Path(tmp), args.rate, args.seconds)
-    finally:
-        server.stop()
     command = "python -m bench.ingress " + " ".join(argv if argv is not None else sys.argv[1:])
-    section = render(res, info, command.strip())
-    print(section)
-    write(section, args.out)
-    return 0 if res["lost"] == 0 else 1
+    lost = 0
+    for part in ("load", "successor"):
+        if args.only not in (None, part):
+            continue
+        server = start_server()
+        try:
+            info = machine(redis.Redis.from_url(server.connection_url).info("server"))
+            with tempfile.TemporaryDirectory(prefix="ferry-bench-ingress-") as tmp:
+                if part == "load":
+                    res = run(server.connection_url, Path(tmp), args.rate, args.seconds)
+                    section = render(res, info, command.strip())
+                    lost = res["lost"]
+                else:
+                    res = run_successor(server.connection_url, Path(tmp), args.runs)
+                    section = render_successor(res, info, command.strip())
+        finally:
+            server.stop()
+        print(section)
+        marks = (MARK_BEGIN, MARK_END) if part == "load" else (SUCCESSOR_BEGIN, SUCCESSOR_END)
+        write(section, args.out, *marks)
+    return 0 if lost == 0 else 1
 
 
 if __name__ == "__main__":
