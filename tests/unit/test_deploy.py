@@ -287,3 +287,32 @@ def test_the_board_is_served_on_its_port_behind_a_service_and_in_compose() -> No
     assert service["spec"]["selector"] == board["spec"]["selector"]["matchLabels"]
     compose = _yaml.load((ROOT / "docker-compose.yml").read_text())["services"]["board"]
     assert compose["command"][0] == "board" and "8090:8090" in compose["ports"]
+
+
+def test_the_ingress_is_served_behind_a_service_an_ingress_example_and_in_compose() -> None:
+    ingress = by_name(objects("Deployment"))["ingress"]
+    [container] = ingress["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["ingress"]
+    env = {e["name"]: e for e in container["env"]}
+    [port] = container["ports"]
+    assert env["FERRY_INGRESS_HOST"]["value"] == "0.0.0.0"
+    assert str(port["containerPort"]) == env["FERRY_INGRESS_PORT"]["value"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    # the secrets come from a Secret, never from a value in the manifest
+    for name in ("FERRY_WEBHOOK_SECRET", "FERRY_WEBHOOK_SECRET_ARGOCD"):
+        assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["key"] == name
+    [service] = [s for s in objects("Service") if s["metadata"]["name"] == "ingress"]
+    assert service["spec"]["selector"] == ingress["spec"]["selector"]["matchLabels"]
+    [svc_port] = service["spec"]["ports"]
+    assert svc_port["targetPort"] == port["name"]
+    # the example Ingress exposes /webhooks (not /metrics) through that Service
+    [example] = objects("Ingress")
+    [rule] = example["spec"]["rules"]
+    [path] = rule["http"]["paths"]
+    assert path["path"] == "/webhooks" and path["pathType"] == "Prefix"
+    assert path["backend"]["service"] == {"name": "ingress", "port": {"name": svc_port["name"]}}
+    compose = _yaml.load((ROOT / "docker-compose.yml").read_text())["services"]["ingress"]
+    port_env = compose["environment"]["FERRY_INGRESS_PORT"]
+    assert compose["command"] == ["ingress"] and f"{port_env}:{port_env}" in compose["ports"]
+    assert compose["environment"]["FERRY_INGRESS_HOST"] == "0.0.0.0"
