@@ -27,9 +27,9 @@ def ask_again(ctx: WorkerContext, event: Signal) -> None:
         return
     attempt = promotions.ask_again(pid)
     for kind in _COMMANDS:
-        ctx.bus.forget_once(PromotionCommand.key_for(pid, kind))
+        ctx.bus.forget_once(PromotionCommand.key_for(pid, kind), PromotionCommand.on_stream)
     for kind in _CHANGES:
-        ctx.bus.forget_once(Change.key_for(pid, kind))
+        ctx.bus.forget_once(Change.key_for(pid, kind), Change.on_stream)
     RollbackStore(ctx.bus).forget(event.service, event.env, event.digest)
     said = f"by {event.actor}" + (f": {event.reason}" if event.reason else "")
     ctx.audit(

@@ -90,7 +90,7 @@ def handle_change(event: Event, ctx: WorkerContext) -> None:
         # A replay of the events that asked for it may ask again (after someone fixed the cause).
         promotions.forget(pid)
         for kind in ("open", "merge"):
-            ctx.bus.forget_once(PromotionCommand.key_for(pid, kind))
+            ctx.bus.forget_once(PromotionCommand.key_for(pid, kind), PromotionCommand.on_stream)
         ctx.audit(
             "promote",
             f"{event.service}@{event.digest} -> {event.env}",

@@ -43,21 +43,27 @@ def handle(event: Event, ctx: WorkerContext) -> None:
         return
     for hook in receivers(policy, notice):
         sent = ctx.bus.settings.key("notified", hook.name, notice.event_id)
-        if not _mine(ctx, sent):
+        sending = _sending_key(ctx, sent)
+        if not _mine(ctx, sent, sending):
             continue  # taken before a restart or a redelivery, or by a copy of this entry
         try:
             _deliver(ctx, hook, notice)
         except BaseException:
-            ctx.bus.redis.delete(sent + ":sending")
+            ctx.bus.redis.delete(sending)
             raise
         with ctx.bus.redis.pipeline(transaction=True) as pipe:
             pipe.set(sent, "1", ex=REMEMBER_S)
-            pipe.delete(sent + ":sending")
+            pipe.delete(sending)
             pipe.execute()
         ctx.log.info("notified", webhook=hook.name, notice=notice.kind)
 
 
-def _mine(ctx: WorkerContext, sent: str) -> bool:
+def _sending_key(ctx: WorkerContext, sent: str) -> str:
+    """Who is sending the notice SENT names: in SENT's hash slot (one transaction ends both)."""
+    return ctx.bus.settings.near(sent, "notified", "sending")
+
+
+def _mine(ctx: WorkerContext, sent: str, sending: str) -> bool:
     """May this replica send the notice SENT names? Not once a receiver took it; and while
     another copy of the entry (reclaimed from a replica that seemed idle while it backed off) is
     sending it, wait for that one to finish, so a receiver never gets it twice."""
@@ -65,7 +71,7 @@ def _mine(ctx: WorkerContext, sent: str) -> bool:
     while time.monotonic() < deadline:
         if ctx.bus.redis.exists(sent):
             return False
-        if ctx.bus.redis.set(sent + ":sending", "1", nx=True, ex=SENDING_S):
+        if ctx.bus.redis.set(sending, "1", nx=True, ex=SENDING_S):
             return True
         time.sleep(0.2)
     raise ReceiverDown("another replica is still sending this notice")

@@ -69,6 +69,16 @@ return 0
 """
 
 
+def connect_redis(url: str, *, cluster: bool = False) -> Any:
+    """A client for URL: one server, or with CLUSTER a Redis Cluster that URL is a node of (the
+    client finds the others and sends each key's commands to the node that serves its slot)."""
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, health_check_interval=30)
+    return redis.Redis.from_url(url, health_check_interval=30)
+
+
 def _fields(event: Event) -> dict[str, str]:
     """EVENT's stream fields, scrubbed: no secret reaches a stream, whoever reads it later."""
     return scrub_fields(event.to_fields())
@@ -162,7 +172,7 @@ class Bus:
         self.settings = settings
         self.url = url
         # Typed as Any: redis-py's stubs do not know the connection hands out bytes.
-        self.redis: Any = redis.Redis.from_url(url, health_check_interval=30)
+        self.redis: Any = connect_redis(url, cluster=settings.redis_cluster)
         self._once = self.redis.register_script(_PUBLISH_ONCE)
         self._unlock = self.redis.register_script(_UNLOCK)
         self._renew = self.redis.register_script(_RENEW)
@@ -185,13 +195,23 @@ class Bus:
     def publish_once(self, key: str, event: Event) -> str | None:
         """XADD EVENT unless KEY was already used: the marker and the entry are written in one
         atomic step, so a redelivered message never publishes its effect twice."""
-        args: list[Any] = [ONCE_TTL_S, self.settings.stream_maxlen, event.event_id]
-        for k, v in _fields(event).items():
+        return self.publish_fields_once(key, event.on_stream, _fields(event), event.event_id)
+
+    def publish_fields_once(
+        self, key: str, short: str, fields: dict[str, str], marker: str = "1"
+    ) -> str | None:
+        """XADD FIELDS to stream SHORT unless KEY was already used there (see publish_once). The
+        marker lives in the stream's hash slot, so the script runs on one Redis Cluster node."""
+        args: list[Any] = [ONCE_TTL_S, self.settings.stream_maxlen, marker]
+        for k, v in fields.items():
             args += [k, v]
-        stream = self.stream(event.on_stream)
-        entry = self._once(keys=[self.settings.key("once", key), stream], args=args)
+        stream = self.stream(short)
+        entry = self._once(keys=[self._once_key(key, short), stream], args=args)
         self.trim_old(stream)
         return entry.decode() if entry else None
+
+    def _once_key(self, key: str, short: str) -> str:
+        return self.settings.near(self.stream(short), "once", key)
 
     def trimming(self) -> dict[str, Any]:
         """The XADD arguments that keep a stream within FERRY_STREAM_MAXLEN (approximately)."""
@@ -213,9 +233,10 @@ class Bus:
         key = getattr(event, "once_key", None)
         return self.publish_once(key, event) if key else self.publish(event)
 
-    def forget_once(self, key: str) -> None:
-        """Let KEY be published once more (a failed effect that may be re-driven)."""
-        self.redis.delete(self.settings.key("once", key))
+    def forget_once(self, key: str, short: str) -> None:
+        """Let KEY be published once more on stream SHORT (a failed effect that may be
+        re-driven)."""
+        self.redis.delete(self._once_key(key, short))
 
     def ensure_group(self, short: str, group: str) -> None:
         """Create GROUP on the stream at id 0 (MKSTREAM): a group created at `$` would skip the
@@ -244,8 +265,11 @@ class Bus:
         error: str,
         deliveries: int,
     ) -> None:
-        """Move an entry to the DLQ and acknowledge it, in one transaction. The payload keeps the
-        whole entry; the reason (ERROR) is one line of bounded length (see DeadLetter)."""
+        """Move an entry to the DLQ, then acknowledge it. The payload keeps the whole entry; the
+        reason (ERROR) is one line of bounded length (see DeadLetter). The letter is published
+        once under its id, so a replica that dies between the two steps leaves one letter and
+        the entry pending: its redelivery finds the letter there and only acknowledges (the DLQ
+        and the entry's stream may live on different Redis Cluster nodes)."""
         letter = DeadLetter(
             event_id=f"dlq:{group}:{short}:{entry_id}",
             stream=self.stream(short),
@@ -255,8 +279,8 @@ class Bus:
             deliveries=deliveries,
             worker=group,
         )
+        self.publish_once(letter.event_id, letter)
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.stream("dlq"), _fields(letter), **self.trimming())
             pipe.xack(self.stream(short), group, entry_id)
             pipe.delete(self._error_key(group, short, entry_id))
             pipe.execute()
@@ -291,7 +315,8 @@ class Bus:
         self.trim_old(stream)
 
     def _error_key(self, group: str, short: str, entry_id: str) -> str:
-        return self.settings.key("error", group, short, entry_id)
+        # In the entry's stream's slot: acknowledged and forgotten in one transaction.
+        return self.settings.near(self.stream(short), "error", group, entry_id)
 
     def remember_error(self, group: str, short: str, entry_id: str, error: str) -> None:
         self.redis.set(self._error_key(group, short, entry_id), one_reason(error), ex=7 * 24 * 3600)

@@ -106,15 +106,23 @@ def _epoch(when: datetime | float) -> float:
 
 
 class DueTimes:
-    """The due times of one worker type: KEY <prefix>due:<name> (sorted set), leases at
-    ...:lease:<member>, due times set while leased at ...:held, wake-ups at ...:wake."""
+    """The due times of one worker type: KEY <prefix>due:<name> (sorted set); beside it, in its
+    Redis Cluster hash slot (the scripts touch them together), due times set while leased at
+    <prefix>due:{KEY}:held, wake-ups at ...:wake and leases at ...:lease:<member>. ANCHOR, when
+    given, is the key whose slot they all share instead (the preview records, written in one
+    transaction with their due times)."""
 
-    def __init__(self, bus: Bus, name: str) -> None:
+    def __init__(self, bus: Bus, name: str, anchor: str | None = None) -> None:
         self.redis: Any = bus.redis
-        self.key = bus.settings.key("due", name)
-        self.held_key = bus.settings.key("due", name, "held")
-        self.wake_key = bus.settings.key("due", name, "wake")
-        self._lease_prefix = bus.settings.key("due", name, "lease", "")
+        settings = bus.settings
+        if anchor is None:
+            self.key = settings.key("due", name)
+            anchor = self.key
+        else:
+            self.key = settings.near(anchor, "due", name)
+        self.held_key = settings.near(anchor, "due", name, "held")
+        self.wake_key = settings.near(anchor, "due", name, "wake")
+        self._lease_prefix = settings.near(anchor, "due", name, "lease", "")
         self._claim = self.redis.register_script(_CLAIM)
         self._set = self.redis.register_script(_SET)
         self._release = self.redis.register_script(_RELEASE)
@@ -143,7 +151,8 @@ class DueTimes:
         else:
             # EVAL, not the registered script: redis-py checks a pipeline's scripts with SCRIPT
             # EXISTS before running it, a round trip of its own; the server caches it all the same.
-            pipe.eval(_SET, 4, *self._keys(member), *args)
+            # (As a plain command: redis-py's cluster pipeline refuses its eval method.)
+            pipe.execute_command("EVAL", _SET, 4, *self._keys(member), *args)
 
     def cancel(self, *members: str) -> None:
         """Nothing is due for MEMBERS any more."""

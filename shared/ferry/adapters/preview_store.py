@@ -144,10 +144,17 @@ class PreviewStore:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.redis: Any = bus.redis
-        self.due = DueTimes(bus, "preview-reaper")
+        # A record, the index sets and its due time change in one transaction: they all live in
+        # the hash slot of the index of every preview (one Redis Cluster node).
+        self._all = bus.settings.key("previews", "all")
+        self.due = DueTimes(bus, "preview-reaper", anchor=self._all)
 
     def _key(self, *parts: str) -> str:
-        return self.bus.settings.key("previews", *parts)
+        if parts == ("all",):
+            return self._all
+        if parts[0] == "log":  # written alone: no slot of its own to keep
+            return self.bus.settings.key("previews", *parts)
+        return self.bus.settings.near(self._all, "previews", *parts)
 
     def _team_key(self, team: str) -> str:
         return self._key("team", team)

@@ -179,31 +179,32 @@ def dead_letters(bus: Bus, ids: list[str] | None = None) -> list[tuple[str, Dead
 
 
 def retry(bus: Bus, ids: list[str] | None) -> list[str]:
-    """Put dead letters back on the streams they came from, and take them off the DLQ."""
+    """Put dead letters back on the streams they came from, and take them off the DLQ. Each
+    letter is published once (keyed by its DLQ id) and then deleted: the DLQ and the letter's
+    stream may live on different Redis Cluster nodes, so a retry cut short between the two steps
+    leaves the letter on the DLQ, and the next retry only deletes it."""
     letters = dead_letters(bus, ids)
     prefix = bus.settings.stream_prefix
-    with bus.redis.pipeline(transaction=True) as pipe:
-        for dlq_id, letter in letters:
-            short = letter.stream.removeprefix(prefix)
-            if short not in MODELS or not letter.stream.startswith(prefix):
-                raise ReplayError(
-                    f"dead letter {dlq_id} came from {letter.stream!r}, not a stream of this "
-                    f"Ferry (prefix {prefix!r}): drop it instead"
-                )
-            if not letter.payload:
-                raise ReplayError(
-                    f"dead letter {dlq_id} has no data to put back: its entry was trimmed from "
-                    f"{letter.stream} before it was handled; re-publish the event from its "
-                    f"source, then `ferry dlq drop {dlq_id}`"
-                )
-            fields = {k: str(v) for k, v in letter.payload.items()}
-            pipe.xadd(
-                letter.stream,
-                _with_identity(short, letter.entry_id, fields),
-                **bus.trimming(),
+    for dlq_id, letter in letters:
+        short = letter.stream.removeprefix(prefix)
+        if short not in MODELS or not letter.stream.startswith(prefix):
+            raise ReplayError(
+                f"dead letter {dlq_id} came from {letter.stream!r}, not a stream of this "
+                f"Ferry (prefix {prefix!r}): drop it instead"
             )
-            pipe.xdel(bus.stream("dlq"), dlq_id)
-        pipe.execute()
+        if not letter.payload:
+            raise ReplayError(
+                f"dead letter {dlq_id} has no data to put back: its entry was trimmed from "
+                f"{letter.stream} before it was handled; re-publish the event from its "
+                f"source, then `ferry dlq drop {dlq_id}`"
+            )
+    for dlq_id, letter in letters:
+        short = letter.stream.removeprefix(prefix)
+        fields = {k: str(v) for k, v in letter.payload.items()}
+        bus.publish_fields_once(
+            f"retry:{dlq_id}", short, _with_identity(short, letter.entry_id, fields)
+        )
+        bus.redis.xdel(bus.stream("dlq"), dlq_id)
     return [dlq_id for dlq_id, _ in letters]
 
 

@@ -23,12 +23,26 @@ def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def slot_tag(key: str) -> str:
+    """What Redis Cluster hashes to find KEY's slot: the text between the first { and the next }
+    when that is not empty, else the whole key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
 class Settings(BaseSettings):
     """Everything a worker or the CLI needs to know about where things are and how to behave."""
 
     model_config = SettingsConfigDict(env_prefix="FERRY_", extra="ignore")
 
     redis_url: str | None = None
+    # FERRY_REDIS_URL names one node of a Redis Cluster (Ferry's own client; see
+    # docs/operations.md for what runs on a cluster).
+    redis_cluster: bool = False
     home: Path = Field(default_factory=lambda: Path.home() / ".ferry")
     gitops_repo: str | None = None
     forge: Literal["local", "github", "gitlab", "gitea"] = "local"
@@ -116,6 +130,16 @@ class Settings(BaseSettings):
             raise ValueError("FERRY_REDIS_URL names no host (e.g. redis://:PASSWORD@host:6379/0)")
         return value
 
+    @field_validator("stream_prefix")
+    @classmethod
+    def _prefix_has_no_hash_tag(cls, value: str) -> str:
+        # A brace would make the prefix a Redis Cluster hash tag: every stream in one slot.
+        if "{" in value or "}" in value:
+            raise ValueError(
+                "FERRY_STREAM_PREFIX may not contain { or }: Ferry chooses the hash slots itself"
+            )
+        return value
+
     @model_validator(mode="after")
     def _register_secrets(self) -> Settings:
         # As soon as a secret is known, no log line or error sentence of this process shows it.
@@ -164,6 +188,14 @@ class Settings(BaseSettings):
     def key(self, *parts: str) -> str:
         """A Redis key for Ferry's own state, under the same prefix as the streams."""
         return self.stream_prefix + ":".join(parts)
+
+    def near(self, anchor: str, kind: str, *parts: str) -> str:
+        """A key of Ferry's own in the Redis Cluster hash slot of the key ANCHOR (a script or
+        transaction that writes both stays on one slot): <prefix><kind>:{<anchor>}:<parts>."""
+        tag = slot_tag(anchor)
+        if "}" in tag:
+            raise ValueError(f"no hash tag can name the slot of {anchor!r}")
+        return f"{self.stream_prefix}{kind}:{{{tag}}}" + "".join(f":{p}" for p in parts)
 
     @property
     def redis_url_file(self) -> Path:

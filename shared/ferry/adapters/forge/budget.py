@@ -94,11 +94,13 @@ class Budget:
         self.redis = client
         self.limits = limits
         self.max_wait_s = max_wait_s
+        # One script takes a slot in all four: they share one Redis Cluster hash slot.
+        tag = "{" + key_prefix + "budget}"
         self.keys = [
-            f"{key_prefix}blocked-until",
-            f"{key_prefix}requests-hour",
-            f"{key_prefix}writes-minute",
-            f"{key_prefix}writes-hour",
+            f"{key_prefix}{tag}:blocked-until",
+            f"{key_prefix}{tag}:requests-hour",
+            f"{key_prefix}{tag}:writes-minute",
+            f"{key_prefix}{tag}:writes-hour",
         ]
         self._acquire = client.register_script(_ACQUIRE)
         self._block = client.register_script(_BLOCK)

@@ -1,0 +1,209 @@
+"""Ferry's key layout on Redis Cluster: every script and transaction touches keys of one hash
+slot, and the streams spread over slots.
+
+A server in cluster mode that serves every slot itself refuses, as a three-node cluster would,
+any script or MULTI/EXEC whose keys are in different slots (CROSSSLOT), while a client that
+knows nothing of clusters (FastStream's) still works: the workers run unchanged against it, so
+the whole flow proves the layout. Then the Bus adapter runs against a real three-node cluster
+with redis-py's cluster client (FERRY_REDIS_CLUSTER=1); FastStream's consumer loop cannot (see
+docs/operations.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import key_slot
+
+from ferry.adapters.bus import Bus
+from ferry.adapters.due import DueTimes
+from ferry.adapters.forge.budget import Budget, Limits
+from ferry.adapters.preview_store import PreviewStore
+from ferry.adapters.state import CandidateStore, PromotionStore
+from ferry.app.replay import retry
+from ferry.core.events import CiResult, PreviewEvent, PromotionCommand
+from ferry.runtime.settings import Settings
+from tests.helpers import Cluster, digest_of, wait_until
+from tests.servers import Server, cluster_nodes
+
+
+def slot(key: str) -> int:
+    return int(key_slot(key.encode()))
+
+
+def errors_seen(client: redis.Redis) -> dict[str, object]:
+    """The server's count of each error it answered (INFO errorstats), e.g. CROSSSLOT."""
+    return dict(client.info("errorstats"))
+
+
+@pytest.fixture
+def one_node_cluster(tmp_path: Path) -> Iterator[Server]:
+    [node] = cluster_nodes(tmp_path / "servers", 1)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def test_the_server_refuses_a_cross_slot_transaction(one_node_cluster: Server) -> None:
+    """The check the flow below relies on is live: this server says CROSSSLOT."""
+    client = redis.Redis(port=one_node_cluster.port)
+    assert slot("ferry:ci") != slot("ferry:dlq")
+    with pytest.raises(redis.ResponseError, match="hash to the same slot"):
+        with client.pipeline(transaction=True) as pipe:
+            pipe.xadd("ferry:dlq", {"a": "1"})
+            pipe.xadd("ferry:ci", {"a": "1"})
+            pipe.execute()
+    assert any("CROSSSLOT" in name for name in errors_seen(client)), errors_seen(client)
+
+
+def test_a_promotion_its_dead_letters_previews_and_due_times_stay_in_one_slot_each(
+    one_node_cluster: Server, tmp_path: Path
+) -> None:
+    c = Cluster(redis_url=one_node_cluster.url(), prefix="ferry:", root=tmp_path)
+    try:
+        c.init_repo(["api", "web"])
+        for name in ("gate-evaluator", "pr-writer", "preview-reaper"):
+            c.start(name)
+        d = digest_of("api-1")
+        c.build("api", d)
+        c.wait_pinned("api", "dev", d)
+        c.build("api", d, env="dev", check="integration")
+        c.wait_pinned("api", "staging", d)  # the prod promotion waits for a person: a due time
+
+        # A dead letter (a service with no values file), then retried by hand.
+        bad = c.build("db", digest_of("db-1"))
+        wait_until(lambda: [x for x in c.dead_letters() if x["entry_id"] == bad], 15, "a letter")
+        assert len(retry(c.bus, None)) == 1
+        again = wait_until(
+            lambda: [x for x in c.dead_letters() if x["entry_id"] != bad], 15, "a new letter"
+        )
+        assert len(again) == 1 and len(c.dead_letters()) == 1  # the first one left the DLQ
+
+        # A preview: its record, index sets and due time are one transaction.
+        c.bus.publish(
+            PreviewEvent(kind="opened", repo="shop/web", pr=7, team="web", labels=["preview"])
+        )
+        store = PreviewStore(c.bus)
+        wait_until(lambda: store.due.when("shop/web#7"), 20, "the preview's due time")
+        assert store.due.when("shop/web#7") is not None
+
+        errors = errors_seen(c.bus.redis)
+        assert not [e for e in errors if "CROSSSLOT" in e or "ERR" == e], errors
+        for proc in c.procs:
+            assert "CROSSSLOT" not in c.log_of(proc)
+    finally:
+        c.stop_all()
+
+
+def test_keys_written_together_share_a_slot_and_streams_spread() -> None:
+    settings = Settings(stream_prefix="ferry:")
+    streams = [
+        "ci",
+        "signals",
+        "holds",
+        "promotions",
+        "changes",
+        "canary",
+        "previews",
+        "audit",
+        "dlq",
+    ]
+    slots = {slot(settings.stream(s)) for s in streams}
+    assert len(slots) == len(streams)  # nine streams, nine slots: spread over the nodes
+    once = settings.near(settings.stream("promotions"), "once", "promotion:p1:open")
+    assert once == "ferry:once:{ferry:promotions}:promotion:p1:open"
+    assert slot(once) == slot("ferry:promotions")
+    error = settings.near(settings.stream("ci"), "error", "gate-evaluator", "1-0")
+    assert slot(error) == slot("ferry:ci")
+    sent = settings.key("notified", "slack", "ferry:changes:1-0")
+    assert slot(settings.near(sent, "notified", "sending")) == slot(sent)
+    budget = Budget(redis.Redis(), "ferry:forge:github:api.github.com:", Limits(0, 0, 0))
+    assert len({slot(k) for k in budget.keys}) == 1
+
+
+def test_a_prefix_with_a_brace_is_refused() -> None:
+    with pytest.raises(ValueError, match="may not contain"):
+        Settings(stream_prefix="{ferry}:")
+
+
+@pytest.fixture(scope="module")
+def three_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
+    nodes = cluster_nodes(tmp_path_factory.mktemp("cluster"), 3)
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_the_bus_on_a_three_node_cluster(three_nodes: list[Server]) -> None:
+    """Publish, publish once, dead letters and their retry, locks, due times, the state stores
+    and the forge budget, through redis-py's cluster client, with the streams on three nodes."""
+    settings = Settings(stream_prefix="ferry:", redis_cluster=True, lock_ttl_ms=2000)
+    bus = Bus(settings, three_nodes[0].url())
+    owners = {bus.redis.get_node_from_key(bus.stream(s)).port for s in ("ci", "dlq", "changes")}
+    assert len(owners) > 1  # the streams this test writes really live on different nodes
+
+    d = digest_of("cluster")
+    first = bus.publish(CiResult(service="api", digest=d))
+    command = PromotionCommand(
+        kind="open",
+        service="api",
+        digest=d,
+        promotion_id="p1",
+        source_env="dev",
+        target_env="staging",
+    )
+    assert bus.emit(command) is not None
+    assert bus.emit(command) is None  # once
+    bus.forget_once(command.once_key or "", command.on_stream)
+    assert bus.emit(command) is not None
+
+    bus.ensure_group("ci", "gate-evaluator")
+    read = bus.redis.xreadgroup("gate-evaluator", "c1", {bus.stream("ci"): ">"}, count=1)
+    assert read[0][1][0][0].decode() == first
+    bus.remember_error("gate-evaluator", "ci", first, "boom")
+    bus.dead_letter("ci", "gate-evaluator", first, {"service": "api"}, "boom", 5)
+    bus.dead_letter("ci", "gate-evaluator", first, {"service": "api"}, "boom", 6)  # redelivered
+    letters = bus.redis.xrange(bus.stream("dlq"))
+    assert len(letters) == 1
+    assert bus.redis.xpending(bus.stream("ci"), "gate-evaluator")["pending"] == 0
+    assert bus.last_error("gate-evaluator", "ci", first) is None
+    assert retry(bus, None) == [letters[0][0].decode()]
+    assert bus.redis.xlen(bus.stream("dlq")) == 0 and bus.redis.xlen(bus.stream("ci")) == 2
+    assert bus.prune_consumers("ci", "gate-evaluator", 0) == ["c1"]
+
+    with bus.lock("decide:api:staging"):
+        assert bus.redis.exists(settings.key("lock", "decide:api:staging"))
+    assert not bus.redis.exists(settings.key("lock", "decide:api:staging"))
+
+    due = DueTimes(bus, "gate-evaluator")
+    now = datetime.now(UTC)
+    due.set("api|dev|staging", now - timedelta(seconds=1))
+    claim = due.claim(now, lease_ms=5000)
+    assert claim.members == ["api|dev|staging"]
+    due.set("api|dev|staging", now + timedelta(hours=1))  # another replica's word, kept aside
+    assert due.renew("api|dev|staging", claim.token, 5000, now)
+    assert due.release("api|dev|staging", claim.token)
+    assert due.when("api|dev|staging") == pytest.approx((now + timedelta(hours=1)).timestamp())
+
+    previews = PreviewStore(bus)
+    bus.publish(PreviewEvent(kind="opened", repo="shop/web", pr=7, team="web"))
+
+    def opened(record):  # noqa: ANN001, ANN202
+        record.live_team, record.due = "web", 1.0
+        return "ok"
+
+    assert previews.change("shop/web", 7, opened) == "ok"
+    assert previews.team_members("web") == ["shop/web#7"] and previews.keys() == ["shop/web#7"]
+    assert previews.due.claim(2.0, 5000).members == ["shop/web#7"]
+
+    assert CandidateStore(bus).choose("api", "staging", d, 1.0, "p1") == 1
+    assert PromotionStore(bus).ask_again("p1") == 1
+    budget = Budget(bus.redis, settings.key("forge", "github", "x") + ":", Limits(1, 0, 0))
+    budget.acquire(write=True)
+    assert budget._ask(True, take=False) > 0  # the minute's one write is taken
