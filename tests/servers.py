@@ -42,14 +42,27 @@ def free_port() -> int:
 class Server:
     """One server process on a free loopback port, in its own directory."""
 
-    def __init__(self, root: Path, *args: str, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *args: str,
+        binary: str | None = None,
+        launcher: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """LAUNCHER: a command that starts the server itself, given the server's arguments (the
+        binary it runs is in env REDIS_SERVER)."""
         self.port = free_port()
         self.dir = root / f"server-{self.port}"
         self.dir.mkdir(parents=True)
         self.log = self.dir / "server.log"
-        argv = [binary or valkey_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv = launcher or [binary or valkey_binary()]
+        argv = [*argv, "--port", str(self.port), "--bind", "127.0.0.1"]
         argv += ["--dir", str(self.dir), "--save", "", "--appendonly", "no", *args]
-        self.proc = subprocess.Popen(argv, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        environ = {**os.environ, "REDIS_SERVER": binary or valkey_binary(), **(env or {})}
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=environ
+        )
         deadline = time.monotonic() + 20
         while True:
             try:

@@ -6,6 +6,7 @@ Publishing is plain XADD of flat fields (see ferry.core.events)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 import uuid
@@ -225,7 +226,12 @@ class Bus:
         if not age_s or now < self._next_trim.get(stream, 0.0):
             return
         self._next_trim[stream] = now + min(TRIM_EVERY_S, age_s / 10)
-        self._trim_old(keys=[stream], args=[age_s * 1000])
+        try:
+            self._trim_old(keys=[stream], args=[age_s * 1000])
+        except redis.exceptions.NoPermissionError:
+            # A producer whose Redis user may only add (docs/redis.md): the stream's other
+            # writers trim it; this process stops asking.
+            self._next_trim[stream] = math.inf
 
     def emit(self, event: Event) -> str | None:
         """Publish EVENT once under its own once key (see `once_key` on the event models), or

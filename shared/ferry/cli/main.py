@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         say(f"invalid setting: {describe(e)}")
     except redis.ConnectionError as e:
         say(f"cannot reach Redis ({e}): is `ferry up` running, or FERRY_REDIS_URL right?")
+    except redis.exceptions.NoPermissionError as e:
+        say(f"Redis refused: {e} (FERRY_REDIS_URL's user may not do this: see docs/redis.md)")
     except Exception as e:  # noqa: BLE001
         if isinstance(e, _known_errors()):
             say(str(e))

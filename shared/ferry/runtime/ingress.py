@@ -117,7 +117,9 @@ class RefusalAudit:
         # A reason's numbers (a JSON error's position, a size) do not make it another reason.
         same = re.sub(r"\d+", "#", reason)[:200]
         digest = hashlib.sha256(f"{provider}|{client}|{status}|{same}".encode()).hexdigest()[:24]
-        keys = [self.bus.settings.key(part, digest) for part in ("refused", "refused-count")]
+        window = self.bus.settings.key("refused", digest)
+        # The count beside its window, in one Redis Cluster hash slot (the script writes both).
+        keys = [window, self.bus.settings.near(window, "refused-count")]
         keep = max(self.window_ms * 100, 24 * 3600 * 1000)  # the count waits for the next record
         return int(self._admit(keys=keys, args=[self.window_ms, keep]))
 
