@@ -154,11 +154,14 @@ class Site:
             **extra,
         }
 
-    def start(self, name: str, n: int = 1) -> tuple[subprocess.Popen[bytes], float]:
-        """Start worker NAME as a process; return it and the seconds until it joined its group."""
+    def start(self, name: str, n: int = 1, **extra: str) -> tuple[subprocess.Popen[bytes], float]:
+        """Start worker NAME as a process (EXTRA: more environment); return it and the seconds
+        until it joined its group."""
         consumer = f"{name}-{n}"
         t0 = time.perf_counter()
-        proc = spawn_worker(name, self.env(FERRY_CONSUMER=consumer), self.logs / f"{consumer}.log")
+        proc = spawn_worker(
+            name, self.env(FERRY_CONSUMER=consumer, **extra), self.logs / f"{consumer}.log"
+        )
         self.procs.append(proc)
         stream = {
             "gate-evaluator": "ci",
@@ -206,3 +209,17 @@ class Site:
             if text:
                 out.append(f"{path.name}: {text[:2000]}")
         return "\n".join(out)
+
+
+def write_section(section: str, path: Path, begin: str, end: str) -> None:
+    """Put SECTION (which starts with BEGIN and ends with END) into the results file at PATH in
+    place of the one between the same marks, or at its end."""
+    import re
+
+    text = path.read_text() if path.exists() else "# Ferry benchmarks\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end) + "\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -32,7 +31,17 @@ from typing import Any
 
 import httpx
 
-from bench.env import REGISTRY, Site, digest_of, id_ms, machine, services, summary, wait_until
+from bench.env import (
+    REGISTRY,
+    Site,
+    digest_of,
+    id_ms,
+    machine,
+    services,
+    summary,
+    wait_until,
+    write_section,
+)
 
 SECRET = "bench-webhook-secret"
 MARK_BEGIN = "<!-- bench:ingress begin -->"
@@ -483,13 +492,7 @@ ASGI app under the same server (uvicorn) that only reads the body.
 
 
 def write(section: str, path: Path, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
-    text = path.read_text() if path.exists() else "# Ferry benchmarks\n"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end) + "\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    write_section(section, path, begin, end)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -34,6 +35,23 @@ class BatchInterrupted(RuntimeError):
         self.left = left
 
 
+# Services whose entries of one read are handled at once (each service's in order).
+PARALLEL = 8
+
+
+def _by_service(entries: list[Entry]) -> list[list[int]]:
+    """The indexes of ENTRIES grouped by the service they name, each group in stream order. An
+    entry whose service cannot be seen without parsing it (a JSON-encoded entry, a malformed
+    one) might be about any service: then everything is one group, handled in order."""
+    groups: dict[Any, list[int]] = {}
+    for n, (_, raw, _) in enumerate(entries):
+        service = raw.get(b"service", raw.get("service"))
+        if service is None:
+            return [list(range(len(entries)))]
+        groups.setdefault(service, []).append(n)
+    return list(groups.values())
+
+
 class Dispatcher:
     """Validate -> count deliveries -> handle -> ack, with dead letters for what cannot succeed."""
 
@@ -43,6 +61,7 @@ class Dispatcher:
         self.spec = spec
         self.ctx = ctx
         self.metrics = metrics or Metrics()
+        self._threads: ThreadPoolExecutor | None = None
 
     def process(
         self,
@@ -63,31 +82,51 @@ class Dispatcher:
         return outcome
 
     def process_batch(self, short: str, entries: list[Entry]) -> list[str]:
-        """Handle ENTRIES in order, then acknowledge the handled ones with one XACK (dead letters
-        are acknowledged with their letter). If Redis fails on one, those before it are still
-        acknowledged when possible and BatchInterrupted is raised: it and the rest stay pending,
-        so no entry is handled out of its order here."""
-        done: list[str] = []
-        outcomes: list[str] = []
-        for n, (entry_id, raw, deliveries) in enumerate(entries):
-            try:
-                outcome = self.process(short, entry_id, raw, deliveries, ack=False)
-            except Exception as e:
-                with contextlib.suppress(Exception):  # else redelivered; effects are idempotent
-                    if done:
-                        self.ctx.bus.ack(short, self.spec.name, *done)
-                raise BatchInterrupted(entry_id, len(entries) - n) from e
-            outcomes.append(outcome)
-            if outcome == "done":
-                done.append(entry_id)
-            if n + 1 < len(entries):
-                failpoints.hit(f"{self.spec.name}.mid-batch")
+        """Handle ENTRIES, then acknowledge the handled ones with one XACK (dead letters are
+        acknowledged with their letter). Entries about one service are handled in their order, one
+        after the other; entries about different services at once, up to PARALLEL, so that their
+        Redis round trips overlap (each decision still takes its (service, environment) lock).
+        If Redis fails on an entry, it and the later ones about its service stay pending, the
+        handled ones are still acknowledged when possible, and BatchInterrupted is raised."""
+        groups = _by_service(entries)
+        outcomes = ["pending"] * len(entries)
+        handled = [0]
+        failed: list[tuple[int, int, BaseException]] = []
+
+        def run(group: list[int]) -> None:
+            for k, n in enumerate(group):
+                entry_id, raw, deliveries = entries[n]
+                try:
+                    outcomes[n] = self.process(short, entry_id, raw, deliveries, ack=False)
+                except Exception as e:  # noqa: BLE001 - raised below, after the others
+                    failed.append((n, len(group) - k, e))
+                    return
+                handled[0] += 1
+                if handled[0] < len(entries):
+                    failpoints.hit(f"{self.spec.name}.mid-batch")
+
+        if len(groups) == 1:
+            run(groups[0])
+        else:
+            list(self._pool().map(run, groups))
+        done = [entries[n][0] for n, outcome in enumerate(outcomes) if outcome == "done"]
+        if failed:
+            n, left, error = min(failed, key=lambda f: f[0])
+            with contextlib.suppress(Exception):  # else redelivered; effects are idempotent
+                if done:
+                    self.ctx.bus.ack(short, self.spec.name, *done)
+            raise BatchInterrupted(entries[n][0], sum(f[1] for f in failed)) from error
         if done:
             try:
                 self.ctx.bus.ack(short, self.spec.name, *done)
             except Exception as e:
                 raise BatchInterrupted(done[0], len(done)) from e
         return outcomes
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(PARALLEL, thread_name_prefix=self.spec.name)
+        return self._threads
 
     def trimmed(self, short: str, entry_id: str) -> None:
         """ENTRY_ID was trimmed from the stream while pending (its replica died or was slow, and

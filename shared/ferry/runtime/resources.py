@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ferry.runtime.settings import Settings
 from ferry.runtime.worker import WorkerContext
+
+_CREATING = threading.Lock()
 
 
 class ConfigError(RuntimeError):
@@ -41,10 +44,11 @@ def _local_path(remote: str) -> Path | None:
 def gitops(ctx: WorkerContext):  # noqa: ANN201 - GitOpsRepo, imported lazily
     from ferry.adapters.gitops import GitOpsRepo
 
-    if "gitops" not in ctx.resources:
-        ctx.resources["gitops"] = GitOpsRepo(
-            remote=gitops_remote(ctx.settings), workdir=ctx.settings.workdir(ctx.name)
-        )
+    with _CREATING:  # one per worker, whichever of its threads asks first
+        if "gitops" not in ctx.resources:
+            ctx.resources["gitops"] = GitOpsRepo(
+                remote=gitops_remote(ctx.settings), workdir=ctx.settings.workdir(ctx.name)
+            )
     return ctx.resources["gitops"]
 
 

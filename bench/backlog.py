@@ -1,0 +1,429 @@
+"""(b') gate-evaluator throughput one entry at a time and on a backlog read in batches, Redis round
+trips per decision, and (j) a replay of many CI events: elapsed time and duplicate pull requests.
+
+`python -m bench.backlog` runs these sections alone and writes its part of bench/RESULTS.md.
+Baselines, measured in the same run on the same server: a bare redis-py loop reading the same
+entries with XREADGROUP COUNT 1 (one XACK each) and COUNT 100 (one XACK per read)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench import throughput
+from bench.env import Site, digest_of, machine, services, write_section
+from ferry.core.events import CiResult
+
+MARK_BEGIN = "<!-- bench.backlog: begin -->"
+MARK_END = "<!-- bench.backlog: end -->"
+
+
+@contextmanager
+def counting_round_trips() -> Iterator[list[int]]:
+    """Count the requests this process sends to Redis: one per command, one per pipeline."""
+    import redis.connection
+
+    box = [0]
+    original = redis.connection.Connection.send_packed_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        box[0] += 1
+        return original(self, *args, **kwargs)
+
+    redis.connection.Connection.send_packed_command = counted  # type: ignore[method-assign]
+    try:
+        yield box
+    finally:
+        redis.connection.Connection.send_packed_command = original  # type: ignore[method-assign]
+
+
+def round_trips(url: str, root: Path, names: list[str], n: int) -> dict[str, dict[str, float]]:
+    """Redis round trips and commands per decision, gate-evaluator's Dispatcher in this process
+    (warm: each entry's files already read once), for entries one at a time and in one batch."""
+    import logging
+
+    import structlog
+
+    from ferry.runtime.dispatcher import Dispatcher
+    from ferry.runtime.logging import get_logger
+    from ferry.runtime.worker import WorkerContext
+    from gate_evaluator.worker import WORKER
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    site = Site(url, "brt:", root / "round-trips")
+    site.scaffold(names)
+    throughput.pin_staging(site, names)
+    ctx = WorkerContext(
+        name="gate-evaluator", settings=site.settings, bus=site.bus, log=get_logger()
+    )
+    dispatcher = Dispatcher(WORKER, ctx)
+    stream = site.bus.stream("ci")
+    out: dict[str, dict[str, float]] = {}
+    for mode in throughput.MODES:
+        for batch in (False, True):
+            site.r.delete(stream)
+            throughput.publish_all(site.r, stream, throughput.entries_for(mode, names, 2 * n))
+            site.bus.ensure_group("ci", "gate-evaluator")
+            read = site.r.xreadgroup("gate-evaluator", "rt", {stream: ">"}, count=2 * n)
+            entries = [(i.decode(), f, 1) for i, f in read[0][1]]
+            dispatcher.process_batch("ci", entries[:n])  # warm: files read, scripts loaded
+            before = throughput.commands(site.r)
+            with counting_round_trips() as box:
+                if batch:
+                    dispatcher.process_batch("ci", entries[n:])
+                else:
+                    for entry_id, fields, deliveries in entries[n:]:
+                        dispatcher.process("ci", entry_id, fields, deliveries)
+            out[f"{mode}:{'batch' if batch else 'one'}"] = {
+                "round_trips": box[0] / n,
+                "commands": (throughput.commands(site.r) - before) / n,
+            }
+    site.r.delete(stream)
+    return out
+
+
+def medians(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def throughput_runs(
+    url: str,
+    root: Path,
+    names: list[str],
+    m: int,
+    runs: int,
+    read_count: int | None,
+    bare_count: int,
+    modes: tuple[str, ...],
+    step: Callable[[str], None],
+) -> dict[str, Any]:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    out: dict[str, Any] = {}
+    for mode in modes:
+        ferry, bare = [], []
+        for k in range(runs):
+            step(f"{mode}: {m} entries, run {k + 1}/{runs}, read count {read_count or 'default'}")
+            run = throughput.run_ferry(
+                url, root, mode, names, m, read_count=read_count, tag=f"-{read_count}-{k}"
+            )
+            run.pop("site")
+            entries = run.pop("entries_fields")
+            ferry.append(run)
+            bare.append(throughput.run_bare(r, mode, entries, count=bare_count))
+            del entries
+        out[mode] = {
+            "ferry": ferry,
+            "bare": bare,
+            "rate": medians(ferry, "rate"),
+            "wall_rate": medians(ferry, "wall_rate"),
+            "bare_rate": medians(bare, "rate"),
+            "commands": medians(ferry, "commands_per_entry"),
+            "dlq": sum(x["dlq"] for x in ferry),
+            "outcomes": ferry[-1]["outcomes"],
+            "errors": [x["errors"] for x in ferry if x["errors"]],
+        }
+        out[mode]["ratio"] = out[mode]["rate"] / out[mode]["bare_rate"]
+    return out
+
+
+# --- (j) replay --------------------------------------------------------------------------------
+
+
+def _quiet(site: Site) -> bool:
+    """Every group that takes part has read everything and has nothing pending."""
+    for stream, group in (
+        ("ci", "gate-evaluator"),
+        ("changes", "gate-evaluator"),
+        ("promotions", "pr-writer"),
+    ):
+        g = site.group(stream, group)
+        if not g or g.get("lag") != 0 or g.get("pending") != 0:
+            return False
+    return True
+
+
+def _settle(site: Site, timeout: float) -> float:
+    """Wait until the workers are quiet twice in a row 0.5 s apart; returns when they first were
+    (perf_counter)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _quiet(site):
+            first = time.perf_counter()
+            time.sleep(0.5)
+            if _quiet(site):
+                return first
+        time.sleep(0.05)
+    raise TimeoutError("the workers did not finish")
+
+
+def replay_run(url: str, root: Path, n_services: int, events: int) -> dict[str, Any]:
+    """EVENTS CI entries for N_SERVICES services (a build each, a dev integration result each, the
+    rest repeats of both from a chatty CI, each with its own event id) handled by one
+    gate-evaluator and one pr-writer; then all of them replayed with `ferry replay ci`'s app
+    function, timed until every group is quiet again. Counts pull requests before and after."""
+    import redis
+
+    from ferry.app.replay import replay
+
+    names = services(n_services)
+    site = Site(url, "brp:", root / "replay")
+    site.scaffold(names)
+    stream = site.bus.stream("ci")
+    fields = []
+    for i in range(events):
+        s = names[i % n_services]
+        d = digest_of(f"replay-{s}")
+        if i < n_services or (i >= 2 * n_services and i % 2 == 0):
+            event = CiResult(service=s, digest=d, image=f"registry.example.com/shop/{s}")
+        else:
+            event = CiResult(service=s, digest=d, env="dev", check="integration")
+        fields.append(event.to_fields())
+    throughput.publish_all(site.r, stream, fields)
+    del fields
+    try:
+        t0 = time.perf_counter()
+        site.start("gate-evaluator")
+        site.start("pr-writer")
+        first = _settle(site, 3600) - t0
+        prs_before = site_prs(site)
+        t1 = time.perf_counter()
+        replayed = len(replay(site.bus, "ci"))
+        published = time.perf_counter() - t1
+        elapsed = _settle(site, 3600) - t1
+        prs_after = site_prs(site)
+        titles = Counter(p.title for p in prs_after)
+        bare = throughput.run_bare(
+            redis.Redis.from_url(url),
+            "replay",
+            [f for _, f in site.entries("ci")[:replayed]],
+            count=100,
+        )
+        return {
+            "services": n_services,
+            "events": events,
+            "first_s": first,
+            "replayed": replayed,
+            "publish_s": published,
+            "elapsed_s": elapsed,
+            "rate": replayed / elapsed,
+            "prs_before": len(prs_before),
+            "prs_after": len(prs_after),
+            "duplicates": sum(c - 1 for c in titles.values()),
+            "merged": sum(p.state == "merged" for p in prs_after),
+            "dlq": site.r.xlen(site.bus.stream("dlq")),
+            "bare": bare,
+            "errors": site.worker_errors(),
+        }
+    finally:
+        site.stop()
+
+
+def site_prs(site: Site) -> list[Any]:
+    from ferry.adapters.forge import LocalForge
+
+    return LocalForge(site.repo_path).list_prs()
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
+    one, backlog, rt, rp = res["one"], res["backlog"], res["round_trips"], res["replay"]
+
+    def rows(part: dict[str, Any], n: int) -> str:
+        out = []
+        for mode, r in part.items():
+            ferry = ", ".join(f"{x['rate']:.0f}" for x in r["ferry"])
+            bare = ", ".join(f"{x['rate']:.0f}" for x in r["bare"])
+            out.append(
+                f"| {throughput.MODES[mode]} | {n} | **{r['rate']:.0f}** ({ferry}) | "
+                f"{r['wall_rate']:.0f} | **{r['bare_rate']:.0f}** ({bare}) | "
+                f"**{100 * r['ratio']:.0f}%** | {r['commands']:.1f} | {r['dlq']} |"
+            )
+        return "\n".join(out)
+
+    head = (
+        "| entries | n | Ferry events/s, median (runs) | wall events/s | bare loop events/s, "
+        "median (runs) | Ferry / bare | Redis commands per entry (server) | dead letters |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
+    how = {"batch": "one batch", "one": "one at a time"}
+    rt_rows = "\n".join(
+        f"| {throughput.MODES[k.split(':')[0]]} | {how[k.split(':')[1]]} "
+        f"| **{v['round_trips']:.2f}** | {v['commands']:.1f} |"
+        for k, v in rt.items()
+    )
+    met = {True: "met", False: "missed"}
+    goal_one = one["skip"]["ratio"] >= 0.40
+    goal_backlog = backlog["skip"]["ratio"] >= 0.25
+    errors = [e for part in (one, backlog) for r in part.values() for e in r["errors"]]
+    return f"""{MARK_BEGIN}
+## (b') gate-evaluator: one at a time, a backlog in batches, round trips per decision
+
+Run: `{command}` on {info["date"]}, {info["nproc"]} CPUs ({info["cpu"]}), {info["server"]},
+1-minute load average {res["load_start"]} when it started and {res["load_end"]} when it ended
+(the machine is shared with other engineers' test runs: figures of tens of percent apart between
+runs are noise; each ratio is taken between runs made one right after the other). Whole run:
+{res["elapsed_s"]:.0f} s.
+
+Each run publishes the entries to `ferry:ci` of its own prefix and scaffolded repository before one
+gate-evaluator process starts (`python -m ferry worker gate-evaluator`, `FERRY_LOG_LEVEL=WARNING`);
+rate = (audit records - 1) / (last audit id - first audit id), server clock (each entry makes one
+audit record); wall includes the worker's start. Baselines run right after each Ferry run, on the
+same entries in a separate stream of the same server: a plain redis-py loop of `XREADGROUP COUNT n
+BLOCK 100`, `ferry.events.decode_fields` of each entry, one `XACK` of the read's ids. Redis
+commands per entry are `INFO commandstats` deltas over the worker's run (the benchmark's own INFO
+and XINFO polls left out; commands inside scripts count one each, as the server counts them).
+
+**One at a time** (`FERRY_READ_COUNT=1`; baseline COUNT 1, one XACK per entry):
+
+{head}
+{rows(one, res["n_one"])}
+
+**Backlog** (the default, `FERRY_READ_COUNT` unset: gate-evaluator reads 100 per XREADGROUP, one
+XACK per read after the last entry's effects; baseline COUNT 100):
+
+{head}
+{rows(backlog, res["n_backlog"])}
+
+**Round trips per decision**, measured in the benchmark process (gate-evaluator's `Dispatcher`
+on {res["n_rt"]} entries after a warm-up pass; a round trip = one request sent to the server,
+a pipeline of many commands being one):
+
+| entries | read | round trips per decision | commands per decision |
+|---|---|---|---|
+{rt_rows}
+
+- **One at a time: {100 * one["skip"]["ratio"]:.0f}% of the bare loop for 'skip' decisions
+  ({100 * one["failure"]["ratio"]:.0f}% for failed builds); goal 40%: {met[goal_one]}.**
+- **Backlog: {100 * backlog["skip"]["ratio"]:.0f}% of the COUNT 100 bare loop for 'skip' decisions
+  ({100 * backlog["failure"]["ratio"]:.0f}% for failed builds); goal 25%:
+  {met[goal_backlog]}.**
+- Worker errors logged: {len(errors)}.{GAP}
+{replay_section(rp)}
+{MARK_END}
+"""
+
+
+GAP = """
+
+Where the gap is, and what would close it. A 'skip' decision makes 5 round trips where it made
+14 before (see the table above): the evidence HSET, the decision lock's SET NX, the snapshot's
+reads (one pipeline; a second when a candidate's promotion is read), one pipeline for the live
+mark, the due time and the audit record, and the lock's release; a failed build makes one (the
+audit record), and the XACK is one per read. In a read of many entries, different services'
+entries are decided at once (8 threads), which overlaps their round trips but not their Python,
+and one process has one interpreter lock. What is left per decision is mostly Python: the
+dispatcher, pydantic parsing, structlog's bound context and the decision itself take about as long
+as the round trips, and one at a time FastStream's dispatch and the thread hop add about
+0.5 ms per entry (see "Where Ferry's overhead goes") where the whole bare loop takes about 0.2 ms,
+so 40% of the COUNT 1 loop is out of reach for a process that hands each entry to FastStream. What
+would close the rest: (1) one lock and one snapshot read for every (service, environment) of a
+read instead of each entry (take the read's locks with one script, read their snapshots in one
+batched read, decide the entries of one subject in order against an overlay of what the earlier
+ones wrote, and write everything in one pipeline: about 4 round trips per read instead of 5 per
+entry); (2) the evidence HSET and the lock in one script; (3) less per-entry Python (a structlog
+context bound once per read, the audit record's fields built without pydantic)."""
+
+
+def replay_section(rp: dict[str, Any]) -> str:
+    b = rp["bare"]
+    return f"""
+## (j) Replay: {rp["replayed"]:,} CI events through `ferry replay ci`
+
+{rp["events"]:,} CI entries about {rp["services"]} services (a build and a dev integration result
+each, the rest repeats of both with event ids of their own, as a chatty CI sends) were handled by
+one gate-evaluator and one pr-writer ({rp["first_s"]:.1f} s, {rp["prs_before"]} pull requests).
+Then `ferry.app.replay.replay(bus, "ci")`, what `ferry replay ci` runs, published all
+{rp["replayed"]:,} again ({rp["publish_s"]:.1f} s), and the same workers handled them; elapsed =
+from the replay's start until every group (gate-evaluator on ci and changes, pr-writer on
+promotions) had lag 0 and nothing pending. Baseline: the bare COUNT 100 loop over the same
+{b["entries"]:,} entries.
+
+| | entries | seconds | entries/s |
+|---|---|---|---|
+| **Ferry: replay, gate-evaluator, pr-writer** | {rp["replayed"]:,} | {rp["elapsed_s"]:.1f} \
+| **{rp["rate"]:.0f}** |
+| bare redis-py loop, COUNT 100 | {b["entries"]:,} | {b["seconds"]:.1f} | {b["rate"]:.0f} |
+
+- **Duplicate pull requests: {rp["duplicates"]}** (pull requests before the replay
+  {rp["prs_before"]}, after {rp["prs_after"]}, merged {rp["merged"]}); dead letters {rp["dlq"]}.
+- Ferry / bare: {100 * rp["rate"] / b["rate"]:.0f}%.
+"""
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split(" ")[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m bench.backlog", description=__doc__)
+    p.add_argument("--one", type=int, default=2000, help="entries one at a time (2000)")
+    p.add_argument("--backlog", type=int, default=100_000, help="backlog entries (100,000)")
+    p.add_argument("--replay", type=int, default=100_000, help="CI events replayed (100,000)")
+    p.add_argument("--runs", type=int, default=3, help="runs of the one-at-a-time part (3)")
+    p.add_argument("--backlog-runs", type=int, default=1, help="runs of the backlog part (1)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    args = p.parse_args(argv)
+    for name in ("one", "backlog", "replay", "runs", "backlog_runs"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    import redis
+
+    from ferry.adapters.embedded import start_server
+
+    def step(text: str) -> None:
+        print(f"[bench.backlog {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    names = services(40)
+    t0 = time.perf_counter()
+    res: dict[str, Any] = {"load_start": load(), "n_one": args.one, "n_backlog": args.backlog}
+    server = start_server()
+    try:
+        url = server.connection_url
+        info = machine(redis.Redis.from_url(url).info("server"))
+        with tempfile.TemporaryDirectory(prefix="ferry-bench-backlog-") as tmp:
+            root = Path(tmp)
+            step("round trips per decision")
+            res["n_rt"] = 200
+            res["round_trips"] = round_trips(url, root, names, res["n_rt"])
+            res["one"] = throughput_runs(
+                url, root, names, args.one, args.runs, 1, 1, ("failure", "skip"), step
+            )
+            res["backlog"] = throughput_runs(
+                url,
+                root,
+                names,
+                args.backlog,
+                args.backlog_runs,
+                None,
+                100,
+                ("failure", "skip"),
+                step,
+            )
+            step(f"replay: {args.replay} CI events")
+            res["replay"] = replay_run(url, root, 20, args.replay)
+    finally:
+        server.stop()
+    res["elapsed_s"] = time.perf_counter() - t0
+    res["load_end"] = load()
+    command = ".venv/bin/python -m bench.backlog " + " ".join(argv)
+    section = render(res, info, command.strip())
+    print(section)
+    write_section(section, args.out, MARK_BEGIN, MARK_END)
+    return 0 if res["replay"]["duplicates"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
