@@ -68,7 +68,10 @@ def test_a_redis_failure_leaves_that_entry_and_its_services_later_ones_pending(b
     }
     # A real failure of Redis under the dispatcher: api-1 comes back after too many deliveries,
     # and reading its last error fails (WRONGTYPE: the key holds a hash).
-    bus.redis.hset(bus.settings.key("error", "batch", "ci", ids[("api", 1)]), "x", "y")
+    bus.remember_error("batch", "ci", ids[("api", 1)], "a worker died")
+    [key] = [k for k in bus.redis.keys(f"*{ids[('api', 1)]}*")]
+    bus.redis.delete(key)
+    bus.redis.hset(key, "x", "y")
     entries = [
         (entry_id, fields, 9 if entry_id == ids[("api", 1)] else 1)
         for entry_id, fields, _ in read(bus, 100)
