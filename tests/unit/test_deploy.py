@@ -152,7 +152,6 @@ def test_the_validator_rejects_broken_scaled_objects(crd_version, path, value, e
 def test_scaled_objects_target_base_deployments_on_their_own_stream_and_group() -> None:
     deployments = by_name(objects("Deployment"))
     settings = config(objects("ConfigMap"))
-    redis = urlsplit(settings["FERRY_REDIS_URL"])
     scaled = {}
     for scaled_object in objects("ScaledObject", DEPLOY):
         ref = scaled_object["spec"]["scaleTargetRef"]
@@ -166,7 +165,8 @@ def test_scaled_objects_target_base_deployments_on_their_own_stream_and_group() 
         assert metadata["stream"] == settings["FERRY_STREAM_PREFIX"] + SCALED_ON[name]
         assert metadata["consumerGroup"] == name
         assert int(metadata["lagCount"]) > 0
-        assert metadata["address"] == f"{redis.hostname}:{redis.port}", name
+        assert metadata["address"] == settings["FERRY_REDIS_ADDRESS"], name
+        assert scaled_object["spec"]["triggers"][0]["authenticationRef"] == {"name": "ferry-keda"}
         # Never scaled to 0: a live replica is what reclaims a dead one's pending entries.
         assert scaled_object["spec"]["minReplicaCount"] >= 1
         # The HPA owns the replica count: a fixed one would be reset by every apply.
@@ -228,12 +228,12 @@ def test_kustomize_renders_valid_consistent_objects(overlay: str, crd_version) -
         ["kubectl", "kustomize", str(DEPLOY / overlay)], capture_output=True, text=True, check=True
     ).stdout
     docs = load_all(rendered)
-    redis = urlsplit(config(docs)["FERRY_REDIS_URL"])
+    address = config(docs)["FERRY_REDIS_ADDRESS"]
     scaled_objects = [d for d in docs if d["kind"] == "ScaledObject"]
     assert {so["metadata"]["name"] for so in scaled_objects} == set(SCALED_ON)
     for scaled_object in scaled_objects:
         assert_valid(scaled_object, crd_version)
-        assert trigger(scaled_object)["address"] == f"{redis.hostname}:{redis.port}"
+        assert trigger(scaled_object)["address"] == address
 
 
 # --- (e) docker-compose.yml ---------------------------------------------------------------------
@@ -249,13 +249,16 @@ def test_compose_runs_every_worker_from_one_image_against_persistent_redis() -> 
         dict(e.split("=", 1) for e in env) if isinstance(env, list) else env
         for env in (s.get("environment", {}) for s in workers.values())
     ]
-    (url,) = {env.get("FERRY_REDIS_URL") for env in envs}
-    assert url and urlsplit(url).hostname in services, url
+    urls = [urlsplit(env["FERRY_REDIS_URL"]) for env in envs]
+    (host,) = {url.hostname for url in urls}
+    assert host in services, host
+    # Each worker logs in as its own user (see test_every_process_logs_in_as_its_own_user).
+    assert sorted(url.username or "" for url in urls) == sorted(f"ferry-{w}" for w in WORKERS)
     # A fixed consumer name would make the replicas of a scaled service one consumer.
     assert not any("FERRY_CONSUMER" in env for env in envs)
     assert workers["pr-writer"]["deploy"]["replicas"] >= 2
 
-    redis = services[urlsplit(url).hostname]
+    redis = services[host]
     command = redis["command"]
     command = command.split() if isinstance(command, str) else command
     assert command[command.index("--appendonly") + 1] == "yes"
@@ -316,3 +319,46 @@ def test_the_ingress_is_served_behind_a_service_an_ingress_example_and_in_compos
     port_env = compose["environment"]["FERRY_INGRESS_PORT"]
     assert compose["command"] == ["ingress"] and f"{port_env}:{port_env}" in compose["ports"]
     assert compose["environment"]["FERRY_INGRESS_HOST"] == "0.0.0.0"
+
+
+# --- (f) Redis users ----------------------------------------------------------------------------
+
+ACL = BASE / "redis" / "users.acl"
+
+
+def acl_users() -> set[str]:
+    return {line.split()[1] for line in ACL.read_text().splitlines() if line.startswith("user ")}
+
+
+def test_every_process_logs_in_as_its_own_user() -> None:
+    """In the manifests and in compose, each process's FERRY_REDIS_URL names a user of
+    users.acl made for it, with its own password (never written here)."""
+    users = acl_users()
+    for name, deployment in by_name(objects("Deployment")).items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        url = urlsplit(env["FERRY_REDIS_URL"]["value"])
+        assert url.username == f"ferry-{name}" and url.username in users, name
+        assert url.password == "$(FERRY_REDIS_PASSWORD)", name
+        assert env["FERRY_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "ferry-redis",
+            "key": name,
+        }
+        # The password is defined before the URL that uses it (Kubernetes expands in order).
+        names = [e["name"] for e in container["env"]]
+        assert names.index("FERRY_REDIS_PASSWORD") < names.index("FERRY_REDIS_URL"), name
+        assert url.netloc.endswith("@$(FERRY_REDIS_ADDRESS)"), name
+    (auth,) = objects("TriggerAuthentication")
+    assert auth["metadata"]["name"] == "ferry-keda" and "ferry-keda" in users
+    services = _yaml.load((ROOT / "docker-compose.yml").read_text())["services"]
+    redis = services["redis"]
+    given = {k.removeprefix("REDIS_PASSWORD_") for k in redis["environment"]}
+    for name, service in services.items():
+        url = service.get("environment", {}).get("FERRY_REDIS_URL")
+        if url is None:
+            continue
+        user = urlsplit(url).username or ""
+        assert user == f"ferry-{name}" and user in users, name
+        assert name.upper().replace("-", "_") in given, name
+    assert redis["entrypoint"][-1] == "/etc/ferry-redis/start.sh"
+    assert "./deploy/base/redis:/etc/ferry-redis:ro" in redis["volumes"]
