@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import board, canary, forges, hostile, latency, micro, previews, throughput
-from bench.env import machine, services
+from bench import backlog, board, canary, forges, hostile, latency, micro, previews, throughput
+from bench.env import machine, services, write_section
 from bench.report import render
 
 
@@ -35,6 +35,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--canaries", type=int, help="canary rollbacks measured (default 10)")
     p.add_argument("--micro", type=int, help="calls per microbenchmark (default 200)")
     p.add_argument(
+        "--backlog", type=int, help="(b') backlog entries and CI events replayed (default 100,000)"
+    )
+    p.add_argument(
         "--out",
         type=Path,
         default=Path(__file__).parent / "RESULTS.md",
@@ -49,7 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.entries = args.entries or (400 if quick else 2000)
     args.micro = args.micro or (60 if quick else 200)
     args.canaries = args.canaries or (4 if quick else 10)
-    for name in ("events", "git_runs", "entries", "micro", "canaries"):
+    args.backlog = args.backlog or (5000 if quick else 100_000)
+    for name in ("events", "git_runs", "entries", "micro", "canaries", "backlog"):
         if getattr(args, name) < 2:
             p.error(f"--{name.replace('_', '-')} must be at least 2")
     if args.rate <= 0 or args.slow_rate <= 0:
@@ -127,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
             forge_rows = forges.run(url, root, 5 if args.quick else 10)
             step("the board: a page among 1,000 services; approval -> cell in Chromium")
             results["board"] = board.run(url, root)
+            step(f"(b') one at a time, a backlog of {args.backlog}, a replay of as many")
+            results["backlog"] = backlog.run(
+                url,
+                root,
+                one=args.entries,
+                backlog=args.backlog,
+                replay=args.backlog,
+                runs=2 if args.quick else 3,
+                step=step,
+            )
         results["elapsed_s"] = time.perf_counter() - t_all
     finally:
         server.stop()
@@ -139,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     args.out.write_text(text)
+    section = backlog.render(results["backlog"], results["machine"], command)
+    write_section(section, args.out, backlog.MARK_BEGIN, backlog.MARK_END)
     step(f"wrote {args.out} ({results['elapsed_s']:.0f}s)")
     return 0
 

@@ -366,6 +366,35 @@ def load() -> str:
     return Path("/proc/loadavg").read_text().split(" ")[0]
 
 
+def run(
+    url: str,
+    root: Path,
+    *,
+    one: int = 2000,
+    backlog: int = 100_000,
+    replay: int = 100_000,
+    runs: int = 3,
+    backlog_runs: int = 1,
+    step: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Every part of this section on the server at URL, in scratch directories under ROOT."""
+    names = services(40)
+    t0 = time.perf_counter()
+    res: dict[str, Any] = {"load_start": load(), "n_one": one, "n_backlog": backlog, "n_rt": 200}
+    step("round trips per decision")
+    res["round_trips"] = round_trips(url, root, names, res["n_rt"])
+    modes = ("failure", "skip")
+    res["one"] = throughput_runs(url, root, names, one, runs, 1, 1, modes, step)
+    res["backlog"] = throughput_runs(
+        url, root, names, backlog, backlog_runs, None, 100, modes, step
+    )
+    step(f"replay: {replay} CI events")
+    res["replay"] = replay_run(url, root, 20, replay)
+    res["elapsed_s"] = time.perf_counter() - t0
+    res["load_end"] = load()
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m bench.backlog", description=__doc__)
@@ -386,38 +415,23 @@ def main(argv: list[str] | None = None) -> int:
     def step(text: str) -> None:
         print(f"[bench.backlog {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
-    names = services(40)
-    t0 = time.perf_counter()
-    res: dict[str, Any] = {"load_start": load(), "n_one": args.one, "n_backlog": args.backlog}
     server = start_server()
     try:
         url = server.connection_url
         info = machine(redis.Redis.from_url(url).info("server"))
         with tempfile.TemporaryDirectory(prefix="ferry-bench-backlog-") as tmp:
-            root = Path(tmp)
-            step("round trips per decision")
-            res["n_rt"] = 200
-            res["round_trips"] = round_trips(url, root, names, res["n_rt"])
-            res["one"] = throughput_runs(
-                url, root, names, args.one, args.runs, 1, 1, ("failure", "skip"), step
-            )
-            res["backlog"] = throughput_runs(
+            res = run(
                 url,
-                root,
-                names,
-                args.backlog,
-                args.backlog_runs,
-                None,
-                100,
-                ("failure", "skip"),
-                step,
+                Path(tmp),
+                one=args.one,
+                backlog=args.backlog,
+                replay=args.replay,
+                runs=args.runs,
+                backlog_runs=args.backlog_runs,
+                step=step,
             )
-            step(f"replay: {args.replay} CI events")
-            res["replay"] = replay_run(url, root, 20, args.replay)
     finally:
         server.stop()
-    res["elapsed_s"] = time.perf_counter() - t0
-    res["load_end"] = load()
     command = ".venv/bin/python -m bench.backlog " + " ".join(argv)
     section = render(res, info, command.strip())
     print(section)

@@ -81,7 +81,9 @@ def render(res: dict[str, Any]) -> str:
         "temporary directory, and starts workers as processes: `python -m ferry worker NAME` with "
         "`FERRY_REDIS_URL`, `FERRY_GITOPS_REPO`, `FERRY_HOME`, `FERRY_STREAM_PREFIX` (one per "
         "benchmark) and `FERRY_LOG_LEVEL=WARNING`; all other settings are Ferry's defaults "
-        "(`FERRY_READ_COUNT=1`, poll 100 ms). Times marked *server clock* are differences of "
+        "(poll 100 ms; `FERRY_READ_COUNT` the worker's: 100 for gate-evaluator, 1 for the "
+        "others), except (b), which sets `FERRY_READ_COUNT=1`. Times marked *server clock* are "
+        "differences of "
         "stream entry ids (milliseconds, Valkey's clock); the others are `time.perf_counter()` in "
         "the benchmark process.\n"
     )
