@@ -281,3 +281,12 @@ def test_every_process_does_its_job_under_its_own_user(
             ingress.terminate()
             ingress.wait(10)
         c.stop_all()
+
+
+def test_a_url_with_a_user_and_password_is_scrubbed() -> None:
+    from ferry.runtime.logging import scrub_text
+
+    settings = Settings(redis_url="redis://ferry-ci:s3cr3t-pw@redis:6379/0")
+    assert "s3cr3t-pw" in settings.secret_values()
+    said = scrub_text("cannot reach redis://ferry-ci:s3cr3t-pw@redis:6379/0 (s3cr3t-pw)")
+    assert "s3cr3t-pw" not in said and "redis:6379" in said

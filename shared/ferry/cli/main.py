@@ -16,6 +16,7 @@ from ferry.cli import (  # noqa: F401 - registers the commands
     docs,
     hold,
     ingress,
+    layout,
     pr,
     previews,
     publish,
