@@ -10,10 +10,12 @@ docs/operations.md)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from redis.cluster import key_slot
@@ -21,12 +23,14 @@ from redis.cluster import key_slot
 from ferry.adapters.bus import Bus
 from ferry.adapters.due import DueTimes
 from ferry.adapters.forge.budget import Budget, Limits
+from ferry.adapters.forge.webhooks import signature_headers
 from ferry.adapters.preview_store import PreviewStore
 from ferry.adapters.state import CandidateStore, PromotionStore
 from ferry.app.replay import retry
 from ferry.core.events import CiResult, PreviewEvent, PromotionCommand
 from ferry.runtime.settings import Settings
 from tests.helpers import Cluster, digest_of, wait_until
+from tests.ingress_server import spawn_ingress
 from tests.servers import Server, cluster_nodes
 
 
@@ -58,16 +62,23 @@ def test_the_server_refuses_a_cross_slot_transaction(one_node_cluster: Server) -
             pipe.xadd("ferry:ci", {"a": "1"})
             pipe.execute()
     assert any("CROSSSLOT" in name for name in errors_seen(client)), errors_seen(client)
+    # A script's declared keys too (the keys a script builds itself, it does not check: see
+    # test_keys_written_together_share_a_slot_and_streams_spread for the one that does).
+    with pytest.raises(redis.ResponseError, match="hash to the same slot"):
+        client.eval("return 1", 2, "ferry:ci", "ferry:dlq")
 
 
-def test_a_promotion_its_dead_letters_previews_and_due_times_stay_in_one_slot_each(
+def test_a_promotion_webhooks_dead_letters_and_previews_keep_each_script_in_one_slot(
     one_node_cluster: Server, tmp_path: Path
 ) -> None:
     c = Cluster(redis_url=one_node_cluster.url(), prefix="ferry:", root=tmp_path)
     try:
         c.init_repo(["api", "web"])
-        for name in ("gate-evaluator", "pr-writer", "preview-reaper"):
+        for name in ("gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper"):
             c.start(name)
+        ingress, base = spawn_ingress(c.env(FERRY_WEBHOOK_SECRET="s3cret"), c.logs / "ingress.log")
+        ingress.log_path = c.logs / "ingress.log"  # type: ignore[attr-defined]
+        c.procs.append(ingress)
         d = digest_of("api-1")
         c.build("api", d)
         c.wait_pinned("api", "dev", d)
@@ -83,6 +94,15 @@ def test_a_promotion_its_dead_letters_previews_and_due_times_stay_in_one_slot_ea
         )
         assert len(again) == 1 and len(c.dead_letters()) == 1  # the first one left the DLQ
 
+        # Webhooks: one published once per delivery, one refused (counted in its window).
+        w = digest_of("web-1")
+        body = json.dumps({"service": "web", "digest": w, "status": "success"}).encode()
+        signed = {**signature_headers("ci", "s3cret", body), "X-Ferry-Delivery": "d-1"}
+        assert httpx.post(f"{base}/webhooks/ci", content=body, headers=signed).status_code == 202
+        forged = {**signature_headers("ci", "wrong", body), "X-Ferry-Delivery": "d-2"}
+        assert httpx.post(f"{base}/webhooks/ci", content=body, headers=forged).status_code == 401
+        c.wait_pinned("web", "dev", w)
+
         # A preview: its record, index sets and due time are one transaction.
         c.bus.publish(
             PreviewEvent(kind="opened", repo="shop/web", pr=7, team="web", labels=["preview"])
@@ -91,8 +111,16 @@ def test_a_promotion_its_dead_letters_previews_and_due_times_stay_in_one_slot_ea
         wait_until(lambda: store.due.when("shop/web#7"), 20, "the preview's due time")
         assert store.due.when("shop/web#7") is not None
 
+        # No script or transaction was refused; a script failed only when not yet loaded.
         errors = errors_seen(c.bus.redis)
-        assert not [e for e in errors if "CROSSSLOT" in e or "ERR" == e], errors
+        assert not {"errorstat_CROSSSLOT", "errorstat_EXECABORT"} & set(errors), errors
+        stats = c.bus.redis.info("commandstats")
+        for name in ("cmdstat_eval", "cmdstat_evalsha", "cmdstat_exec"):
+            assert stats[name]["rejected_calls"] == 0, (name, stats[name])
+        assert stats["cmdstat_exec"]["failed_calls"] == 0
+        assert stats["cmdstat_eval"]["failed_calls"] == 0
+        noscript = errors.get("errorstat_NOSCRIPT", {}).get("count", 0)
+        assert stats["cmdstat_evalsha"]["failed_calls"] == noscript, (stats, errors)
         for proc in c.procs:
             assert "CROSSSLOT" not in c.log_of(proc)
     finally:
@@ -123,6 +151,14 @@ def test_keys_written_together_share_a_slot_and_streams_spread() -> None:
     assert slot(settings.near(sent, "notified", "sending")) == slot(sent)
     budget = Budget(redis.Redis(), "ferry:forge:github:api.github.com:", Limits(0, 0, 0))
     assert len({slot(k) for k in budget.keys}) == 1
+    # The claim script builds each member's lease key itself, from a prefix: same slot.
+    bus = Bus(settings, "redis://127.0.0.1:1/0")  # no connection is made
+    for due in (DueTimes(bus, "gate-evaluator"), PreviewStore(bus).due):
+        keys = [due.key, due.held_key, due.wake_key, due.lease_key("api|dev|staging")]
+        assert len({slot(k) for k in keys}) == 1, keys
+    previews = PreviewStore(bus)
+    keys = [previews._key("all"), previews._key("record", "a#1"), previews._team_key("web")]
+    assert {slot(k) for k in keys} == {slot(previews.due.key)}
 
 
 def test_a_prefix_with_a_brace_is_refused() -> None:
