@@ -80,6 +80,7 @@ class GitOpsRepo:
         # Files by (commit, path): a commit's content never changes, so this is never stale.
         self._files: OrderedDict[tuple[str, str], str | None] = OrderedDict()
         self._reader: CatFile | None = None  # started at the first read
+        self._listing: tuple[str, dict[str, str]] | None = None  # see blobs()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -189,9 +190,14 @@ class GitOpsRepo:
         """The content of each (commit, relpath) of PAIRS, read through the long-lived
         `git cat-file --batch` (no process per read)."""
         names = [f"{commit}:{relpath}" for commit, relpath in pairs]
+        return self._cat_blobs(names, [relpath for _, relpath in pairs])
+
+    def _cat_blobs(self, names: list[str], relpaths: list[str]) -> list[str | None]:
+        """The text of each object of NAMES (a blob id, or commit:path), None when missing or
+        not a file; RELPATHS name them in errors."""
         found: list[str | None] = []
         objects = self._objects(self._object_git_args(), names)
-        for (_, relpath), obj in zip(pairs, objects, strict=True):
+        for relpath, obj in zip(relpaths, objects, strict=True):
             if obj is None or obj[1] != "blob":
                 found.append(None)  # missing, or a directory
                 continue
@@ -420,14 +426,31 @@ class GitOpsRepo:
         commit = self.main_commit()
         policy = self.effective_policy(commit)[0]
         pattern = _template_regex(policy.layout.values_path)
-        listing = git(*self._object_git_args(), "ls-tree", "-r", "-z", "--name-only", commit)
         envs = set(policy.env_names())
         found = set()
-        for name in listing.split("\0"):
+        for name in self.blobs(commit):
             match = pattern.match(name)
             if match and match["env"] in envs:
                 found.add(match["service"])
         return sorted(found)
+
+    def blobs(self, commit: str) -> dict[str, str]:
+        """Every file at COMMIT and its blob id, from one `git ls-tree -r` (the last commit's
+        listing is remembered: reading many files by id skips a path lookup in a tree of
+        thousands of entries for each)."""
+        with self._lock:
+            if self._listing is not None and self._listing[0] == commit:
+                return self._listing[1]
+        out = git_bytes(*self._object_git_args(), "ls-tree", "-r", "-z", "--full-tree", commit)
+        listing: dict[str, str] = {}
+        for entry in out.split(b"\0"):
+            meta, _, name = entry.partition(b"\t")
+            fields = meta.split()
+            if len(fields) == 3 and fields[1] == b"blob":
+                listing[name.decode("utf-8", "surrogateescape")] = fields[2].decode()
+        with self._lock:
+            self._listing = (commit, listing)
+        return listing
 
     # ------------------------------------------------------------------ writing
 
@@ -582,6 +605,10 @@ class MainSnapshot:
     def __init__(self, repo: GitOpsRepo, commit: str) -> None:
         self.repo = repo
         self.commit = commit
+        # Values files read ahead for this snapshot (prefetch): kept as long as it is.
+        self._texts: dict[str, str | None] = {}
+        self._paths: dict[tuple[str, str], str] = {}  # (env, service) -> values file
+        self._read: dict[tuple[str, str], str | None] = {}  # (path, key) -> value
 
     @property
     def policy(self) -> Policy:
@@ -595,9 +622,24 @@ class MainSnapshot:
 
     def _values(self, service: str, env: str) -> tuple[Policy, str, str | None]:
         policy = self.policy
-        path = policy.values_path(env, service)
-        policy.environment(env)  # unknown environment: PolicyError
+        path = self._paths.get((env, service))
+        if path is None:
+            path = policy.values_path(env, service)
+            policy.environment(env)  # unknown environment: PolicyError
+            self._paths[(env, service)] = path
+        if path in self._texts:
+            return policy, path, self._texts[path]
         return policy, path, self.repo._read_at(self.commit, path)
+
+    def _value(self, service: str, env: str, key: str) -> str | None:
+        """The string at KEY in SERVICE's values file for ENV (remembered by this snapshot)."""
+        policy, path, text = self._values(service, env)
+        if text is None:
+            return None
+        memo = (path, key)
+        if memo not in self._read:
+            self._read[memo] = _read_value(text, key, path) or None
+        return self._read[memo]
 
     def contains(self, commit: str) -> bool:
         """Is COMMIT part of main's history at this snapshot (a merge that landed)?"""
@@ -612,24 +654,27 @@ class MainSnapshot:
 
     def pinned(self, service: str, env: str) -> str | None:
         """The digest SERVICE runs in ENV; None if absent or empty."""
-        policy, path, text = self._values(service, env)
-        if text is None:
-            return None
-        return _read_value(text, policy.digest_key, path) or None
+        return self._value(service, env, self.policy.digest_key)
 
     def repository(self, service: str, env: str) -> str | None:
         """The image repository of SERVICE in ENV."""
-        policy, path, text = self._values(service, env)
-        if text is None:
-            return None
-        return _read_value(text, policy.repository_key, path) or None
+        return self._value(service, env, self.policy.repository_key)
 
     def prefetch(self, services: list[str]) -> None:
-        """Read every environment's values file of SERVICES in one git call (a page of the
-        board: one read of main, not one per cell)."""
+        """Read every environment's values file of SERVICES in one pass of the long-lived
+        `git cat-file --batch` (a page of the board, or every service for `ferry status`): kept
+        by this snapshot, so that the reads that follow are answered from memory."""
         policy = self.policy
         paths = [policy.values_path(e, s) for s in services for e in policy.env_names()]
-        self.repo.prefetch(self.commit, paths)
+        wanted = [p for p in dict.fromkeys(paths) if p not in self._texts]
+        if len(wanted) > 64:  # many files: list the tree once, read the blobs by id
+            listing = self.repo.blobs(self.commit)
+            found = [p for p in wanted if p in listing]
+            self._texts.update(dict.fromkeys(wanted))  # not in the listing: no such file
+            texts = self.repo._cat_blobs([listing[p] for p in found], found)
+            self._texts.update(zip(found, texts, strict=True))
+        elif wanted:
+            self._texts.update(zip(wanted, self.repo._cat_files(self.commit, wanted), strict=True))
 
 
 def _template_regex(template: str) -> re.Pattern[str]:

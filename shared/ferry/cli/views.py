@@ -8,13 +8,10 @@ from typing import Any
 
 import typer
 
-from ferry.adapters.embedded import NoRedis
 from ferry.app.reports import (
     audit_records,
-    decisions,
     platform_manifest,
     short_subject,
-    status_table,
 )
 from ferry.cli.app import (
     app,
@@ -40,20 +37,15 @@ def status(
 ) -> None:
     """Service x environment: the digest pinned on main, and what moves or waits and why (the
     decision `ferry explain` shows)."""
-    import redis
-
-    from ferry.app.canary import canaries, describe
+    from ferry.app.canary import describe
+    from ferry.app.reports import status as gather_status
 
     settings = load_settings()
     if only_pending:
         _pending(settings, as_json)
         return
-    table = status_table(settings)
-    try:
-        decided = decisions(settings)
-        watched = canaries(connect_bus(settings), open_repo(settings).policy(), list(table))
-    except (redis.RedisError, NoRedis):
-        decided, watched = {}, {}  # no Ferry running: what main pins is still worth showing
+    found = gather_status(settings)
+    table, decided, watched = found.table, found.decided, found.watched
     if as_json:
         echo_json({"services": table, "decisions": decided, "canaries": watched})
         return
