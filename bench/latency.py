@@ -4,11 +4,27 @@ git sequence of one promotion (branch, one-line edit, commit, push; merge --no-f
 
 from __future__ import annotations
 
+import argparse
+import shlex
+import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.env import REGISTRY, Site, digest_of, id_ms, run_git, services, summary, wait_until
+from bench.env import (
+    REGISTRY,
+    Site,
+    digest_of,
+    id_ms,
+    machine,
+    run_git,
+    services,
+    summary,
+    wait_until,
+    write_section,
+)
 from ferry.core.events import CiResult, promotion_id
 
 
@@ -291,3 +307,97 @@ def run_bare_git(root: Path, n: int, runs: int) -> dict[str, Any]:
         "steps_ms": {k: summary(v) for k, v in steps.items()},
         "git_processes": 8,
     }
+
+
+# ---------------------------------------------------------------------------- run alone
+
+
+def reaction(url: str, root: Path, events: int, rate: float, runs: int, git_runs: int) -> dict:
+    """RUNS times: one gate-evaluator and one pr-writer at RATE green CI results a second, then
+    the bare git sequence timed alone (GIT_RUNS promotions one after another)."""
+    out: dict[str, list[dict[str, Any]]] = {"ferry": [], "bare": []}
+    for r in range(runs):
+        print(f"[bench.latency] run {r + 1}/{runs}", file=sys.stderr, flush=True)
+        run_root = root / f"run-{r}"
+        run_root.mkdir()
+        out["ferry"].append(run_ferry(url, run_root, events, rate))
+        out["bare"].append(run_bare_git(run_root, events, git_runs))
+    return out
+
+
+def render_reaction(res: dict, info: dict[str, str], command: str, load_end: str) -> str:
+    med = statistics.median
+    p50 = [f["latency_ms"]["p50"] for f in res["ferry"]]
+    p99 = [f["latency_ms"]["p99"] for f in res["ferry"]]
+    bare = [b["total_ms"]["p50"] for b in res["bare"]]
+    ratio = [a / b for a, b in zip(p50, bare, strict=True)]
+    f0 = res["ferry"][0]
+    busy = [f["pr_writer_service_ms"]["p50"] for f in res["ferry"] if "pr_writer_service_ms" in f]
+    rate_done = [f["completed_per_s"] for f in res["ferry"] if "completed_per_s" in f]
+
+    def runs(values: list[float], fmt: str = ".0f") -> str:
+        return ", ".join(format(v, fmt) for v in values)
+
+    lines = [
+        "<!-- bench:reaction begin -->",
+        "## (a') Reaction at 10 events/s with one pr-writer, run alone",
+        "",
+        f"Run: `{command}` on {info['date']}, {info['nproc']} CPUs ({info['cpu']}), "
+        f"{info['git']}; 1-minute load average {info['load']} at the start, {load_end} at the "
+        f"end (shared machine). {len(p50)} runs, each: {f0['events']} services pinned in dev, "
+        f"then green CI in dev for each at {f0['rate']:g}/s to one gate-evaluator and one "
+        "pr-writer on the local forge (latency = CI entry -> staging `pr_merged`, server clock); "
+        "then the bare git sequence of one promotion (as in (a)) timed alone, "
+        f"{res['bare'][0]['runs']} times. Medians over the runs; each run's figure in brackets.",
+        "",
+        "| | median | runs |",
+        "|---|---|---|",
+        f"| Ferry p50 ms | **{med(p50):.0f}** | {runs(p50)} |",
+        f"| Ferry p99 ms | **{med(p99):.0f}** | {runs(p99)} |",
+        f"| bare git sequence p50 ms (alone) | **{med(bare):.0f}** | {runs(bare)} |",
+        f"| **Ferry p50 / bare git p50** | **{med(ratio):.2f}x** | {runs(ratio, '.2f')} |",
+        f"| pr-writer busy per promotion, p50 ms | {med(busy) if busy else float('nan'):.0f} | "
+        f"{runs(busy)} |",
+        f"| promotions completed per second | "
+        f"{med(rate_done) if rate_done else float('nan'):.1f} | {runs(rate_done, '.1f')} |",
+        "",
+        f"Goals: p50 at most 2x the bare sequence ({'met' if med(ratio) <= 2 else 'missed'}), "
+        f"p99 under 1 s ({'met' if med(p99) < 1000 else 'missed'}). Dead letters: "
+        f"{sum(f['dlq'] for f in res['ferry'])}.",
+        "<!-- bench:reaction end -->",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__)
+    p.add_argument("--events", type=int, default=40)
+    p.add_argument("--rate", type=float, default=10.0)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--git-runs", type=int, default=30)
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    import redis
+
+    from ferry.adapters.embedded import start_server
+
+    server = start_server()
+    try:
+        info = machine(redis.Redis.from_url(server.connection_url).info("server"))
+        with tempfile.TemporaryDirectory(prefix="ferry-bench-latency-") as tmp:
+            res = reaction(
+                server.connection_url, Path(tmp), args.events, args.rate, args.runs, args.git_runs
+            )
+    finally:
+        server.stop()
+    load_end = Path("/proc/loadavg").read_text().split(" ")[0]
+    command = " ".join([".venv/bin/python -m bench.latency", *map(shlex.quote, argv)])
+    text = render_reaction(res, info, command, load_end)
+    print(text)
+    write_section(text, args.out, "<!-- bench:reaction begin -->", "<!-- bench:reaction end -->")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.env import REGISTRY, Site, digest_of, id_ms, machine, wait_until
+from bench.env import REGISTRY, Site, digest_of, id_ms, machine, wait_until, write_section
 from bench.latency import run_bare_git
 from bench.throughput import pinned_digest, publish_all
 from ferry.core.events import CiResult, PromotionCommand, promotion_id
@@ -334,18 +334,6 @@ def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (or add it at the end)."""
-    old = path.read_text() if path.exists() else ""
-    begin, end = "<!-- bench:scale begin -->", "<!-- bench:scale end -->"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + text.rstrip("\n") + rest.split(end, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     p.add_argument("--quick", action="store_true", help="smaller counts, sizes 10 and 1000")
@@ -380,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     errors += [f["errors"] for f in res["flat"].values()]
     if any(errors):
         print("worker errors:\n" + "\n".join(e for e in errors if e), file=sys.stderr)
-    write_section(args.out, text)
+    write_section(text, args.out, "<!-- bench:scale begin -->", "<!-- bench:scale end -->")
     return 0
 
 
