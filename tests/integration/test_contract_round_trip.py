@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import structlog
@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ferry.adapters.bus import Bus
+from ferry.core.deployments import HealthStatus, SyncStatus
 from ferry.core.events import (
     MODELS,
     AuditRecord,
@@ -69,10 +70,15 @@ def opt(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.none() | strategy
 
 
+# The fields each model's strategy draws: a field added to a model must be added here too.
+COVERED: dict[type[Event], set[str]] = {}
+
+
 def event(model: type[Event], **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Event]:
     """Events of MODEL with FIELDS drawn from their strategies (None: left to the default), and
     the fields every event carries."""
     common = {"event_id": opt(name), "occurred_at": opt(moment)}
+    COVERED[model] = {*common, *fields}
 
     def build(values: dict[str, Any]) -> Event:
         try:
@@ -100,7 +106,7 @@ EVENTS: dict[type[Event], st.SearchStrategy[Event]] = {
     ),
     Signal: event(
         Signal,
-        kind=st.sampled_from(["approval", "rejection", "check", "promote", "review"]),
+        kind=st.sampled_from(["approval", "rejection", "check", "promote", "review", "argocd"]),
         service=label,
         digest=digest,
         env=label,
@@ -109,6 +115,9 @@ EVENTS: dict[type[Event], st.SearchStrategy[Event]] = {
         status=opt(st.sampled_from(["success", "failure"])),
         reason=opt(text),
         pr=opt(st.integers(min_value=1, max_value=10**9)),
+        app=opt(name.filter(lambda t: len(t) <= 253)),
+        sync=opt(st.sampled_from(get_args(SyncStatus))),
+        health=opt(st.sampled_from(get_args(HealthStatus))),
     ),
     Hold: event(
         Hold,
@@ -203,8 +212,10 @@ EVENTS: dict[type[Event], st.SearchStrategy[Event]] = {
 }
 
 
-def test_every_event_type_has_a_strategy() -> None:
+def test_every_event_type_and_field_has_a_strategy() -> None:
     assert set(EVENTS) == set(MODELS.values())
+    for model in EVENTS:
+        assert set(model.model_fields) - {"kind"} <= COVERED[model], model.__name__
 
 
 # --- the round trip -------------------------------------------------------------------------------

@@ -166,3 +166,11 @@ def test_a_build_time_that_is_not_a_time_says_what_one_looks_like() -> None:
         "built_at must be an ISO 8601 time with a timezone (e.g. 2026-11-27T09:12:00Z or "
         "2026-11-27T10:12:00+01:00), got 'yesterday'"
     )
+
+
+@pytest.mark.parametrize("reason", ["", " ", "\n"])
+def test_a_dead_letter_without_a_reason_still_reads_back(reason: str) -> None:
+    # A blank field is an absent one on the wire: the reason must never be blank.
+    letter = DeadLetter(stream="ferry:ci", entry_id="1-0", error=reason, deliveries=1, worker="w")
+    assert letter.error == "no reason given"
+    assert parse("dlq", letter.to_fields()) == letter

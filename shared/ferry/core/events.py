@@ -463,6 +463,9 @@ class AuditRecord(Event):
     caused_by: str | None = None
 
 
+NO_REASON = "no reason given"
+
+
 class DeadLetter(Event):
     """An entry a worker could not process, with the sentence that says why."""
 
@@ -472,7 +475,8 @@ class DeadLetter(Event):
     stream: str
     entry_id: str
     payload: dict[str, Any] = Field(default_factory=dict)
-    error: str
+    # Never blank: a blank field is an absent one on the wire, and a dead letter must read back.
+    error: str = NO_REASON
     deliveries: int
     worker: str
 
@@ -480,7 +484,7 @@ class DeadLetter(Event):
     @classmethod
     def _one_line(cls, value: Any) -> Any:
         # A reason is read in `ferry dlq ls`: one line, bounded; the payload keeps the whole entry.
-        return one_line(value) if isinstance(value, str) else value
+        return (one_line(value) or NO_REASON) if isinstance(value, str) else value
 
 
 MODELS: dict[str, type[Event]] = {
