@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -87,20 +88,24 @@ class Server:
                 self.proc.wait(10)
 
 
-def cluster_nodes(root: Path, n: int) -> list[Server]:
+def cluster_nodes(
+    root: Path, n: int, *, login: dict[str, str] | None = None, **server: Any
+) -> list[Server]:
     """N servers in cluster mode, the 16,384 slots shared out between them, introduced to each
-    other (what `redis-cli --cluster create --cluster-replicas 0` does), ready to serve."""
+    other (what `redis-cli --cluster create --cluster-replicas 0` does), ready to serve. SERVER:
+    how to start each (see Server); LOGIN: the username and password that may set them up."""
     buses = [free_port() for _ in range(n)]  # not port + 10000: that may pass 65535
     nodes = [
         Server(
             root,
             *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
             *("--cluster-port", str(bus)),
+            **server,
         )
         for bus in buses
     ]
     try:
-        clients = [redis.Redis(port=node.port) for node in nodes]
+        clients = [redis.Redis(port=node.port, **(login or {})) for node in nodes]
         step = 16384 // n
         for i, client in enumerate(clients):
             last = 16383 if i == n - 1 else (i + 1) * step - 1

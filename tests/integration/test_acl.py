@@ -17,14 +17,15 @@ import pytest
 import redis
 
 from ferry.adapters.bus import Bus
+from ferry.adapters.due import DueTimes
 from ferry.adapters.forge.webhooks import signature_headers
 from ferry.adapters.preview_store import PreviewStore
 from ferry.app.board import Query, grid, story
-from ferry.core.events import CiResult, Hold, PreviewEvent, Signal
+from ferry.core.events import CiResult, Hold, PreviewEvent, PromotionCommand, Signal
 from ferry.runtime.settings import Settings
 from tests.helpers import Cluster, digest_of, run_cli, wait_until
 from tests.ingress_server import spawn_ingress
-from tests.servers import Server, redis_server_binary
+from tests.servers import Server, cluster_nodes, redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "deploy" / "base" / "redis"
@@ -44,17 +45,21 @@ USERS = (
 ADMIN = ("test-admin", secrets.token_hex(8))
 
 
+def shipped_users(root: Path) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """The shipped users.acl and start.sh, with an administrator of the test's own added: the
+    command that starts a server with them, its environment, and each user's password."""
+    shutil.copytree(SHIPPED, root / "redis")
+    with (root / "redis" / "users.acl").open("a") as f:
+        f.write(f"user {ADMIN[0]} on >{ADMIN[1]} ~* &* +@all\n")
+    passwords = {user: secrets.token_hex(12) for user in USERS}
+    env = {f"REDIS_PASSWORD_{u.upper().replace('-', '_')}": p for u, p in passwords.items()}
+    env["TMPDIR"] = str(root)  # start.sh writes the ACL file with the passwords there
+    return ["sh", str(root / "redis" / "start.sh")], env, passwords
+
+
 class AclServer:
     def __init__(self, root: Path, binary: str | None = None) -> None:
-        shutil.copytree(SHIPPED, root / "redis")
-        with (root / "redis" / "users.acl").open("a") as f:
-            f.write(f"user {ADMIN[0]} on >{ADMIN[1]} ~* &* +@all\n")
-        self.passwords = {user: secrets.token_hex(12) for user in USERS}
-        env = {
-            f"REDIS_PASSWORD_{u.upper().replace('-', '_')}": p for u, p in self.passwords.items()
-        }
-        env["FERRY_ACL_FILE"] = str(root / "effective.acl")
-        launcher = ["sh", str(root / "redis" / "start.sh")]
+        launcher, env, self.passwords = shipped_users(root)
         self.server = Server(root, launcher=launcher, env=env, binary=binary)
         self.admin = redis.Redis(port=self.server.port, username=ADMIN[0], password=ADMIN[1])
 
@@ -290,3 +295,40 @@ def test_a_url_with_a_user_and_password_is_scrubbed() -> None:
     assert "s3cr3t-pw" in settings.secret_values()
     said = scrub_text("cannot reach redis://ferry-ci:s3cr3t-pw@redis:6379/0 (s3cr3t-pw)")
     assert "s3cr3t-pw" not in said and "redis:6379" in said
+
+
+def test_the_users_work_on_a_three_node_cluster(tmp_path: Path) -> None:
+    """redis-py's cluster client finds the nodes and slots under a worker's or CI's user, and
+    the rules hold on every node."""
+    launcher, env, passwords = shipped_users(tmp_path)
+    login = {"username": ADMIN[0], "password": ADMIN[1]}
+    nodes = cluster_nodes(tmp_path / "nodes", 3, login=login, launcher=launcher, env=env)
+    try:
+        settings = Settings(stream_prefix="ferry:", redis_cluster=True)
+
+        def bus(user: str) -> Bus:
+            return Bus(settings, nodes[0].url(f"ferry-{user}", passwords[user]))
+
+        d = digest_of("on-a-cluster")
+        as_ci = bus("ci")
+        as_ci.publish(CiResult(service="api", digest=d))
+        gate = bus("gate-evaluator")
+        command = PromotionCommand(
+            kind="open", service="api", digest=d, promotion_id="p1", source_env="dev",
+            target_env="staging",
+        )  # fmt: skip
+        assert gate.emit(command) is not None and gate.emit(command) is None
+        gate.ensure_group("ci", "gate-evaluator")
+        with gate.lock("decide:api:staging"):
+            pass
+        due = DueTimes(gate, "gate-evaluator")
+        due.set("api|dev|staging", 1.0)
+        claim = due.claim(2.0, 5000)
+        assert claim.members == ["api|dev|staging"] and due.release("api|dev|staging", claim.token)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            as_ci.redis.xadd("ferry:signals", {"kind": "approval"})
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            bus("pr-writer").redis.xadd("ferry:ci", {"kind": "ci"})
+    finally:
+        for node in nodes:
+            node.stop()

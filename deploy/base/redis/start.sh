@@ -7,7 +7,7 @@
 # Arguments go to the server; REDIS_SERVER names its binary (default redis-server).
 set -eu
 here=$(dirname "$0")
-out=${FERRY_ACL_FILE:-/tmp/ferry-users.acl}
+out=${FERRY_ACL_FILE:-${TMPDIR:-/tmp}/ferry-users-$$.acl}  # $$: the server's pid, after exec
 umask 077
 : >"$out"
 while IFS= read -r line || [ -n "$line" ]; do
