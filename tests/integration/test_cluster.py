@@ -243,3 +243,16 @@ def test_the_bus_on_a_three_node_cluster(three_nodes: list[Server]) -> None:
     budget = Budget(bus.redis, settings.key("forge", "github", "x") + ":", Limits(1, 0, 0))
     budget.acquire(write=True)
     assert budget._ask(True, take=False) > 0  # the minute's one write is taken
+
+
+def test_a_worker_asked_to_run_on_a_cluster_says_why_it_cannot(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv("FERRY_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    monkeypatch.setenv("FERRY_GITOPS_REPO", str(tmp_path))
+    monkeypatch.setenv("FERRY_REDIS_CLUSTER", "1")
+    code, _, err = run_cli(capsys, "worker", "gate-evaluator")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cannot run on a Redis Cluster yet" in err and "FastStream" in err
