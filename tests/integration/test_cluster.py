@@ -256,3 +256,39 @@ def test_a_worker_asked_to_run_on_a_cluster_says_why_it_cannot(
     code, _, err = run_cli(capsys, "worker", "gate-evaluator")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "cannot run on a Redis Cluster yet" in err and "FastStream" in err
+
+
+def test_the_cli_on_a_three_node_cluster(
+    three_nodes: list[Server],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What people run (publish, hold, status, explain, audit, dlq ls) works with Ferry's
+    cluster client: the batched reads of status go to the nodes that serve their keys."""
+    from ferry.adapters.scaffold import scaffold
+    from tests.helpers import run_cli
+
+    scaffold(tmp_path / "gitops", ["api", "web"])
+    for name, value in {
+        "FERRY_REDIS_URL": three_nodes[1].url(),
+        "FERRY_REDIS_CLUSTER": "1",
+        "FERRY_STREAM_PREFIX": "cli:",
+        "FERRY_GITOPS_REPO": str(tmp_path / "gitops"),
+        "FERRY_HOME": str(tmp_path / "home"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    d = digest_of("cli-on-a-cluster")
+
+    def ok(*argv: str) -> str:
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0, (argv, err)
+        return out
+
+    ok("publish", "ci", "--service", "api", "--digest", d)
+    ok("hold", "api", "prod", "--as", "sre-oncall-1", "--reason", "freeze")
+    assert "api" in ok("status") and "api" in ok("explain", "api", "dev")
+    ok("audit")
+    assert "no dead letters" in ok("dlq", "ls")
+    bus = Bus(Settings(stream_prefix="cli:", redis_cluster=True), three_nodes[1].url())
+    assert bus.redis.xlen("cli:ci") == 1 and bus.redis.xlen("cli:holds") == 1
