@@ -279,7 +279,7 @@ def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
     ]
     flat = res["flat"]
     sizes = sorted(flat)
-    small = flat[sizes[0]]
+    small, big = flat[sizes[0]], flat[sizes[-1]]
     lines += [
         f"**(s)** For each size a bare GitOps repository with the scaffold's files "
         "(`ferry.yaml`, `envs/<env>/<service>/values.yaml` for dev, staging, prod), written by "
@@ -287,8 +287,9 @@ def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
         f"{small['gate']['events']} CI entries (green in dev for the digest staging pins: "
         "decision 'skip') spread over every service, published before one gate-evaluator "
         "starts; ms/event from audit ids (server clock). pr-writer: "
-        f"{small['pr_writer']['promotions']} promotions into dev of services spread over the "
-        "repository, one pr-writer; ms/promotion from the server clock. Memory: the process's "
+        f"{big['pr_writer']['promotions']} promotions (at most one per service) into dev of "
+        "services spread over the repository, one pr-writer; ms/promotion = (first command to "
+        "last `pr_merged`, server clock) / promotions. Memory: the process's "
         "peak RSS (VmHWM) after its run. `ferry status` and `ferry explain <svc> staging`: wall "
         "time of the command as a process, median of 3, with both workers up; "
         f"`python -m ferry --help` (interpreter and imports, no work) takes "
@@ -306,7 +307,6 @@ def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
             f"{f['pr_writer']['rss_mb']:.0f} | {f['status']['median_s']:.2f} | "
             f"{f['explain']['median_s']:.2f} |"
         )
-    big = flat[sizes[-1]]
     big_pw = big["pr_writer"]["ms_per_promotion"]
 
     def good(a: float, b: float) -> str:  # cost: smaller is better; ratio of small to big
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--promotions", type=int, default=40, help="(p) promotions per run")
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
     p.add_argument("--events", type=int, default=1000, help="(s) CI entries per size")
-    p.add_argument("--flat-promotions", type=int, default=30, help="(s) promotions per size")
+    p.add_argument("--flat-promotions", type=int, default=40, help="(s) promotions per size")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)

@@ -392,3 +392,19 @@ def test_pin_history_follows_main_and_names_the_digest_pinned_before(
     assert repo.pinned_before("api", "dev", OLD) is None
     assert repo.pinned_before("api", "dev", "sha256:" + "9" * 64) is None
     assert repo.pin_history("api", "staging") == []  # nothing pinned yet
+
+
+def test_files_are_found_by_walking_the_trees(remote: Path, editor: Path, tmp_path: Path) -> None:
+    """Reads walk the directories by entry name in the raw trees: names that are prefixes of one
+    another, files and directories of the same name, and absent ones are told apart."""
+    files = {f"deep/{n}/values.yaml": f"{n}\n" for n in ("a", "a-1", "a-10", "a.b", "b")}
+    files["deep/a-1x"] = "a file, not a directory\n"
+    new_main = push_main(editor, files)
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    for path, text in files.items():
+        assert repo.read_at(new_main, path) == text
+    for missing in ("deep/a-2/values.yaml", "deep/a-1x/values.yaml", "deep/a", "deep", "nope/x"):
+        assert repo.read_at(new_main, missing) is None, missing
+    assert repo.read_at(new_main, "envs/dev/api/values.yaml") == VALUES.format(
+        env="dev", digest=OLD
+    )
