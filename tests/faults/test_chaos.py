@@ -12,7 +12,6 @@ from collections import Counter
 
 import pytest
 
-from ferry.adapters.git import git
 from ferry.core.events import CiResult
 from ferry.runtime.runner import spawn_worker
 from tests.helpers import REGISTRY, Cluster, digest_of
@@ -66,12 +65,7 @@ def test_random_replicas_killed_during_300_promotions_lose_and_repeat_nothing(
     services = [f"svc{i:03d}" for i in range(PROMOTIONS)]
     cluster.claim_idle_ms = CLAIM_IDLE_MS
     cluster.init_repo(services)
-    # The forge's repository is bare, as on a real forge: a merge moves main by a compare-and-swap
-    # of the ref alone. (Into a checked-out main, receive.denyCurrentBranch=updateInstead also
-    # rewrites the working tree, and a pusher killed in the middle can leave it half updated.)
-    bare = cluster.root / "gitops.git"
-    git("clone", "-q", "--bare", str(cluster.repo_path), str(bare))
-    cluster.repo_path = bare
+    # The forge's repository is the one `ferry init` makes, main checked out, as `ferry up` uses.
     chaos = Chaos(cluster, seed=int(started))
     digests = {s: digest_of(f"chaos-{s}") for s in services}
     with cluster.bus.redis.pipeline(transaction=False) as pipe:  # what Bus.publish sends

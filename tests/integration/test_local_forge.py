@@ -232,6 +232,37 @@ def test_merge_makes_a_real_merge_commit(repo: Path, client: Path) -> None:
     assert forge.get_pr(pr.number).merge_commit == mc
 
 
+def test_a_checkout_left_half_updated_by_a_killed_merge_is_finished_by_the_next(
+    tmp_path: Path,
+) -> None:
+    # A merge into a checked-out main whose pusher was killed while the checkout was rewritten
+    # (or raced by the next merge once the forge lock was free) left the index holding a merge
+    # that never landed: with receive.denyCurrentBranch=updateInstead every later merge was
+    # refused for good ("Working directory has staged changes").
+    repo = make_repo(tmp_path)
+    client = clone(repo, tmp_path / "client")
+    forge = LocalForge(repo)
+    lost = push_branch(client, "lost", {"envs/staging/api/values.yaml": "lost\n"})
+    git("read-tree", "-u", "-m", "HEAD", lost, cwd=repo)  # the half-done rewrite
+    assert git("status", "--porcelain", cwd=repo) == "M  envs/staging/api/values.yaml"
+
+    push_branch(client, "next", {"envs/staging/web/values.yaml": "web\n"})
+    pr = forge.open_pr(head="next", title="Next", body="")
+    merged = forge.merge_pr(pr.number)
+    assert merged.state == "merged" and main_sha(repo) == merged.merge_commit
+    # The checkout is main again: the lost merge's change undone, the new one there.
+    assert git("status", "--porcelain", cwd=repo) == ""
+    assert (repo / "envs/staging/api/values.yaml").read_text() == "image:\n  digest: sha256:aaa\n"
+    assert (repo / "envs/staging/web/values.yaml").read_text() == "web\n"
+    # A person's uncommitted edit elsewhere in the checkout is kept through a merge.
+    (repo / "README.md").write_text("my notes\n")
+    push_branch(client, "third", {"envs/staging/api/values.yaml": "third\n"})
+    third = forge.merge_pr(forge.open_pr(head="third", title="Third", body="").number)
+    assert main_sha(repo) == third.merge_commit
+    assert (repo / "README.md").read_text() == "my notes\n"
+    assert (repo / "envs/staging/api/values.yaml").read_text() == "third\n"
+
+
 def test_merge_with_a_custom_message(repo: Path, client: Path) -> None:
     forge = LocalForge(repo)
     push_branch(client, "b", {"a.txt": "a\n"})

@@ -193,7 +193,7 @@ def read_ref(gitdir: Path, ref: str) -> str | None:
     return oid if OBJECT_ID.match(oid) else None
 
 
-_RECEIVE_HOOKS = ("pre-receive", "update", "post-receive", "post-update", "proc-receive")
+RECEIVE_HOOKS = ("pre-receive", "update", "post-receive", "post-update", "proc-receive")
 
 
 def takes_plain_ref_updates(gitdir: str | Path, branch: str) -> bool:
@@ -208,7 +208,7 @@ def takes_plain_ref_updates(gitdir: str | Path, branch: str) -> bool:
         return False
     if "hookspath" in config or (gitdir / "worktrees").exists():
         return False
-    if any((gitdir / "hooks" / name).exists() for name in _RECEIVE_HOOKS):
+    if any((gitdir / "hooks" / name).exists() for name in RECEIVE_HOOKS):
         return False
     if "bare = true" in config.replace("\t", " "):
         return True

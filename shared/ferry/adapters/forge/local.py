@@ -9,8 +9,8 @@ any tool can read without this class:
     <gitdir>/ferry/forge.lock            a FileLock that serialises every mutation
     <gitdir>/ferry/waiting/              one marker per process/thread waiting for that lock
 
-The repository may be bare or not; a non-bare one made by `ferry init` has
-`receive.denyCurrentBranch=updateInstead`, so a merge pushed into it updates its working tree.
+The repository may be bare or not; in a non-bare one made by `ferry init` (main checked out) a
+merge moves main by compare-and-swap and then brings the checkout to it (see `_checkout_of`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ferry.adapters.forge.base import (
 )
 from ferry.adapters.git import (
     OBJECT_ID,
+    RECEIVE_HOOKS,
     GitError,
     git,
     read_ref,
@@ -509,9 +510,8 @@ class LocalForge:
         (merge commit, merged head sha). Retried when the base moves under us.
 
         No working tree: `git merge-tree --write-tree` merges the trees inside the repository,
-        the merge commit is written in-process, and a push of the repository into itself moves
-        the base with a compare-and-swap (so a non-bare repository's checkout follows, as it
-        does for any push, and its hooks run)."""
+        the merge commit is written in-process, and the base is moved with a compare-and-swap
+        (`_push_base`; a checkout of the base follows)."""
         last_error = ""
         for _attempt in range(self.MERGE_ATTEMPTS):
             base_sha, head_sha = self._branch_sha(pr.base), self._branch_sha(pr.head)
@@ -569,9 +569,10 @@ class LocalForge:
 
     def _push_base(self, work: Path, base: str, base_sha: str, merge_sha: str) -> None:
         """Compare-and-swap BASE from BASE_SHA to MERGE_SHA; raises GitError if BASE moved. By
-        `git update-ref` when a push would do nothing more (no receive hook, no checkout of BASE
-        to follow), else by a push of the repository into itself."""
-        if takes_plain_ref_updates(self.git_dir, base):
+        `git update-ref` when no receive hook must run (then a checkout of BASE is brought to it),
+        else by a push of the repository into itself."""
+        checkout = self._checkout_of(base)
+        if checkout is not None or takes_plain_ref_updates(self.git_dir, base):
             git(
                 "update-ref",
                 "-m",
@@ -581,6 +582,8 @@ class LocalForge:
                 base_sha,
                 cwd=work,
             )
+            if checkout is not None:
+                self._sync_checkout(checkout)
             return
         git(
             "push",
@@ -591,6 +594,40 @@ class LocalForge:
             f"{merge_sha}:refs/heads/{base}",
             cwd=work,
         )
+
+    def _checkout_of(self, base: str) -> Path | None:
+        """The working tree that has BASE checked out, when a push into it would do nothing but
+        update that tree (no receive hook, no linked worktree); else None.
+
+        Such a tree is brought to BASE by `_sync_checkout` after the ref moved, rather than by
+        receive.denyCurrentBranch=updateInstead: a pusher killed while the receiving side rewrote
+        the tree (or an orphaned push racing the next one once the forge lock was free) left the
+        index holding a merge that never landed, and every later push was refused for good
+        ("Working directory has staged changes")."""
+        if self.repo == self.git_dir or (self.git_dir / "worktrees").exists():
+            return None
+        try:
+            head = (self.git_dir / "HEAD").read_text().strip()
+            config = (self.git_dir / "config").read_text(errors="replace").lower()
+        except OSError:
+            return None
+        if head != f"ref: refs/heads/{base}" or "hookspath" in config:
+            return None
+        if any((self.git_dir / "hooks" / name).exists() for name in RECEIVE_HOOKS):
+            return None
+        return self.repo
+
+    @staticmethod
+    def _sync_checkout(tree: Path) -> None:
+        """Bring the index and files of the checkout at TREE from whatever they hold to HEAD (a
+        two-tree read-tree from the index's own tree): idempotent, so each merge also finishes
+        what a killed one left half done. Files a person changed there and the move would touch
+        are left as they are (read-tree refuses; the next merge tries again)."""
+        try:
+            current = git("write-tree", cwd=tree)
+            git("read-tree", "-u", "-m", current, "HEAD", cwd=tree)
+        except GitError:
+            pass  # another merge holds the index now, or a person's edits are in the way
 
     @staticmethod
     def _is_ancestor(work: Path, ancestor: str, descendant: str) -> bool:
