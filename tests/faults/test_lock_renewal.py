@@ -10,7 +10,7 @@ import time
 from ferry.core.events import promotion_id
 from tests.helpers import Cluster, digest_of, wait_until
 
-PUSH_S = 4  # the push of a promotion branch takes this long: 13 lock TTLs, 4 claim idle times
+PUSH_S = 6  # the push of a promotion branch takes this long: 20 lock TTLs, 6 claim idle times
 TTL_MS = 300
 
 HOOK = """#!/bin/sh
@@ -55,7 +55,7 @@ def test_a_push_slower_than_the_lock_keeps_it_and_nothing_is_done_twice(
             p["times_delivered"] >= 2
             for p in lock.xpending_range(stream, "pr-writer", "-", "+", 10)
         ),
-        PUSH_S,
+        PUSH_S - 1,
         "the second replica to reclaim the command",
     )
     # Sampled over several TTLs while the push goes on: the first holder's token, unexpired.

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import Cluster, digest_of, free_port, wait_until
 
-BUILDS = 16
+BUILDS = 60
 
 
 class Server:
@@ -105,9 +105,11 @@ def test_workers_ride_out_a_killed_server_with_append_only_persistence(
         own.build(service, d)
     # Mid-run: some promotions done, the rest pending or unread.
     wait_until(lambda: len(own.changes("pr_merged")) >= 3, 60, "the first promotions to be merged")
+    done_before = len(own.changes("pr_merged"))
     server.kill()
     time.sleep(1.5)  # long enough for every worker to meet the closed connection
     server.start()
+    assert done_before < BUILDS  # killed mid-run, with work left (persisted or lost)
     promoted_once(own, digests)
     assert all(w.poll() is None for w in workers)
     # Nothing acknowledged is lost: the groups came back with the data, not recreated empty.
