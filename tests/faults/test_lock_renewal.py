@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import stat
 import time
+from pathlib import Path
 
 from ferry.core.events import promotion_id
 from tests.helpers import Cluster, digest_of, wait_until
 
 PUSH_S = 6  # the push of a promotion branch takes this long: 20 lock TTLs, 6 claim idle times
 TTL_MS = 300
+TTL = {"FERRY_LOCK_TTL_MS": str(TTL_MS)}  # below FERRY_CLAIM_IDLE_MS (1 s), as required
 
 HOOK = """#!/bin/sh
 # A slow remote: every push of a promotion branch is written down and takes {sleep} s.
@@ -27,24 +29,33 @@ done
 """
 
 
-def test_a_push_slower_than_the_lock_keeps_it_and_nothing_is_done_twice(
-    cluster: Cluster,
-) -> None:
+def slow_remote(cluster: Cluster) -> Path:
+    """Make every push of a promotion branch take PUSH_S; return the file that logs them."""
     cluster.init_repo(["api"])
     pushes = cluster.root / "pushes.log"
     hook = cluster.repo_path / ".git" / "hooks" / "pre-receive"
     hook.write_text(HOOK.format(sleep=PUSH_S, log=pushes))
     hook.chmod(hook.stat().st_mode | stat.S_IEXEC)
-    ttl = {"FERRY_LOCK_TTL_MS": str(TTL_MS)}  # below FERRY_CLAIM_IDLE_MS (1 s), as required
-    cluster.start("gate-evaluator", **ttl)
-    cluster.start("pr-writer", **ttl)
-    cluster.start("pr-writer", **ttl)
+    return pushes
+
+
+def lock_key(cluster: Cluster, digest: str) -> str:
+    return cluster.settings.key("lock", f"promotion:{promotion_id('api', digest, 'dev')}")
+
+
+def test_a_push_slower_than_the_lock_keeps_it_and_nothing_is_done_twice(
+    cluster: Cluster,
+) -> None:
+    pushes = slow_remote(cluster)
+    cluster.start("gate-evaluator", **TTL)
+    cluster.start("pr-writer", **TTL)
+    cluster.start("pr-writer", **TTL)
 
     d = digest_of("slow-push")
     cluster.build("api", d)
     wait_until(lambda: pushes.exists() and "start" in pushes.read_text(), 30, "the slow push")
     lock = cluster.bus.redis
-    key = cluster.settings.key("lock", f"promotion:{promotion_id('api', d, 'dev')}")
+    key = lock_key(cluster, d)
     token = lock.get(key)
     assert token is not None
     # The other replica reclaims the command (idle for more than FERRY_CLAIM_IDLE_MS) and asks
@@ -77,4 +88,28 @@ def test_a_push_slower_than_the_lock_keeps_it_and_nothing_is_done_twice(
     assert [p.state for p in prs] == ["merged"]
     assert len(cluster.changes("pr_opened")) == 1
     assert len(cluster.changes("pr_merged")) == 1
+    assert cluster.dead_letters() == []
+
+
+def test_a_lock_lost_during_the_push_stops_the_pull_request_until_it_is_retried(
+    cluster: Cluster,
+) -> None:
+    pushes = slow_remote(cluster)
+    cluster.start("gate-evaluator", **TTL)
+    writer = cluster.start("pr-writer", **TTL)
+
+    d = digest_of("lost-lock")
+    cluster.build("api", d)
+    wait_until(lambda: pushes.exists() and "start" in pushes.read_text(), 30, "the slow push")
+    # What Redis away for longer than the TTL does: the lock expired and someone else took it.
+    cluster.bus.redis.set(lock_key(cluster, d), "someone-else", px=2 * TTL_MS)
+    wait_until(lambda: "lock lost while its work went on" in cluster.log_of(writer), 10, "it")
+    assert cluster.forge.list_prs() == []  # the push ends, but no pull request follows it
+
+    # Retried once the lock is free again: one pull request, merged, reported once.
+    cluster.wait_pinned("api", "dev", d)
+    wait_until(lambda: cluster.changes("pr_merged"), 15, "the merge to be reported")
+    assert "LockLost: lock 'promotion:" in cluster.log_of(writer)
+    assert [p.state for p in cluster.forge.list_prs()] == ["merged"]
+    assert len(cluster.changes("pr_opened")) == 1 and len(cluster.changes("pr_merged")) == 1
     assert cluster.dead_letters() == []
