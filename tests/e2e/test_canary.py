@@ -118,9 +118,19 @@ def test_a_failing_canary_is_rolled_back_by_a_merged_rollback_pr(env: Cluster, c
     measure(capsys, bad, "failed", value="0.31")
     env.wait_pinned("api", "prod", first, timeout=10)
     print(f"rolled back {time.monotonic() - started:.3f}s after the deciding measurement")
-    rollback = next(p for p in env.forge.list_prs() if "rollback" in p.labels)
-    reverted = next(p for p in env.forge.list_prs() if bad[:19] in p.title and p is not rollback)
-    assert rollback.state == "merged" and f"#{reverted.number}" in rollback.body
+    # Main moves before the local forge records its PR merged: wait for the record too.
+    rollback = wait_until(
+        lambda: next(
+            (p for p in env.forge.list_prs() if "rollback" in p.labels and p.state == "merged"),
+            None,
+        ),
+        10,
+        "the rollback PR merged",
+    )
+    reverted = next(
+        p for p in env.forge.list_prs() if bad[:19] in p.title and p.number != rollback.number
+    )
+    assert f"#{reverted.number}" in rollback.body
     assert "error-rate failed=0.31" in rollback.body
     wait_phase(env, "failed")
     assert CanaryStore(env.bus).get("api", "prod").rollback_to == first

@@ -20,7 +20,15 @@ def test_worker_serves_health_readiness_and_metrics(cluster: Cluster) -> None:
     port = free_port()
     cluster.start("gate-evaluator", FERRY_HTTP_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
-    assert httpx.get(f"{base}/healthz").status_code == 200
+
+    def health() -> int | None:
+        # The replica joins its group before its HTTP server listens: give the server its start.
+        try:
+            return httpx.get(f"{base}/healthz").status_code
+        except httpx.ConnectError:
+            return None
+
+    assert wait_until(health, 15, "the health endpoint") == 200
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200 and ready.text.strip() == "ready"
     assert httpx.get(f"{base}/nope").status_code == 404
