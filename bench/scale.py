@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import statistics
@@ -70,10 +71,12 @@ def _peak_rss_mb(proc: subprocess.Popen[bytes]) -> float:
     return float("nan")
 
 
-def _commands(names: list[str], tag: str) -> list[PromotionCommand]:
+def _commands(names: list[str], tag: str, count: int | None = None) -> list[PromotionCommand]:
+    """COUNT promotions into dev (default one per name), cycling over NAMES, each digest new."""
     out = []
-    for s in names:
-        digest = digest_of(f"{tag}-{s}")
+    for i in range(count or len(names)):
+        s = names[i % len(names)]
+        digest = digest_of(f"{tag}-{i}-{s}")
         out.append(
             PromotionCommand(
                 kind="open",
@@ -191,7 +194,7 @@ def run_flat(url: str, root: Path, n: int, events: int, promotions: int) -> dict
         }
         # pr-writer: promotions into dev of services spread over the repository.
         pw, _ = site.start("pr-writer")
-        cmds = _commands(_spread(names, promotions), f"flat{n}")
+        cmds = _commands(_spread(names, promotions), f"flat{n}", promotions)
         drained_pw = _drain_promotions(site, cmds, 60 + 5 * promotions)
         drained_pw["rss_mb"] = _peak_rss_mb(pw)
         out["pr_writer"] = drained_pw
@@ -223,14 +226,14 @@ def run(url: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
         print(f"[bench.scale {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
     res: dict[str, Any] = {"bare": [], "pw1": [], "pw3": [], "flat": {}}
-    for r in range(args.runs):
+    for r in range(args.runs if args.only in (None, "p") else 0):
         step(f"(p) run {r + 1}/{args.runs}: bare git x{args.promotions}")
         bare = run_bare_git(root / f"bare-{r}", 10, args.promotions)
         res["bare"].append(bare)
         for replicas in (1, 3):
             step(f"(p) run {r + 1}/{args.runs}: {args.promotions} promotions, {replicas} pr-writer")
             res[f"pw{replicas}"].append(run_pr_writers(url, root, args.promotions, replicas, r))
-    for n in args.sizes:
+    for n in args.sizes if args.only in (None, "s") else []:
         step(f"(s) {n} services x 3 environments")
         res["flat"][n] = run_flat(url, root, n, args.events, args.flat_promotions)
     res["python_start_s"] = python_start(3)
@@ -287,11 +290,12 @@ def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
         f"{small['gate']['events']} CI entries (green in dev for the digest staging pins: "
         "decision 'skip') spread over every service, published before one gate-evaluator "
         "starts; ms/event from audit ids (server clock). pr-writer: "
-        f"{big['pr_writer']['promotions']} promotions (at most one per service) into dev of "
-        "services spread over the repository, one pr-writer; ms/promotion = (first command to "
-        "last `pr_merged`, server clock) / promotions. Memory: the process's "
-        "peak RSS (VmHWM) after its run. `ferry status` and `ferry explain <svc> staging`: wall "
-        "time of the command as a process, median of 3, with both workers up; "
+        f"{big['pr_writer']['promotions']} promotions into dev of services spread over the "
+        "repository (at 10 services, four each, one after another), one pr-writer; "
+        "ms/promotion = (first command to last `pr_merged`, server clock) / promotions. "
+        "Memory: the process's peak RSS (VmHWM) after its run. `ferry status` and "
+        "`ferry explain <svc> staging`: wall time of the command as a process, median of 3, "
+        "with both workers up; "
         f"`python -m ferry --help` (interpreter and imports, no work) takes "
         f"{res['python_start_s'] * 1000:.0f} ms.",
         "",
@@ -342,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
     p.add_argument("--events", type=int, default=1000, help="(s) CI entries per size")
     p.add_argument("--flat-promotions", type=int, default=40, help="(s) promotions per size")
+    p.add_argument("--only", choices=["p", "s"], help="run one part (no RESULTS.md written)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
@@ -361,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         res["load_end"] = Path("/proc/loadavg").read_text().split(" ")[0]
     finally:
         server.stop()
+    if args.only:
+        print(json.dumps(res, indent=1, default=str))
+        return 0
     command = " ".join([".venv/bin/python -m bench.scale", *map(shlex.quote, argv)])
     text = render(res, info, command)
     print(text)

@@ -18,7 +18,7 @@ import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ferry.core.names import DIGEST, check_digest, check_label
 from ferry.core.policy import Policy, PolicyError, load_policy
@@ -247,7 +247,12 @@ class GitOpsRepo:
     def _cat_pairs(self, pairs: list[tuple[str, str]]) -> list[str | None]:
         """The content of each (commit, relpath) of PAIRS, read through the long-lived
         `git cat-file --batch` (no process per read)."""
-        names = [f"{commit}:{relpath}" for commit, relpath in pairs]
+        if len({commit for commit, _ in pairs}) == 1 and len(pairs) <= 64:
+            # A few files of one commit (a service's values files): walk the trees kept by id.
+            walked = [self._object_name(commit, relpath) for commit, relpath in pairs]
+            names = [n or f"{c}:{r}" for n, (c, r) in zip(walked, pairs, strict=True)]
+        else:
+            names = [f"{commit}:{relpath}" for commit, relpath in pairs]
         return self._cat_blobs(names, [relpath for _, relpath in pairs])
 
     def _cat_blobs(self, names: list[str], relpaths: list[str]) -> list[str | None]:
@@ -621,22 +626,23 @@ def _branch_name_ok(branch: str) -> bool:
 _TREE_MODES = (b"40000", b"100644", b"100755", b"120000", b"160000")
 
 
-def _tree_entry(tree: bytes, name: str, width: int) -> tuple[bytes, str] | None:
+def _tree_entry(tree: bytes, name: str, width: int, *, start: bool = False) -> Any:
     """(mode, id) of entry NAME in TREE (git's binary tree format), found by a search of the
-    bytes rather than a parse of every entry; None when there is none. A match counts only where
-    an entry can start (the buffer's start, or just after an earlier entry's id) with a mode."""
+    bytes rather than a parse of every entry (or with START, (mode, where its id starts)); None
+    when there is none. A match counts only where an entry can start (the buffer's start, or
+    just after an earlier entry's id) with a mode."""
     needle = b" " + name.encode() + b"\0"
     at = tree.find(needle)
     while at >= 0:
         for mode in _TREE_MODES:
-            start = at - len(mode)
+            begin = at - len(mode)
             if (
-                start >= 0
-                and tree[start:at] == mode
-                and (start == 0 or (start > width and tree[start - width - 1] == 0))
+                begin >= 0
+                and tree[begin:at] == mode
+                and (begin == 0 or (begin > width and tree[begin - width - 1] == 0))
             ):
                 end = at + len(needle)
-                return mode, tree[end : end + width].hex()
+                return (mode, end) if start else (mode, tree[end : end + width].hex())
         at = tree.find(needle, at + 1)
     return None
 
@@ -645,20 +651,15 @@ def _replace_entry(tree: bytes, name: str, oid: str, id_len: int, path: str) -> 
     """TREE (git's binary tree format) with the entry NAME pointing at OID; its mode, its place
     and every other entry stay as they are."""
     width = id_len // 2
-    at = 0
-    wanted = name.encode()
-    while at < len(tree):
-        space = tree.index(b" ", at)
-        nul = tree.index(b"\0", space)
-        if tree[space + 1 : nul] == wanted:
-            mode = tree[at:space]
-            if mode not in (b"100644", b"100755", b"40000"):
-                raise PromotionError(f"{path} on {MAIN} is not a regular file")
-            return tree[: nul + 1] + raw_id(oid) + tree[nul + 1 + width :]
-        at = nul + 1 + width
-    raise PromotionError(
-        f"{path} does not exist on {MAIN}: add the service with `ferry init` or by hand"
-    )
+    found = _tree_entry(tree, name, width, start=True)
+    if found is None:
+        raise PromotionError(
+            f"{path} does not exist on {MAIN}: add the service with `ferry init` or by hand"
+        )
+    mode, at = found
+    if mode not in (b"100644", b"100755", b"40000"):
+        raise PromotionError(f"{path} on {MAIN} is not a regular file")
+    return tree[:at] + raw_id(oid) + tree[at + width :]
 
 
 def _commit_fields(commit: bytes) -> tuple[str, list[str], str]:
