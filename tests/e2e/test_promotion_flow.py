@@ -33,7 +33,16 @@ def test_green_build_reaches_dev_then_green_dev_ci_reaches_staging(cluster: Clus
     cluster.build("api", d, env="dev", check="integration")
     cluster.wait_pinned("api", "staging", d, timeout=20)
     # prod's promotion (behind an approval) may already be open: Ferry opens it early.
-    prs = [p for p in cluster.forge.list_prs() if "to prod" not in p.title]
+    # Main moves before the local forge records the PR merged: wait for the record too.
+    prs = wait_until(
+        lambda: (
+            [p for p in cluster.forge.list_prs() if "to prod" not in p.title]
+            if len(cluster.changes("pr_merged")) == 2
+            else None
+        ),
+        10,
+        "staging's pr_merged change",
+    )
     assert [p.state for p in prs] == ["merged", "merged"]
     staging = next(p for p in prs if "staging" in p.title)
     assert merged_numstat(cluster.repo_path, staging.merge_commit) == [
