@@ -44,11 +44,13 @@ def run_ferry(
     n_slow: int = 0,
     slow_rate: float = 2.0,
     pr_writers: int = 1,
+    run: str = "",
 ) -> dict[str, Any]:
     """N services at RATE/s; then N_SLOW more, one at a time at SLOW_RATE/s (no backlog).
-    PR_WRITERS replicas of pr-writer (consumers pr-writer-1..), one gate-evaluator."""
+    PR_WRITERS replicas of pr-writer (consumers pr-writer-1..), one gate-evaluator. RUN names a
+    repeated run (its own stream prefix and directory)."""
     names = services(n + n_slow)
-    tag = "" if pr_writers == 1 else f"-{pr_writers}pw"
+    tag = ("" if pr_writers == 1 else f"-{pr_writers}pw") + run
     site = Site(url, f"blat{tag}:", root / f"latency{tag}")
     site.scaffold(names)
     try:
@@ -320,7 +322,7 @@ def reaction(url: str, root: Path, events: int, rate: float, runs: int, git_runs
         print(f"[bench.latency] run {r + 1}/{runs}", file=sys.stderr, flush=True)
         run_root = root / f"run-{r}"
         run_root.mkdir()
-        out["ferry"].append(run_ferry(url, run_root, events, rate))
+        out["ferry"].append(run_ferry(url, run_root, events, rate, run=f"-run{r}"))
         out["bare"].append(run_bare_git(run_root, events, git_runs))
     return out
 
