@@ -9,7 +9,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import backlog, board, canary, forges, hostile, latency, micro, previews, throughput
+from bench import (
+    backlog,
+    board,
+    canary,
+    forges,
+    hostile,
+    latency,
+    micro,
+    previews,
+    scale,
+    throughput,
+)
 from bench.env import machine, services, write_section
 from bench.report import render
 
@@ -141,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs=2 if args.quick else 3,
                 step=step,
             )
+            step("(p) pr-writer promotions/s; (s) flat cost at 10 to 10,000 services")
+            results["scale"] = scale.run(url, root, scale.options(args.quick))
         results["elapsed_s"] = time.perf_counter() - t_all
     finally:
         server.stop()
@@ -155,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(text)
     section = backlog.render(results["backlog"], results["machine"], command)
     write_section(section, args.out, backlog.MARK_BEGIN, backlog.MARK_END)
+    section = scale.render(results["scale"], results["machine"], command)
+    write_section(section, args.out, scale.MARK_BEGIN, scale.MARK_END)
     step(f"wrote {args.out} ({results['elapsed_s']:.0f}s)")
     return 0
 

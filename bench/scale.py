@@ -30,6 +30,7 @@ from bench.throughput import pinned_digest, publish_all
 from ferry.core.events import CiResult, PromotionCommand, promotion_id
 
 ENVS = ("dev", "staging", "prod")
+MARK_BEGIN, MARK_END = "<!-- bench:scale begin -->", "<!-- bench:scale end -->"
 
 
 # ---------------------------------------------------------------------------- the repository
@@ -237,7 +238,19 @@ def run(url: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
         step(f"(s) {n} services x 3 environments")
         res["flat"][n] = run_flat(url, root, n, args.events, args.flat_promotions)
     res["python_start_s"] = python_start(3)
+    res["load_end"] = Path("/proc/loadavg").read_text().split(" ")[0]
     return res
+
+
+def options(quick: bool = False) -> argparse.Namespace:
+    """The counts `python -m bench` runs this benchmark with (as `python -m bench.scale`)."""
+    if quick:
+        return argparse.Namespace(
+            runs=2, promotions=20, sizes=[10, 1000], events=300, flat_promotions=10, only=None
+        )
+    return argparse.Namespace(
+        runs=3, promotions=40, sizes=[10, 1000, 10000], events=1000, flat_promotions=40, only=None
+    )
 
 
 def _med(values: list[float]) -> float:
@@ -389,8 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     if args.quick:
-        args.runs, args.promotions, args.events, args.flat_promotions = 2, 20, 300, 10
-        args.sizes = [10, 1000]
+        vars(args).update(vars(options(quick=True)))
     from ferry.adapters.embedded import start_server
 
     server = start_server()
@@ -401,7 +413,6 @@ def main(argv: list[str] | None = None) -> int:
         info = machine(redis.Redis.from_url(url).info("server"))
         with tempfile.TemporaryDirectory(prefix="ferry-bench-scale-") as tmp:
             res = run(url, Path(tmp), args)
-        res["load_end"] = Path("/proc/loadavg").read_text().split(" ")[0]
     finally:
         server.stop()
     if args.only:
@@ -414,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     errors += [f["errors"] for f in res["flat"].values()]
     if any(errors):
         print("worker errors:\n" + "\n".join(e for e in errors if e), file=sys.stderr)
-    write_section(text, args.out, "<!-- bench:scale begin -->", "<!-- bench:scale end -->")
+    write_section(text, args.out, MARK_BEGIN, MARK_END)
     return 0
 
 
