@@ -95,7 +95,12 @@ def test_prod_pr_opens_early_shows_its_gates_and_merges_when_the_window_opens(
     assert explained["next_change_at"] == opens.isoformat()
 
     env.wait_pinned("api", "prod", d, timeout=120)
-    merged = env.forge.get_pr(pr.number)
+    # The local forge moves main first, then records the merge on the PR.
+    merged = wait_until(
+        lambda: (p := env.forge.get_pr(pr.number)).merged_at is not None and p,
+        10,
+        "the merge recorded on the PR",
+    )
     late = (merged.merged_at - opens).total_seconds()
     print(f"PR opened {opened_after:.2f}s after staging merged; merged {late:.2f}s after opening")
     assert merged.merged_at >= opens  # never before the window opens
@@ -132,7 +137,12 @@ def test_a_restarted_gate_evaluator_merges_a_soaking_promotion_on_time_once(
     time.sleep(1)
     env.start("gate-evaluator", FERRY_TICK_S="15")
     env.wait_pinned("api", "prod", d, timeout=30)
-    merged = env.forge.get_pr(prod_pr(env).number)
+    # The local forge moves main first, then records the merge on the PR.
+    merged = wait_until(
+        lambda: (p := env.forge.get_pr(prod_pr(env).number)).merged_at is not None and p,
+        10,
+        "the merge recorded on the PR",
+    )
     assert merged.merged_at >= live + timedelta(seconds=6)  # the soak was served in full
     assert (merged.merged_at - live).total_seconds() < 6 + 15  # by its due time, not a scan
     wait_until(lambda: [c["env"] for c in env.changes("pr_merged")].count("prod") == 1, 10)

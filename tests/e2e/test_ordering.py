@@ -70,6 +70,10 @@ def test_merge_that_conflicts_is_redone_from_the_new_main(cluster: Cluster) -> N
     writer = cluster.start("pr-writer")
     cluster.wait_pinned("api", "dev", d)
     assert "merge conflict; cutting the branch again from main" in cluster.log_of(writer)
+    # The local forge moves main first, then records the merge on the PR.
+    wait_until(
+        lambda: [p.state for p in cluster.forge.list_prs()] == ["merged"], 10, "the merge recorded"
+    )
     [pr] = cluster.forge.list_prs()
     assert pr.state == "merged"
     numstat = git(

@@ -78,7 +78,16 @@ def test_prod_needs_an_approver_a_soak_and_its_checks(env: Cluster, capsys) -> N
 
     assert load_test_passed(capsys, d) == 0
     env.wait_pinned("api", "prod", d, timeout=20)  # the soak ends; a tick merges it
-    prod = [p for p in env.forge.list_prs() if "prod" in p.title]
+    # The local forge moves main first, then records the merge on the PR.
+    prod = wait_until(
+        lambda: (
+            (ps := [p for p in env.forge.list_prs() if "prod" in p.title])
+            and all(p.state == "merged" for p in ps)
+            and ps
+        ),
+        10,
+        "the merge recorded on the PR",
+    )
     assert len(prod) == 1 and prod[0].state == "merged"
     assert json.loads(run_cli(capsys, "explain", "api", "prod", "--json")[1])["state"] == (
         "up to date"

@@ -408,3 +408,19 @@ def test_files_are_found_by_walking_the_trees(remote: Path, editor: Path, tmp_pa
     assert repo.read_at(new_main, "envs/dev/api/values.yaml") == VALUES.format(
         env="dev", digest=OLD
     )
+
+
+def test_reads_survive_the_reader_dying(remote: Path, editor: Path, tmp_path: Path) -> None:
+    """Files are read through one long-lived `git cat-file --batch`; when it dies (killed, or
+    the repository's git went away for a while), the next read starts another."""
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    assert repo.pinned("api", "dev") == OLD
+    reader = repo._reader
+    assert reader is not None and reader._proc is not None
+    reader._proc.kill()
+    reader._proc.wait()
+    push_main(editor, {"envs/dev/api/values.yaml": VALUES.format(env="dev", digest=NEWER)})
+    assert repo.pinned("api", "dev") == NEWER
+    assert reader._proc is not None and reader._proc.poll() is None  # started again
+    reader.close()
+    assert reader._proc is None
