@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -292,3 +293,47 @@ def test_the_cli_on_a_three_node_cluster(
     assert "no dead letters" in ok("dlq", "ls")
     bus = Bus(Settings(stream_prefix="cli:", redis_cluster=True), three_nodes[1].url())
     assert bus.redis.xlen("cli:ci") == 1 and bus.redis.xlen("cli:holds") == 1
+
+
+def _touched(url: str, settings: Settings, service: str, shorts: tuple[str, ...]) -> set[str]:
+    """The streams among SHORTS whose new entry about SERVICE reached a page of the board's
+    live reader (each published again until it does: the reader starts at the newest entry)."""
+    import asyncio
+
+    from ferry.board.live import Hub
+
+    bus = Bus(settings, url)
+
+    async def run() -> set[str]:
+        hub = Hub(settings, url)
+        page: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        hub.pages.add(page)  # what subscribe() does for each open page
+        await hub.start()
+        seen = set()
+        try:
+            for short in shorts:
+                for _ in range(50):
+                    bus.redis.xadd(bus.stream(short), {"service": service, "kind": "x"})
+                    try:
+                        news = await asyncio.wait_for(page.get(), 0.5)
+                    except TimeoutError:
+                        continue
+                    if service in news["services"]:
+                        seen.add(short)
+                        break
+        finally:
+            await hub.stop()
+        return seen
+
+    return asyncio.run(run())
+
+
+def test_the_boards_live_reader_reads_each_stream_in_its_own_slot(
+    one_node_cluster: Server, three_nodes: list[Server]
+) -> None:
+    shorts = ("ci", "signals", "changes", "promotions", "canary")
+    plain = Settings(stream_prefix="live:")
+    assert _touched(one_node_cluster.url(), plain, "api", shorts) == set(shorts)
+    assert "errorstat_CROSSSLOT" not in errors_seen(redis.Redis(port=one_node_cluster.port))
+    on_nodes = Settings(stream_prefix="live:", redis_cluster=True)
+    assert _touched(three_nodes[2].url(), on_nodes, "web", shorts) == set(shorts)

@@ -1,6 +1,6 @@
-"""Push changes to the browsers: one reader per board process follows Ferry's streams (XREAD
-BLOCK, no polling) and tells every open page which services an entry concerns; the page then
-fetches those rows, rendered by the server."""
+"""Push changes to the browsers: one reader per stream per board process follows Ferry's streams
+(XREAD BLOCK, no polling) and tells every open page which services an entry concerns; the page
+then fetches those rows, rendered by the server."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from ferry.runtime.settings import Settings
 # a canary measurement, a dead letter.
 WATCHED = ("ci", "signals", "changes", "promotions", "canary", "audit", "dlq")
 HEARTBEAT_S = 15.0
+BLOCK_MS = 5000  # how long one XREAD waits for news
+STOP_S = 2.0
 QUEUE_SIZE = 256
 
 
@@ -53,9 +55,13 @@ class Hub:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            # redis-py may answer the cancellation of a blocked XREAD with its own error.
-            with contextlib.suppress(asyncio.CancelledError, RedisError):
-                await self._task
+            # redis-py's cluster client may sit on a cancelled blocked XREAD until the socket
+            # gives up: the board is stopping, so it waits a moment, not for that.
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_S)
+            # It may answer the cancellation with its own error (from each reader: a group).
+            with contextlib.suppress(asyncio.CancelledError, RedisError, BaseExceptionGroup):
+                if done:
+                    self._task.result()
 
     def _tell(self, news: dict[str, Any]) -> None:
         for queue in list(self.pages):
@@ -68,33 +74,45 @@ class Hub:
                 queue.put_nowait({"all": True, "services": []})
 
     async def _follow(self) -> None:
-        log = get_logger()
         # Typed as Any: redis-py's stubs do not know the connection hands out bytes.
-        client: Any = aioredis.Redis.from_url(self.url)
-        names = {self.settings.stream(s): s for s in WATCHED}
+        client: Any = (
+            # Its reads time out after 5 s by default: longer than a blocked XREAD waits.
+            aioredis.RedisCluster.from_url(self.url, socket_timeout=BLOCK_MS / 1000 + 5)
+            if self.settings.redis_cluster
+            else aioredis.Redis.from_url(self.url)
+        )
         try:
-            # Start at each stream's newest entry: a page renders what is there when it opens.
-            last: dict[str, str] = {}
-            for stream in names:
-                newest = await client.xrevrange(stream, count=1)
-                last[stream] = newest[0][0].decode() if newest else "0-0"
-            while True:
-                try:
-                    found = await client.xread(last, block=5000, count=500)
-                except (OSError, aioredis.ConnectionError) as e:
-                    log.warning("board lost Redis; retrying", error=str(e))
-                    await asyncio.sleep(1.0)
-                    continue
-                touched: set[str] = set()
-                for stream, entries in found:
-                    name = stream.decode()
-                    for entry_id, raw in entries:
-                        last[name] = entry_id.decode()
-                        touched |= services_of(names[name], decode_fields(raw))
-                if touched:
-                    self._tell({"all": False, "services": sorted(touched)})
+            # One reader per stream, each blocked on its own XREAD: the streams live in different
+            # hash slots (on different nodes of a Redis Cluster), and one XREAD may only name
+            # keys of one slot.
+            async with asyncio.TaskGroup() as readers:
+                for short in WATCHED:
+                    readers.create_task(self._follow_one(client, short))
         finally:
             await client.aclose()
+
+    async def _follow_one(self, client: Any, short: str) -> None:
+        log = get_logger()
+        stream = self.settings.stream(short)
+        last: str | None = None
+        while True:
+            try:
+                if last is None:
+                    # Start at the newest entry: a page renders what is there when it opens.
+                    newest = await client.xrevrange(stream, count=1)
+                    last = newest[0][0].decode() if newest else "0-0"
+                found = await client.xread({stream: last}, block=BLOCK_MS, count=500)
+            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as e:
+                log.warning("board lost Redis; retrying", stream=stream, error=str(e))
+                await asyncio.sleep(1.0)
+                continue
+            touched: set[str] = set()
+            for _, entries in found or []:
+                for entry_id, raw in entries:
+                    last = entry_id.decode()
+                    touched |= services_of(short, decode_fields(raw))
+            if touched:
+                self._tell({"all": False, "services": sorted(touched)})
 
     async def subscribe(self) -> AsyncIterator[str]:
         """Server-sent events for one page: `touch` with the services that changed."""
