@@ -68,8 +68,13 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "con
 
 
 class Cluster:
-    def __init__(self, *, redis_url: str, prefix: str, root: Path) -> None:
+    def __init__(
+        self, *, redis_url: str, prefix: str, root: Path, redis_cluster: bool = False
+    ) -> None:
+        """REDIS_CLUSTER: REDIS_URL is one node of a Redis Cluster (the test's client and the
+        workers' use redis-py's cluster client: FERRY_REDIS_CLUSTER=1)."""
         self.redis_url = redis_url
+        self.redis_cluster = redis_cluster
         self.prefix = prefix
         self.root = root
         self.repo_path = root / "gitops"
@@ -86,6 +91,7 @@ class Cluster:
             consumer="test",
             claim_idle_ms=1000,
             lock_ttl_ms=800,
+            redis_cluster=redis_cluster,
         )
         self.bus = Bus(self.settings, redis_url)
         self._repo: Any = None
@@ -128,6 +134,7 @@ class Cluster:
             "FERRY_CLAIM_IDLE_MS": str(self.claim_idle_ms),
             "FERRY_LOCK_TTL_MS": str(self.claim_idle_ms * 8 // 10),
             "FERRY_TICK_S": "0.5",
+            "FERRY_REDIS_CLUSTER": "1" if self.redis_cluster else "0",
             **extra,
         }
 

@@ -4,13 +4,15 @@ slot, and the streams spread over slots.
 A server in cluster mode that serves every slot itself refuses, as a three-node cluster would,
 any script or MULTI/EXEC whose keys are in different slots (CROSSSLOT), while a client that
 knows nothing of clusters (FastStream's) still works: the workers run unchanged against it, so
-the whole flow proves the layout. Then the Bus adapter runs against a real three-node cluster
-with redis-py's cluster client (FERRY_REDIS_CLUSTER=1); FastStream's consumer loop cannot (see
-docs/operations.md)."""
+the whole flow proves the layout. Then the Bus adapter, the CLI, the board and the workers run
+against a real three-node cluster with redis-py's cluster client (FERRY_REDIS_CLUSTER=1): the
+workers read their streams with a loop of their own there, not FastStream's (docs/redis.md)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +34,7 @@ from ferry.core.events import CiResult, PreviewEvent, PromotionCommand
 from ferry.runtime.settings import Settings
 from tests.helpers import Cluster, digest_of, wait_until
 from tests.ingress_server import spawn_ingress
-from tests.servers import Server, cluster_nodes
+from tests.servers import Server, cluster_nodes, free_port
 
 
 def slot(key: str) -> int:
@@ -169,7 +171,15 @@ def test_a_prefix_with_a_brace_is_refused() -> None:
 
 @pytest.fixture(scope="module")
 def three_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
-    nodes = cluster_nodes(tmp_path_factory.mktemp("cluster"), 3)
+    root = tmp_path_factory.mktemp("cluster")
+    try:
+        Server(root, "--cluster-enabled", "yes", "--cluster-port", str(free_port())).stop()
+    except AssertionError as e:  # the server exits at once when it cannot do cluster mode
+        why = f"the embedded server cannot run in cluster mode: {str(e)[-200:]}"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the cluster tests; {why}")
+        pytest.skip(why)
+    nodes = cluster_nodes(root, 3)
     try:
         yield nodes
     finally:
@@ -246,17 +256,88 @@ def test_the_bus_on_a_three_node_cluster(three_nodes: list[Server]) -> None:
     assert budget._ask(True, take=False) > 0  # the minute's one write is taken
 
 
-def test_a_worker_asked_to_run_on_a_cluster_says_why_it_cannot(
+def test_a_worker_on_a_cluster_needs_a_node_to_start_from(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from tests.helpers import run_cli
 
-    monkeypatch.setenv("FERRY_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    monkeypatch.delenv("FERRY_REDIS_URL", raising=False)
+    monkeypatch.setenv("FERRY_HOME", str(tmp_path / "home"))  # no embedded server recorded
     monkeypatch.setenv("FERRY_GITOPS_REPO", str(tmp_path))
     monkeypatch.setenv("FERRY_REDIS_CLUSTER", "1")
     code, _, err = run_cli(capsys, "worker", "gate-evaluator")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "cannot run on a Redis Cluster yet" in err and "FastStream" in err
+    assert "FERRY_REDIS_CLUSTER=1 needs FERRY_REDIS_URL" in err
+
+
+def test_the_workers_on_a_three_node_cluster(three_nodes: list[Server], tmp_path: Path) -> None:
+    """gate-evaluator and pr-writer as processes with FERRY_REDIS_CLUSTER=1, their streams on
+    different nodes: a build reaches dev, then staging; a malformed entry becomes a dead letter;
+    a replica killed holding an entry leaves it to another, which finishes it once."""
+    from ferry.runtime.runner import load_worker
+
+    c = Cluster(redis_url=three_nodes[0].url(), prefix="flow:", root=tmp_path, redis_cluster=True)
+    r = c.bus.redis
+    owners = {s: r.get_node_from_key(c.bus.stream(s)).port for s in ("ci", "promotions", "dlq")}
+    assert len(set(owners.values())) > 1, owners  # the streams really live on different nodes
+    reads = {n.port: _xreadgroups(n) for n in three_nodes}
+    try:
+        # The first pr-writer dies (SIGKILL) having opened the pull request, before merging it.
+        doomed = c.init_repo(["api"]).start("pr-writer", FERRY_FAILPOINTS="pr-writer.after-open")
+        c.start("gate-evaluator")
+        d = digest_of("api-on-a-cluster")
+        c.build("api", d)
+        assert doomed.wait(timeout=20) == -signal.SIGKILL
+        assert r.xpending(c.bus.stream("promotions"), "pr-writer")["pending"] == 1
+        c.start("pr-writer")  # reclaims the dead replica's entry after FERRY_CLAIM_IDLE_MS
+        c.wait_pinned("api", "dev", d)
+        c.build("api", d, env="dev", check="integration")
+        c.wait_pinned("api", "staging", d)
+
+        # Every connection to the node serving ci is cut, the workers' blocked reads among them:
+        # they read again, and the next entry there is handled.
+        ci_node = redis.Redis(port=owners["ci"])
+        assert ci_node.client_kill_filter(_type="normal", skipme=True) > 0
+        bad = r.xadd(c.bus.stream("ci"), {"service": "api", "digest": "not-a-digest"}).decode()
+        [letter] = wait_until(c.dead_letters, 15, "a dead letter")
+        assert letter["entry_id"] == bad and letter["worker"] == "gate-evaluator"
+
+        merged = wait_until(lambda: len(c.changes("pr_merged")) == 2 and c.changes("pr_merged"))
+        assert sorted(m["env"] for m in merged) == ["dev", "staging"]
+        prs = {p.title.split(":")[0]: p.state for p in c.forge.list_prs()}
+        # The prod pull request stays open: it waits for a person's approval.
+        assert prs == {f"Promote api to {e}": s for e, s in STATES.items()}, prs
+        assert len([o for o in c.changes("pr_opened") if o["env"] == "dev"]) == 1
+        assert r.xpending(c.bus.stream("ci"), "gate-evaluator")["pending"] == 0
+        assert r.xpending(c.bus.stream("promotions"), "pr-writer")["pending"] == 0
+        # The workers read each stream on the node that serves it, and no node serves no stream
+        # of theirs here: the one with dlq, canary and previews answered no read.
+        handled = [*load_worker("gate-evaluator").handlers, *load_worker("pr-writer").handlers]
+        serving = {r.get_node_from_key(c.bus.stream(s)).port for s in handled}
+        assert len(serving) == 2 and owners["dlq"] not in serving, (serving, owners)
+        grown = {n.port for n in three_nodes if _xreadgroups(n) > reads[n.port]}
+        assert grown == serving
+        for proc in c.procs:
+            assert "MOVED" not in c.log_of(proc) and "CROSSSLOT" not in c.log_of(proc)
+        # Asked to stop, each live worker does, its readers let go (not killed after a timeout).
+        live = [proc for proc in c.procs if proc.poll() is None]
+        assert len(live) == 2
+        for proc in live:
+            proc.terminate()
+        for proc in live:
+            assert proc.wait(timeout=15) == 0, c.log_of(proc)
+            assert "worker stopped" in c.log_of(proc)
+    finally:
+        c.stop_all()
+
+
+STATES = {"dev": "merged", "staging": "merged", "prod": "open"}
+
+
+def _xreadgroups(node: Server) -> int:
+    """How many XREADGROUP calls NODE has answered."""
+    stats = redis.Redis(port=node.port).info("commandstats")
+    return int(stats.get("cmdstat_xreadgroup", {}).get("calls", 0))
 
 
 def test_the_cli_on_a_three_node_cluster(

@@ -1,6 +1,9 @@
 """The consumer loop of one worker replica, on FastStream: each stream gets a batch subscriber in
 the worker's group reading new entries (XREADGROUP > COUNT FERRY_READ_COUNT), handled in stream
-order and acknowledged together after their effects; and a loop of our own reclaiming entries idle
+order and acknowledged together after their effects. On a Redis Cluster (FERRY_REDIS_CLUSTER=1),
+where FastStream's broker cannot go (it speaks to one server), a read loop of our own per stream
+does the same through the cluster client and hands its batches to the same handler. And a loop
+of our own reclaiming entries idle
 longer than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM), which also turns an entry trimmed from the stream
 while pending into a dead letter (FastStream's reclaiming subscriber drops those silently). It
 also heals a lost group and runs the worker's tick."""
@@ -8,6 +11,7 @@ also heals a lost group and runs the worker's tick."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
@@ -31,6 +35,11 @@ HEAL_S = 2.0
 PRUNE_CHANCE = 1 / 30
 # A consumer idle this long (and at least 10 x the claim idle time) belongs to a dead replica.
 CONSUMER_IDLE_MIN_MS = 15 * 60 * 1000
+# On a Redis Cluster, each read of new entries waits at most this long for one: how long a
+# stopping replica may wait for its readers.
+READ_BLOCK_MS = 1000
+# After a failed read (a node away, a connection reset), the reader tries again this much later.
+READ_RETRY_S = 0.5
 
 
 async def serve(
@@ -77,7 +86,16 @@ async def serve(
         bus.ensure_group(short, spec.name)
     for short in spec.handlers:
         bus.ensure_group(short, spec.name)
-    broker, subscribers = build_broker(spec, settings, url, consumer_for)
+    broker: Any = None
+    subscribers: list[tuple[str, Any]] = []
+    readers: list[ClusterReader] = []
+    halt_readers = asyncio.Event()
+    reading: list[asyncio.Task[None]] = []
+    executor = None
+    if settings.redis_cluster:
+        readers = [ClusterReader(bus, spec, short, handle, log) for short in spec.handlers]
+    else:
+        broker, subscribers = build_broker(spec, settings, url, consumer_for)
     reclaimers = [
         asyncio.create_task(_reclaim_loop(bus, spec, short, handle, dispatcher, log))
         for short in spec.handlers
@@ -85,11 +103,18 @@ async def serve(
 
     if subscribers:
         await broker.start()
+    if readers:
+        # A thread per stream, so that blocked reads never hold up the handlers' threads.
+        executor = concurrent.futures.ThreadPoolExecutor(
+            len(readers), thread_name_prefix=f"{spec.name}-read"
+        )
+        reading = [asyncio.create_task(r.run(halt_readers, executor)) for r in readers]
     http = None
     if settings.http_port is not None:
 
         async def readiness() -> str | None:
             stopped = [bus.stream(s) for s, sub in subscribers if not getattr(sub, "running", True)]
+            stopped += [bus.stream(r.short) for r in readers if r.failing]
             if stopped:
                 return f"not consuming {', '.join(stopped)}"
             try:
@@ -108,6 +133,7 @@ async def serve(
         joined=[settings.stream(s) for s in spec.joins],
         group=spec.name,
         redis=scrub_text(url),
+        reader="cluster" if readers else "faststream",
     )
     background = None
     halt = threading.Event()
@@ -151,7 +177,78 @@ async def serve(
         await asyncio.gather(*reclaimers, return_exceptions=True)
         if subscribers:
             await broker.stop()
+        if reading:
+            # Each read returns within READ_BLOCK_MS and its batch is handled; a batch still
+            # under way then finishes in its thread (acknowledged) while the task is cancelled.
+            halt_readers.set()
+            _, late = await asyncio.wait(reading, timeout=READ_BLOCK_MS / 1000 + 1)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*reading, return_exceptions=True)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
         log.info("worker stopped")
+
+
+class ClusterReader:
+    """The new entries of one stream SHORT, read in the worker's group on a Redis Cluster where
+    FastStream's broker cannot go: a blocking XREADGROUP of this one key (so the cluster client
+    sends it to the node that serves the stream's slot, and follows MOVED there), up to
+    FERRY_READ_COUNT entries, each batch handed to HANDLE as the FastStream subscriber hands
+    its own: handled in stream order, acknowledged after its effects, dead letters alike. A
+    failed read is logged and tried again; a lost group is created again."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        spec: WorkerSpec,
+        short: str,
+        handle: Callable[[str, list[Entry]], Awaitable[None]],
+        log: Any,
+    ) -> None:
+        self.bus, self.spec, self.short, self.handle, self.log = bus, spec, short, handle, log
+        self.count = bus.settings.read_count or spec.read_count
+        # Why the last read failed, until one succeeds (readiness says so).
+        self.failing: str | None = None
+
+    async def run(self, halt: asyncio.Event, executor: concurrent.futures.Executor) -> None:
+        loop = asyncio.get_running_loop()
+        stream = self.bus.stream(self.short)
+        while not halt.is_set():
+            try:
+                entries = await loop.run_in_executor(executor, self.read)
+            except Exception as e:  # noqa: BLE001 - a node away, a reset, a lost group: again
+                reason = one_reason(f"{type(e).__name__}: {e}")
+                if reason != self.failing:  # once per reason, not once a second
+                    self.log.warning("could not read new entries yet", stream=stream, error=reason)
+                self.failing = reason
+                if "NOGROUP" in str(e):
+                    with contextlib.suppress(Exception):
+                        await loop.run_in_executor(
+                            executor, self.bus.ensure_group, self.short, self.spec.name
+                        )
+                        self.log.warning("consumer group recreated", stream=stream)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(halt.wait(), READ_RETRY_S)
+                continue
+            if self.failing:
+                self.log.info("reading new entries again", stream=stream)
+                self.failing = None
+            if entries:
+                await self.handle(self.short, entries)
+
+    def read(self) -> list[Entry]:
+        """One XREADGROUP of new entries (`>`: each delivered for the first time)."""
+        answer = self.bus.redis.xreadgroup(
+            self.spec.name,
+            self.bus.settings.consumer,
+            {self.bus.stream(self.short): ">"},
+            count=self.count,
+            block=READ_BLOCK_MS,
+        )
+        if isinstance(answer, dict):  # RESP3
+            answer = list(answer.items())
+        return [(_text(i), data, 1) for _, messages in answer or [] for i, data in messages]
 
 
 # The handler of one subscriber, given the stream's short name.

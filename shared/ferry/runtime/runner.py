@@ -55,14 +55,12 @@ def ensure_server(settings: Settings, *, persist: bool) -> tuple[str, Any]:
 
 def run_worker(name: str, settings: Settings) -> None:
     spec = load_worker(name)
-    if settings.redis_cluster and spec.handlers:
+    if settings.redis_cluster and not settings.redis_url:
         from ferry.runtime.resources import ConfigError
 
-        # Said before anything starts, not as FastStream's MOVED from the first stream elsewhere.
         raise ConfigError(
-            f"{name} cannot run on a Redis Cluster yet: it reads its streams through FastStream, "
-            f"which speaks to one server only (docs/redis.md); unset FERRY_REDIS_CLUSTER and "
-            f"point FERRY_REDIS_URL at one Redis server"
+            "FERRY_REDIS_CLUSTER=1 needs FERRY_REDIS_URL, one node of the cluster "
+            "(the embedded server is a single server)"
         )
     configure(settings.log_level, settings.log_format)
     url, server = ensure_server(settings, persist=True)
