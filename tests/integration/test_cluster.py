@@ -284,7 +284,7 @@ def test_the_workers_on_a_three_node_cluster(three_nodes: list[Server], tmp_path
     try:
         # The first pr-writer dies (SIGKILL) having opened the pull request, before merging it.
         doomed = c.init_repo(["api"]).start("pr-writer", FERRY_FAILPOINTS="pr-writer.after-open")
-        c.start("gate-evaluator")
+        gate = c.start("gate-evaluator")
         d = digest_of("api-on-a-cluster")
         c.build("api", d)
         assert doomed.wait(timeout=20) == -signal.SIGKILL
@@ -294,10 +294,11 @@ def test_the_workers_on_a_three_node_cluster(three_nodes: list[Server], tmp_path
         c.build("api", d, env="dev", check="integration")
         c.wait_pinned("api", "staging", d)
 
-        # Every connection to the node serving ci is cut, the workers' blocked reads among them:
-        # they read again, and the next entry there is handled.
+        # Every connection to the node serving ci is cut, the workers' blocked reads among them,
+        # and gate-evaluator's group is lost: it reads again, and the next entry is handled.
         ci_node = redis.Redis(port=owners["ci"])
         assert ci_node.client_kill_filter(_type="normal", skipme=True) > 0
+        assert r.xgroup_destroy(c.bus.stream("ci"), "gate-evaluator") == 1
         bad = r.xadd(c.bus.stream("ci"), {"service": "api", "digest": "not-a-digest"}).decode()
         [letter] = wait_until(c.dead_letters, 15, "a dead letter")
         assert letter["entry_id"] == bad and letter["worker"] == "gate-evaluator"
@@ -319,6 +320,7 @@ def test_the_workers_on_a_three_node_cluster(three_nodes: list[Server], tmp_path
         assert grown == serving
         for proc in c.procs:
             assert "MOVED" not in c.log_of(proc) and "CROSSSLOT" not in c.log_of(proc)
+        assert "consumer group recreated" in c.log_of(gate)
         # Asked to stop, each live worker does, its readers let go (not killed after a timeout).
         live = [proc for proc in c.procs if proc.poll() is None]
         assert len(live) == 2

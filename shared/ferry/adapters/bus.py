@@ -70,14 +70,15 @@ return 0
 """
 
 
-def connect_redis(url: str, *, cluster: bool = False) -> Any:
+def connect_redis(url: str, *, cluster: bool = False, **options: Any) -> Any:
     """A client for URL: one server, or with CLUSTER a Redis Cluster that URL is a node of (the
-    client finds the others and sends each key's commands to the node that serves its slot)."""
+    client finds the others and sends each key's commands to the node that serves its slot).
+    OPTIONS: more of redis-py's connection options (socket_timeout, ...)."""
     if cluster:
         from redis.cluster import RedisCluster
 
-        return RedisCluster.from_url(url, health_check_interval=30)
-    return redis.Redis.from_url(url, health_check_interval=30)
+        return RedisCluster.from_url(url, health_check_interval=30, **options)
+    return redis.Redis.from_url(url, health_check_interval=30, **options)
 
 
 def _fields(event: Event) -> dict[str, str]:

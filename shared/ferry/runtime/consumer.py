@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import redis
 
-from ferry.adapters.bus import Bus
+from ferry.adapters.bus import Bus, connect_redis
 from ferry.runtime.dispatcher import BatchInterrupted, Dispatcher, Entry
 from ferry.runtime.health import start_http
 from ferry.runtime.logging import get_logger, one_reason, scrub_text
@@ -40,6 +40,8 @@ CONSUMER_IDLE_MIN_MS = 15 * 60 * 1000
 READ_BLOCK_MS = 1000
 # After a failed read (a node away, a connection reset), the reader tries again this much later.
 READ_RETRY_S = 0.5
+# A read with no answer this long after its BLOCK ended (a node hung) fails, and is tried again.
+READ_TIMEOUT_S = READ_BLOCK_MS / 1000 + 5
 
 
 async def serve(
@@ -92,8 +94,11 @@ async def serve(
     halt_readers = asyncio.Event()
     reading: list[asyncio.Task[None]] = []
     executor = None
-    if settings.redis_cluster:
-        readers = [ClusterReader(bus, spec, short, handle, log) for short in spec.handlers]
+    reads: Any = None
+    if settings.redis_cluster and spec.handlers:
+        # The readers' own cluster client, whose reads time out (Ferry's other calls do not).
+        reads = connect_redis(url, cluster=True, socket_timeout=READ_TIMEOUT_S)
+        readers = [ClusterReader(bus, reads, spec, s, handle, log) for s in spec.handlers]
     else:
         broker, subscribers = build_broker(spec, settings, url, consumer_for)
     reclaimers = [
@@ -187,26 +192,32 @@ async def serve(
             await asyncio.gather(*reading, return_exceptions=True)
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+        if reads is not None:
+            with contextlib.suppress(Exception):
+                reads.close()
         log.info("worker stopped")
 
 
 class ClusterReader:
     """The new entries of one stream SHORT, read in the worker's group on a Redis Cluster where
-    FastStream's broker cannot go: a blocking XREADGROUP of this one key (so the cluster client
-    sends it to the node that serves the stream's slot, and follows MOVED there), up to
-    FERRY_READ_COUNT entries, each batch handed to HANDLE as the FastStream subscriber hands
-    its own: handled in stream order, acknowledged after its effects, dead letters alike. A
-    failed read is logged and tried again; a lost group is created again."""
+    FastStream's broker cannot go: a blocking XREADGROUP of this one key through CLIENT, the
+    readers' cluster client (it sends the read to the node that serves the stream's slot, and
+    follows MOVED there), up to FERRY_READ_COUNT entries, each batch handed to HANDLE as the
+    FastStream subscriber hands its own: handled in stream order, acknowledged after its
+    effects, dead letters alike. A failed read is logged and tried again; a lost group is
+    created again."""
 
     def __init__(
         self,
         bus: Bus,
+        client: Any,
         spec: WorkerSpec,
         short: str,
         handle: Callable[[str, list[Entry]], Awaitable[None]],
         log: Any,
     ) -> None:
-        self.bus, self.spec, self.short, self.handle, self.log = bus, spec, short, handle, log
+        self.bus, self.client, self.spec, self.short = bus, client, spec, short
+        self.handle, self.log = handle, log
         self.count = bus.settings.read_count or spec.read_count
         # Why the last read failed, until one succeeds (readiness says so).
         self.failing: str | None = None
@@ -239,7 +250,7 @@ class ClusterReader:
 
     def read(self) -> list[Entry]:
         """One XREADGROUP of new entries (`>`: each delivered for the first time)."""
-        answer = self.bus.redis.xreadgroup(
+        answer = self.client.xreadgroup(
             self.spec.name,
             self.bus.settings.consumer,
             {self.bus.stream(self.short): ">"},
