@@ -28,12 +28,12 @@ def test_crash_mid_batch_leaves_the_whole_batch_pending_and_each_is_finished_onc
     assert before and before <= set(services)
 
     cluster.start("gate-evaluator")
+    # The batch is acknowledged after the last entry's effects (its audit record included), so
+    # nothing pending means all four handled again. (Counting audit records would not do: the kill
+    # may land between another thread's request and its audit record.)
     wait_until(
-        lambda: (
-            cluster.bus.redis.xpending(ci, "gate-evaluator")["pending"] == 0
-            and len(cluster.entries("audit")) >= 4 + len(before)
-        ),
-        20,
+        lambda: cluster.bus.redis.xpending(ci, "gate-evaluator")["pending"] == 0,
+        30,
         "the batch finished by another replica",
     )
     opens = [p for p in cluster.entries("promotions") if p["kind"] == "open"]
