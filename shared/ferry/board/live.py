@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -22,6 +23,7 @@ from ferry.runtime.settings import Settings
 WATCHED = ("ci", "signals", "changes", "promotions", "canary", "audit", "dlq")
 HEARTBEAT_S = 15.0
 BLOCK_MS = 5000  # how long one XREAD waits for news
+CLUSTER_BLOCK_MS = 1000  # the same on a cluster, where a read's thread must end soon after a stop
 STOP_S = 2.0
 QUEUE_SIZE = 256
 
@@ -55,8 +57,8 @@ class Hub:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            # redis-py's cluster client may sit on a cancelled blocked XREAD until the socket
-            # gives up: the board is stopping, so it waits a moment, not for that.
+            # A read in a thread (on a cluster) is not interrupted by the cancellation: the
+            # board is stopping, so it waits a moment, not for that.
             done, _ = await asyncio.wait({self._task}, timeout=STOP_S)
             # It may answer the cancellation with its own error (from each reader: a group).
             with contextlib.suppress(asyncio.CancelledError, RedisError, BaseExceptionGroup):
@@ -74,24 +76,53 @@ class Hub:
                 queue.put_nowait({"all": True, "services": []})
 
     async def _follow(self) -> None:
-        # Typed as Any: redis-py's stubs do not know the connection hands out bytes.
-        client: Any = (
-            # Its reads time out after 5 s by default: longer than a blocked XREAD waits.
-            aioredis.RedisCluster.from_url(self.url, socket_timeout=BLOCK_MS / 1000 + 5)
-            if self.settings.redis_cluster
-            else aioredis.Redis.from_url(self.url)
-        )
+        # One reader per stream, each blocked on its own XREAD: the streams live in different
+        # hash slots (on different nodes of a Redis Cluster), and one XREAD may only name keys of
+        # one slot.
+        if self.settings.redis_cluster:
+            # redis-py's asyncio cluster client may never return from a blocked XREAD it was told
+            # to cancel, and then the event loop cannot close. The sync client in a thread of
+            # our own cannot hang the loop: a cancelled read's thread ends with its short block.
+            import redis
+
+            sync: Any = redis.RedisCluster.from_url(self.url)
+            threads = ThreadPoolExecutor(len(WATCHED), thread_name_prefix="board-live")
+            loop = asyncio.get_running_loop()
+
+            async def xread(stream: str, last: str) -> Any:
+                return await loop.run_in_executor(
+                    threads,
+                    lambda: sync.xread({stream: last}, block=CLUSTER_BLOCK_MS, count=500),
+                )
+
+            async def newest(stream: str) -> Any:
+                return await loop.run_in_executor(threads, lambda: sync.xrevrange(stream, count=1))
+
+            try:
+                await self._readers(newest, xread)
+            finally:
+                threads.shutdown(wait=False, cancel_futures=True)
+                sync.close()
+            return
+        client: Any = aioredis.Redis.from_url(self.url)
+
+        async def xread_async(stream: str, last: str) -> Any:
+            return await client.xread({stream: last}, block=BLOCK_MS, count=500)
+
+        async def newest_async(stream: str) -> Any:
+            return await client.xrevrange(stream, count=1)
+
         try:
-            # One reader per stream, each blocked on its own XREAD: the streams live in different
-            # hash slots (on different nodes of a Redis Cluster), and one XREAD may only name
-            # keys of one slot.
-            async with asyncio.TaskGroup() as readers:
-                for short in WATCHED:
-                    readers.create_task(self._follow_one(client, short))
+            await self._readers(newest_async, xread_async)
         finally:
             await client.aclose()
 
-    async def _follow_one(self, client: Any, short: str) -> None:
+    async def _readers(self, newest: Any, xread: Any) -> None:
+        async with asyncio.TaskGroup() as readers:
+            for short in WATCHED:
+                readers.create_task(self._follow_one(short, newest, xread))
+
+    async def _follow_one(self, short: str, newest: Any, xread: Any) -> None:
         log = get_logger()
         stream = self.settings.stream(short)
         last: str | None = None
@@ -99,10 +130,10 @@ class Hub:
             try:
                 if last is None:
                     # Start at the newest entry: a page renders what is there when it opens.
-                    newest = await client.xrevrange(stream, count=1)
-                    last = newest[0][0].decode() if newest else "0-0"
-                found = await client.xread({stream: last}, block=BLOCK_MS, count=500)
-            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as e:
+                    top = await newest(stream)
+                    last = top[0][0].decode() if top else "0-0"
+                found = await xread(stream, last)
+            except (OSError, RedisError) as e:
                 log.warning("board lost Redis; retrying", stream=stream, error=str(e))
                 await asyncio.sleep(1.0)
                 continue
