@@ -160,10 +160,14 @@ def test_prepare_promotion_changes_exactly_one_line(remote: Path, tmp_path: Path
 
 
 def test_promotion_commit_keeps_every_other_byte(
-    remote: Path, editor: Path, tmp_path: Path
+    remote: Path, editor: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The commit is built without a working tree: the values file's other bytes (CRLF line
     ends, no final newline, trailing spaces), its mode and every other file stay as they were."""
+    # Ferry's own identity, as on a machine without GIT_AUTHOR_*/GIT_COMMITTER_* (CI sets them).
+    for role in ("AUTHOR", "COMMITTER"):
+        for part in ("NAME", "EMAIL"):
+            monkeypatch.delenv(f"GIT_{role}_{part}", raising=False)
     crlf = VALUES.format(env="staging", digest="").replace("\n", "\r\n").rstrip("\r\n") + "  "
     push_main(editor, {"envs/staging/api/values.yaml": crlf})
     git("update-index", "--chmod=+x", "envs/staging/api/values.yaml", cwd=editor)
