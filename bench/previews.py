@@ -137,8 +137,9 @@ def render(res: dict[str, Any]) -> list[str]:
     out.append(
         f"\nReaped early: {f['early']}; reaped twice: {f['twice']}. The reaper sleeps until the "
         "earliest due time in its sorted set (or a wake-up on its list), claims what is due with "
-        "one Lua script, and records the reaping in one transaction: the difference to the baseline "
-        "is those Redis round trips and the recording of the label removal and the comment."
+        "one Lua script, and records the reaping in one transaction: the difference to the "
+        "baseline is those Redis round trips and the recording of the label removal and the "
+        "comment."
     )
     if f["errors"]:
         out.append("\n```\n" + f["errors"] + "\n```")
