@@ -25,6 +25,9 @@ environments:
 """
 
 
+PENDING_ALL = "unmet: approval (waiting), soak (waiting), windows (waiting)"
+
+
 def set_policy(env: Cluster, soak: str, windows: str = "") -> None:
     def write(clone: Path) -> None:
         (clone / "ferry.yaml").write_text(POLICY.format(soak=soak, windows=windows))
@@ -64,17 +67,21 @@ def test_prod_pr_opens_early_shows_its_gates_and_merges_when_the_window_opens(
         "the prod pull request, opened early with its gates",
     )
     assert pr.state == "open" and pr.statuses["ferry/gates"] == "pending"
-    assert pr.status_descriptions["ferry/gates"] == (
-        "unmet: approval (waiting), soak (waiting), windows (waiting)"
-    )
+    assert pr.status_descriptions["ferry/gates"] == PENDING_ALL
     assert "| approval | waiting |" in pr.body and "| windows | waiting |" in pr.body
     opened_after = (pr.created_at - staging_merge(env).merged_at).total_seconds()
 
     run_cli(capsys, "approve", "api", d, "--env", "prod", "--as", "release-lead")
+    # The body and the status are two writes: wait for both.
     pr = wait_until(
-        lambda: (p := prod_pr(env)) and "| approval | passed |" in p.body and p,
+        lambda: (
+            (p := prod_pr(env))
+            and "| approval | passed |" in p.body
+            and p.status_descriptions["ferry/gates"] != PENDING_ALL
+            and p
+        ),
         10,
-        "the approval in the PR's body",
+        "the approval in the PR's body and status",
     )
     assert pr.status_descriptions["ferry/gates"] == "unmet: soak (waiting), windows (waiting)"
     run_cli(
