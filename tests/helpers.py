@@ -198,6 +198,17 @@ class Cluster:
     def dead_letters(self) -> list[dict[str, str]]:
         return self.entries("dlq")
 
+    def merged_pr(self, match: Callable[[Any], bool], timeout: float = 10) -> Any:
+        """The pull request MATCH picks, once the forge has recorded it merged (the local forge
+        moves main first, so a test that saw the pin may be a moment early)."""
+        return wait_until(
+            lambda: next(
+                (p for p in self.forge.list_prs() if match(p) and p.state == "merged"), None
+            ),
+            timeout,
+            "the pull request recorded merged",
+        )
+
     def wait_pinned(self, service: str, env: str, digest: str, timeout: float = 30) -> None:
         wait_until(
             lambda: self.repo.pinned(service, env) == digest,

@@ -118,15 +118,7 @@ def test_a_failing_canary_is_rolled_back_by_a_merged_rollback_pr(env: Cluster, c
     measure(capsys, bad, "failed", value="0.31")
     env.wait_pinned("api", "prod", first, timeout=10)
     print(f"rolled back {time.monotonic() - started:.3f}s after the deciding measurement")
-    # Main moves before the local forge records its PR merged: wait for the record too.
-    rollback = wait_until(
-        lambda: next(
-            (p for p in env.forge.list_prs() if "rollback" in p.labels and p.state == "merged"),
-            None,
-        ),
-        10,
-        "the rollback PR merged",
-    )
+    rollback = env.merged_pr(lambda p: "rollback" in p.labels)
     reverted = next(
         p for p in env.forge.list_prs() if bad[:19] in p.title and p.number != rollback.number
     )

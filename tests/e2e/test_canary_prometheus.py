@@ -167,8 +167,8 @@ def test_a_metric_crossing_its_failure_condition_rolls_the_canary_back(
     phases = measurements(env, canary)
     assert "failed" in phases
     assert "error" not in phases
-    rollback = next(p for p in env.forge.list_prs() if "rollback" in p.labels)
-    assert rollback.state == "merged" and "error-rate failed=[0.5]" in rollback.body
+    rollback = env.merged_pr(lambda p: "rollback" in p.labels)
+    assert "error-rate failed=[0.5]" in rollback.body
 
 
 class FlakyProxy:

@@ -40,7 +40,7 @@ def prod_pr(env: Cluster):  # noqa: ANN201
 
 
 def staging_merge(env: Cluster):  # noqa: ANN201
-    return next(p for p in env.forge.list_prs() if "to staging" in p.title)
+    return env.merged_pr(lambda p: "to staging" in p.title)
 
 
 def test_prod_pr_opens_early_shows_its_gates_and_merges_when_the_window_opens(

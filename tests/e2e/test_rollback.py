@@ -63,8 +63,8 @@ def test_rollback_pins_the_previous_digest_by_a_merged_rollback_pr(env: Cluster,
     assert "rollback requested" in out
     env.wait_pinned("api", "prod", old, timeout=20)
 
-    pr = next(p for p in env.forge.list_prs() if "rollback" in p.labels)
-    assert pr.state == "merged" and f"#{promoted.number}" in pr.body
+    pr = env.merged_pr(lambda p: "rollback" in p.labels)
+    assert f"#{promoted.number}" in pr.body
     assert "error rate up" in pr.body
     message = trailers(env)
     for line in (
@@ -144,5 +144,5 @@ def test_a_deny_window_refuses_a_rollback_unless_an_approver_forces_it(
     code, _, err = run_cli(capsys, "rollback", "api", "prod", "--as", "sre-oncall-1", "--force")
     assert code == 0, err
     env.wait_pinned("api", "prod", old, timeout=20)
-    pr = next(p for p in env.forge.list_prs() if "rollback" in p.labels and p.state == "merged")
+    pr = env.merged_pr(lambda p: "rollback" in p.labels)
     assert "sre-oncall-1 (forced)" in pr.body
