@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.env import digest_of, open_in_dev
 from ferry.adapters.bus import Bus
 from ferry.adapters.scaffold import scaffold
-from ferry.core.events import PromotionCommand, decode_fields, promotion_id
+from ferry.core.events import decode_fields
 from ferry.runtime.runner import spawn_worker, stop_processes
 from ferry.runtime.settings import Settings
 from tests.forgefake import FakeForge
-from tests.helpers import digest_of
 
 FLAVOURS = ("github", "gitea", "gitlab")
 # The fewest content-creating requests each API allows for an opened, labelled and merged PR.
@@ -51,18 +51,7 @@ def run_one(url: str, root: Path, flavour: str, count: int) -> dict[str, Any]:
         procs.append(spawn_worker("pr-writer", env, root / "pr-writer.log"))
         started = time.perf_counter()
         for name in names:
-            digest = digest_of(f"{flavour}-{name}")
-            bus.publish(
-                PromotionCommand(
-                    kind="open",
-                    promotion_id=promotion_id(name, digest, "dev"),
-                    service=name,
-                    digest=digest,
-                    source_env="build",
-                    target_env="dev",
-                    auto_merge=True,
-                )
-            )
+            bus.publish(open_in_dev(name, digest_of(f"{flavour}-{name}")))
         deadline = time.monotonic() + 60 + 10 * count
         merged: list[dict[str, str]] = []
         while time.monotonic() < deadline:

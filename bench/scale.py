@@ -24,10 +24,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.env import REGISTRY, Site, digest_of, id_ms, machine, wait_until, write_section
+from bench.env import (
+    REGISTRY,
+    Site,
+    digest_of,
+    id_ms,
+    machine,
+    open_in_dev,
+    wait_until,
+    write_section,
+)
 from bench.latency import run_bare_git
 from bench.throughput import pinned_digest, publish_all
-from ferry.core.events import CiResult, PromotionCommand, promotion_id
+from ferry.core.events import CiResult, PromotionCommand
 
 ENVS = ("dev", "staging", "prod")
 MARK_BEGIN, MARK_END = "<!-- bench:scale begin -->", "<!-- bench:scale end -->"
@@ -77,18 +86,7 @@ def _commands(names: list[str], tag: str, count: int | None = None) -> list[Prom
     out = []
     for i in range(count or len(names)):
         s = names[i % len(names)]
-        digest = digest_of(f"{tag}-{i}-{s}")
-        out.append(
-            PromotionCommand(
-                kind="open",
-                promotion_id=promotion_id(s, digest, "dev"),
-                service=s,
-                digest=digest,
-                source_env="build",
-                target_env="dev",
-                auto_merge=True,
-            )
-        )
+        out.append(open_in_dev(s, digest_of(f"{tag}-{i}-{s}")))
     return out
 
 
