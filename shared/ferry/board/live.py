@@ -9,11 +9,12 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ferry.adapters.bus import connect_redis
 from ferry.core.events import decode_fields
 from ferry.runtime.logging import get_logger
 from ferry.runtime.settings import Settings
@@ -22,8 +23,7 @@ from ferry.runtime.settings import Settings
 # a canary measurement, a dead letter.
 WATCHED = ("ci", "signals", "changes", "promotions", "canary", "audit", "dlq")
 HEARTBEAT_S = 15.0
-BLOCK_MS = 5000  # how long one XREAD waits for news
-CLUSTER_BLOCK_MS = 1000  # the same on a cluster, where a read's thread must end soon after a stop
+BLOCK_MS = 1000  # how long one XREAD waits for news: a read's thread ends this soon after a stop
 STOP_S = 2.0
 QUEUE_SIZE = 256
 
@@ -57,7 +57,7 @@ class Hub:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            # A read in a thread (on a cluster) is not interrupted by the cancellation: the
+            # A read in its thread is not interrupted by the cancellation: the
             # board is stopping, so it waits a moment, not for that.
             done, _ = await asyncio.wait({self._task}, timeout=STOP_S)
             # It may answer the cancellation with its own error (from each reader: a group).
@@ -78,61 +78,34 @@ class Hub:
     async def _follow(self) -> None:
         # One reader per stream, each blocked on its own XREAD: the streams live in different
         # hash slots (on different nodes of a Redis Cluster), and one XREAD may only name keys of
-        # one slot.
-        if self.settings.redis_cluster:
-            # redis-py's asyncio cluster client may never return from a blocked XREAD it was told
-            # to cancel, and then the event loop cannot close. The sync client in a thread of
-            # our own cannot hang the loop: a cancelled read's thread ends with its short block.
-            import redis
-
-            sync: Any = redis.RedisCluster.from_url(self.url)
-            threads = ThreadPoolExecutor(len(WATCHED), thread_name_prefix="board-live")
-            loop = asyncio.get_running_loop()
-
-            async def xread(stream: str, last: str) -> Any:
-                return await loop.run_in_executor(
-                    threads,
-                    lambda: sync.xread({stream: last}, block=CLUSTER_BLOCK_MS, count=500),
-                )
-
-            async def newest(stream: str) -> Any:
-                return await loop.run_in_executor(threads, lambda: sync.xrevrange(stream, count=1))
-
-            try:
-                await self._readers(newest, xread)
-            finally:
-                threads.shutdown(wait=False, cancel_futures=True)
-                sync.close()
-            return
-        client: Any = aioredis.Redis.from_url(self.url)
-
-        async def xread_async(stream: str, last: str) -> Any:
-            return await client.xread({stream: last}, block=BLOCK_MS, count=500)
-
-        async def newest_async(stream: str) -> Any:
-            return await client.xrevrange(stream, count=1)
-
+        # one slot. Each reads with the sync client in a thread of our own: redis-py's asyncio
+        # cluster client may never return from a blocked XREAD it was told to cancel, and then
+        # the event loop cannot close; a cancelled read's thread ends with its short block.
+        client: Any = connect_redis(self.url, cluster=self.settings.redis_cluster)
+        threads = ThreadPoolExecutor(len(WATCHED), thread_name_prefix="board-live")
         try:
-            await self._readers(newest_async, xread_async)
+            async with asyncio.TaskGroup() as readers:
+                for short in WATCHED:
+                    readers.create_task(self._follow_one(client, threads, short))
         finally:
-            await client.aclose()
+            threads.shutdown(wait=False, cancel_futures=True)
+            client.close()
 
-    async def _readers(self, newest: Any, xread: Any) -> None:
-        async with asyncio.TaskGroup() as readers:
-            for short in WATCHED:
-                readers.create_task(self._follow_one(short, newest, xread))
-
-    async def _follow_one(self, short: str, newest: Any, xread: Any) -> None:
+    async def _follow_one(self, client: Any, threads: ThreadPoolExecutor, short: str) -> None:
         log = get_logger()
+        loop = asyncio.get_running_loop()
         stream = self.settings.stream(short)
         last: str | None = None
         while True:
             try:
                 if last is None:
                     # Start at the newest entry: a page renders what is there when it opens.
-                    top = await newest(stream)
+                    top = await loop.run_in_executor(
+                        threads, partial(client.xrevrange, stream, count=1)
+                    )
                     last = top[0][0].decode() if top else "0-0"
-                found = await xread(stream, last)
+                read = partial(client.xread, {stream: last}, block=BLOCK_MS, count=500)
+                found = await loop.run_in_executor(threads, read)
             except (OSError, RedisError) as e:
                 log.warning("board lost Redis; retrying", stream=stream, error=str(e))
                 await asyncio.sleep(1.0)
