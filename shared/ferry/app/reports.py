@@ -27,19 +27,12 @@ def _table(main: MainSnapshot, services: list[str]) -> dict[str, dict[str, str |
     return {service: {env: main.pinned(service, env) for env in envs} for service in services}
 
 
-def decisions(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]:
-    """For every service and environment, what gate-evaluator decides now (the same `decide` on
-    the same snapshot as `ferry explain`): its state, the digest and the reasons."""
-    repo = open_repo(settings)
-    main = repo.at_main()
-    return _decisions(connect(settings), main, repo.services())
-
-
 def _decisions(
     bus: Bus, main: MainSnapshot, services: list[str]
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every cell's decision: main read once (prefetch), Redis in a few pipelined rounds for all
-    the cells together (app/batch.py), then `decide` on each snapshot."""
+    """What gate-evaluator decides now for every service and environment (the same `decide` on
+    the same snapshot as `ferry explain`): main read once (prefetch), Redis in a few pipelined
+    rounds for all the cells together (app/batch.py), then `decide` on each snapshot."""
     from ferry.app.batch import read_batched
     from ferry.app.snapshot import gather
     from ferry.core.decision import decide
