@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from bench.env import (
     wait_until,
     write_section,
 )
+from tests.helpers import free_port
 
 SECRET = "bench-webhook-secret"
 MARK_BEGIN = "<!-- bench:ingress begin -->"
@@ -158,12 +158,6 @@ async def _load(
         "seconds": took,
         "behind_ms": max(behind) * 1000 if behind else 0.0,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:

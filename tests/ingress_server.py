@@ -3,7 +3,6 @@ endpoint tests), or as its own process like a replica (`spawn_ingress`)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import uvicorn
 
 from ferry.runtime.ingress import create_app
 from ferry.runtime.settings import Settings
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 
 class ThreadIngress:
@@ -47,12 +46,6 @@ class ThreadIngress:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def spawn_ingress(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:

