@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ferry.adapters.git import git, git_bytes
+from ferry.adapters.forge.local import LocalForge
+from ferry.adapters.git import git, git_bytes, write_object
 from ferry.adapters.gitops import GitOpsRepo, PromotionError
 from ferry.core.policy import PolicyError
 from ferry.core.values import ValuesError
@@ -428,3 +429,144 @@ def test_reads_survive_the_reader_dying(remote: Path, editor: Path, tmp_path: Pa
     assert reader._proc is not None and reader._proc.poll() is None  # started again
     reader.close()
     assert reader._proc is None
+
+
+# ------------------------------------------------------------------ a directory of many services
+
+
+def make_wide_remote(path: Path, services: int) -> Path:
+    """A bare remote whose envs/dev holds SERVICES directories (a tree over 64 KiB from about
+    1,900 on), written by one `git fast-import`; envs/staging holds api alone."""
+    files = {
+        "ferry.yaml": POLICY,
+        "envs/staging/api/values.yaml": VALUES.format(env="x", digest=""),
+    }
+    for i in range(services):
+        files[f"envs/dev/svc-{i:04d}/values.yaml"] = VALUES.format(env="dev", digest=OLD)
+    stream = [b"commit refs/heads/main\n", b"committer T <t@localhost> 0 +0000\n", b"data 4\nwide"]
+    for name, text in files.items():
+        data = text.encode()
+        stream.append(f"\nM 100644 inline {name}\ndata {len(data)}\n".encode() + data)
+    git("init", "-q", "--bare", "-b", "main", str(path))
+    git_bytes("fast-import", "--quiet", cwd=path, input=b"".join(stream) + b"\n")
+    return path
+
+
+def promote(repo: GitOpsRepo, service: str, digest: str, env: str = "dev") -> str:
+    sha = repo.prepare_promotion(
+        branch=f"ferry/{env}/{service}/{digest[7:15]}",
+        service=service,
+        env=env,
+        digest=digest,
+        message=f"Promote {service}",
+    )
+    assert sha is not None
+    return sha
+
+
+def merge(remote: Path, sha: str) -> str:
+    """Merge the promotion branch at SHA on the local forge; return main's new commit."""
+    forge = LocalForge(remote)
+    branch = git(
+        "--git-dir", str(remote), "for-each-ref", "--points-at", sha, "--format=%(refname:lstrip=2)"
+    )
+    merged = forge.merge_pr(forge.open_pr(head=branch, title="t", body="").number)
+    assert merged.merge_commit == git("--git-dir", str(remote), "rev-parse", "main")
+    return merged.merge_commit
+
+
+def as_git_writes_it(gitdir: Path, tree: str) -> str:
+    """The id `git mktree` gives TREE's entries: what git itself writes for that content."""
+    listing = git_bytes("--git-dir", str(gitdir), "ls-tree", "-z", tree)
+    return git_bytes("--git-dir", str(gitdir), "mktree", "-z", input=listing).decode().strip()
+
+
+def test_a_large_directory_is_written_as_git_writes_it_and_kept_for_the_next_promotion(
+    tmp_path: Path,
+) -> None:
+    """A promotion in a directory of 2,000 services writes its tree (70 kB) as git would (the
+    same id as `git mktree`, stored rather than compressed), keeps it, and the next promotion,
+    on the main that merged it, needs no read of that directory from git."""
+    remote = make_wide_remote(tmp_path / "wide.git", 2000)
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    first = promote(repo, "svc-0007", NEW)
+    main = merge(remote, first)
+    directory = git("--git-dir", str(remote), "rev-parse", f"{main}:envs/dev")
+    assert as_git_writes_it(remote, directory) == directory
+    size = int(git("--git-dir", str(remote), "cat-file", "-s", directory))
+    assert size > 64 << 10
+    loose = remote / "objects" / directory[:2] / directory[2:]
+    stored = loose.read_bytes()
+    assert len(stored) > size  # no level configured: stored (zlib level 0), not compressed
+
+    loose.unlink()  # git can no longer read main's envs/dev: only the kept copy can
+    try:
+        second = promote(repo, "svc-1500", NEWER)
+    finally:
+        loose.write_bytes(stored)
+    assert git("--git-dir", str(remote), "rev-parse", f"{second}^") == main
+    assert git("--git-dir", str(remote), "diff", "--name-only", main, second) == (
+        "envs/dev/svc-1500/values.yaml"
+    )
+    after = git("--git-dir", str(remote), "rev-parse", f"{second}:envs/dev")
+    assert as_git_writes_it(remote, after) == after
+    git("--git-dir", str(remote), "fsck", "--strict", "--no-progress")
+
+
+def test_kept_trees_follow_main_when_it_moves_under_them(tmp_path: Path) -> None:
+    """Trees are kept by id, so a main moved by someone else (another pull request merged, a
+    person's commit in the same directory) is read afresh: no change is lost or undone."""
+    remote = make_wide_remote(tmp_path / "wide.git", 2000)
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    other = GitOpsRepo(str(remote), tmp_path / "other")  # another pr-writer replica
+    a, b = promote(repo, "svc-0001", NEW), promote(other, "svc-0002", NEW)
+    merge(remote, a)
+    merge(remote, b)  # cut before a was merged: git merges it
+    person = tmp_path / "person"
+    git("clone", "-q", str(remote), str(person))
+    push_main(person, {"envs/dev/svc-0003/values.yaml": "image: {digest: by-hand}\n"})
+    third = promote(repo, "svc-0004", NEW)
+    assert git("--git-dir", str(remote), "diff", "--name-only", "main", third) == (
+        "envs/dev/svc-0004/values.yaml"
+    )
+    for service, digest in (("svc-0001", NEW), ("svc-0002", NEW), ("svc-0004", NEW)):
+        shown = git("--git-dir", str(remote), "show", f"{third}:envs/dev/{service}/values.yaml")
+        assert f'digest: "{digest}"' in shown
+    assert "by-hand" in git(
+        "--git-dir", str(remote), "show", f"{third}:envs/dev/svc-0003/values.yaml"
+    )
+    # the same file promoted again on this main: the first promotion's line is replaced
+    again = promote(repo, "svc-0001", NEWER)
+    assert git("--git-dir", str(remote), "diff", "--name-only", "main", again) == (
+        "envs/dev/svc-0001/values.yaml"
+    )
+    git("--git-dir", str(remote), "fsck", "--strict", "--no-progress")
+
+
+def test_loose_objects_take_the_compression_the_repository_sets(tmp_path: Path) -> None:
+    """Without a level configured, large objects are stored and small ones compressed at git's
+    default; core.looseCompression (else core.compression) wins when set. Either way the id is
+    the one `git hash-object` gives and git reads the object back."""
+    gitdir = tmp_path / "r.git"
+    git("init", "-q", "--bare", str(gitdir))
+    large = b"image:\n  digest: x\n" * 5000  # 95 kB, compresses well
+    small = b"image:\n  digest: y\n" * 100
+
+    def written(content: bytes) -> int:
+        oid = write_object(gitdir, "blob", content)
+        assert (
+            oid
+            == git_bytes("--git-dir", str(gitdir), "hash-object", "--stdin", input=content)
+            .decode()
+            .strip()
+        )
+        assert git_bytes("--git-dir", str(gitdir), "cat-file", "blob", oid) == content
+        return (gitdir / "objects" / oid[:2] / oid[2:]).stat().st_size
+
+    assert written(large) > len(large)
+    assert written(small) < len(small) // 4
+    git("--git-dir", str(gitdir), "config", "core.compression", "0")
+    assert written(small + b"\n") > len(small)
+    git("--git-dir", str(gitdir), "config", "core.looseCompression", "9")
+    assert written(large + b"\n") < len(large) // 4
+    git("--git-dir", str(gitdir), "fsck", "--strict", "--no-progress")

@@ -96,20 +96,61 @@ def _hasher(object_id_len: int) -> Callable[[bytes], Any]:
     return hashlib.sha256 if object_id_len == 64 else hashlib.sha1
 
 
+# Loose objects at least this large are stored rather than compressed (zlib level 0), unless
+# the repository sets a level: an environment's directory at 10,000 services is a 360 kB tree,
+# which takes 5 ms to compress at level 1 (git's default for loose objects) and 0.2 ms to store;
+# every reader (git merge-tree, `git cat-file`) inflates it in a tenth of the time too. It takes
+# about half as much room again on disk, until `git gc` packs it (at pack.compression).
+STORED_FROM = 64 << 10
+_LEVELS: dict[str, tuple[int | None, int | None]] = {}  # gitdir -> (config mtime, level)
+
+
+def loose_compression(gitdir: str | Path) -> int | None:
+    """The zlib level GITDIR's configuration asks for loose objects: core.looseCompression, else
+    core.compression (-1 is zlib's default, 0 none, 9 the smallest), as git reads them (the
+    repository's, the user's and the system's files); None when neither is set. Asked of git once,
+    and again when the repository's config file changes."""
+    config = Path(gitdir) / "config"
+    try:
+        mtime: int | None = config.stat().st_mtime_ns
+    except OSError:
+        mtime = None
+    known = _LEVELS.get(str(gitdir))
+    if known is not None and known[0] == mtime:
+        return known[1]
+    out = git(
+        f"--git-dir={gitdir}",
+        "config",
+        "--get-regexp",
+        r"^core\.(loose)?compression$",
+        check=False,
+    )
+    found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    value = found.get("core.loosecompression", found.get("core.compression"))
+    level = int(value) if value is not None and re.fullmatch(r"-?\d", value.strip()) else None
+    _LEVELS[str(gitdir)] = (mtime, level)
+    return level
+
+
 def write_object(gitdir: str | Path, kind: str, content: bytes, *, id_len: int = 40) -> str:
     """Store CONTENT as a loose object of KIND (blob, tree, commit) in GITDIR; return its id.
-    ID_LEN is the length of the repository's object ids (64 for SHA-256 repositories)."""
+    ID_LEN is the length of the repository's object ids (64 for SHA-256 repositories). Compressed
+    at the level the repository sets (`loose_compression`), else at git's default (1), or stored
+    uncompressed from STORED_FROM bytes on."""
     raw = f"{kind} {len(content)}\0".encode() + content
     oid = _hasher(id_len)(raw).hexdigest()
     folder = Path(gitdir) / "objects" / oid[:2]
     target = folder / oid[2:]
     if target.exists():
         return oid  # the same content is the same object: nothing to write
+    level = loose_compression(gitdir)
+    if level is None:
+        level = 0 if len(raw) >= STORED_FROM else 1
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="tmp_obj_")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(zlib.compress(raw, 1))
+            fh.write(zlib.compress(raw, level))
         os.chmod(tmp, 0o444)
         os.replace(tmp, target)
     except BaseException:
@@ -117,6 +158,37 @@ def write_object(gitdir: str | Path, kind: str, content: bytes, *, id_len: int =
             os.unlink(tmp)
         raise
     return oid
+
+
+def read_loose(gitdir: str | Path, oid: str) -> tuple[str, bytes] | None:
+    """(kind, content) of object OID when GITDIR holds it as a loose object, read without a
+    process; None when it does not (packed, elsewhere, or unreadable): then ask git."""
+    if not OBJECT_ID.match(oid):
+        return None
+    try:
+        raw = zlib.decompress((Path(gitdir) / "objects" / oid[:2] / oid[2:]).read_bytes())
+    except (OSError, zlib.error):
+        return None
+    if _hasher(len(oid))(raw).hexdigest() != oid:
+        return None  # a damaged file: let git say so
+    header, _, content = raw.partition(b"\0")
+    kind, _, size = header.decode("ascii", "replace").partition(" ")
+    if not size.isdigit() or int(size) != len(content):
+        return None
+    return kind, content
+
+
+def commit_fields(commit: bytes) -> tuple[str, list[str], str]:
+    """(tree, parents, message) of a raw commit object."""
+    head, _, message = commit.decode("utf-8", "replace").partition("\n\n")
+    tree, parents = "", []
+    for line in head.split("\n"):
+        key, _, value = line.partition(" ")
+        if key == "tree":
+            tree = value
+        elif key == "parent":
+            parents.append(value)
+    return tree, parents, clean_message(message)
 
 
 def raw_id(oid: str) -> bytes:

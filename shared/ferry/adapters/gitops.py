@@ -28,6 +28,7 @@ from .git import (
     CatFile,
     GitError,
     clean_message,
+    commit_fields,
     git,
     git_bytes,
     raw_id,
@@ -517,6 +518,59 @@ class GitOpsRepo:
 
     # ------------------------------------------------------------------ writing
 
+    def _promotion_reads(
+        self, where: list[str], base: str, parts: list[str], ref: str
+    ) -> tuple[list[bytes], tuple[str, str, bytes] | None, tuple[str, str, bytes] | None]:
+        """For a promotion of the file PARTS at BASE, read in the repository WHERE names: the
+        raw trees along its directories (root first), the file (None when missing or not a
+        regular file) and REF (the branch as the remote has it).
+
+        Trees come from those kept by id where they can: the tree a promotion writes is main's
+        own once it is merged, so the next promotion does not read an environment's directory
+        of 10,000 entries again. The trees not kept are read in one round trip, by id below the
+        last one kept (git does not walk the big directory to find them either), then the file
+        by id with REF in another; with every tree kept, that one alone. Raises PromotionError
+        when a directory on the way is missing."""
+        width = len(base) // 2
+        trees: list[bytes] = []
+        with self._lock:
+            tree = self._roots.get(base)  # the id of the first tree not kept, once walked
+            while tree is not None:
+                raw = self._trees.get(tree)
+                if raw is None:
+                    break
+                self._trees.move_to_end(tree)
+                trees.append(raw)
+                if len(trees) == len(parts):
+                    tree = None
+                    break
+                entry = _tree_entry(raw, parts[len(trees) - 1], width)
+                if entry is None or entry[0] != b"40000":
+                    raise _no_values_file("/".join(parts))
+                tree = entry[1]
+        kept = len(trees)
+        if kept < len(parts):
+            start = tree or base
+            names = [tree or f"{base}^{{tree}}"]
+            names += [f"{start}:{'/'.join(parts[kept:i])}" for i in range(kept + 1, len(parts))]
+            for i, found in enumerate(self._objects(where, names), start=kept):
+                if found is None or found[1] != "tree":
+                    raise _no_values_file("/".join(parts))
+                with self._lock:
+                    self._keep_tree(found[0], found[2])
+                    if i == 0:
+                        self._roots[base] = found[0]
+                        while len(self._roots) > 64:
+                            self._roots.popitem(last=False)
+                trees.append(found[2])
+        entry = _tree_entry(trees[-1], parts[-1], width)
+        if entry is None or entry[0] not in (b"100644", b"100755"):
+            if entry is not None and entry[0] == b"120000":
+                raise PromotionError(f"{'/'.join(parts)} on {MAIN} is not a regular file")
+            return trees, None, self._objects(where, [ref])[0]
+        blob, pushed = self._objects(where, [entry[1], ref])
+        return trees, blob, pushed
+
     def prepare_promotion(
         self, *, branch: str, service: str, env: str, digest: str, message: str
     ) -> str | None:
@@ -550,18 +604,10 @@ class GitOpsRepo:
             policy.environment(env)
             path = policy.values_path(env, service)
             parts = path.split("/")
-            # One read for everything: the trees along PATH, the file, and the branch as the
-            # remote has it (a redelivery finds its own change there).
-            names = [
-                f"{base}^{{tree}}",
-                *[f"{base}:{'/'.join(parts[:i])}" for i in range(1, len(parts))],
-            ]
-            names += [f"{base}:{path}", ref]
-            *trees, blob, pushed = self._objects(where, names)
-            if blob is None or blob[1] != "blob" or any(t is None or t[1] != "tree" for t in trees):
-                raise PromotionError(
-                    f"{path} does not exist on {MAIN}: add the service with `ferry init` or by hand"
-                )
+            id_len = len(base)
+            trees, blob, pushed = self._promotion_reads(where, base, parts, ref)
+            if blob is None or blob[1] != "blob":
+                raise _no_values_file(path)
             try:
                 text = blob[2].decode("utf-8")
             except UnicodeDecodeError:
@@ -569,14 +615,13 @@ class GitOpsRepo:
             if read_value(text, policy.digest_key, source=path) == digest:
                 return None
             new = set_digest(text, policy.digest_key, digest, source=path).encode()
-            id_len = len(base)
             oid = write_object(gitdir, "blob", new, id_len=id_len)
-            for tree, name in zip(reversed(trees), reversed(parts), strict=True):
-                assert tree is not None
-                content = _replace_entry(tree[2], name, oid, id_len, path)
+            for raw, name in zip(reversed(trees), reversed(parts), strict=True):
+                content = _replace_entry(raw, name, oid, id_len, path)
                 oid = write_object(gitdir, "tree", content, id_len=id_len)
+                self._keep_tree(oid, content)  # main's own tree once this promotion is merged
             if pushed is not None and pushed[1] == "commit":
-                same = _commit_fields(pushed[2])
+                same = commit_fields(pushed[2])
                 if same == (oid, [base], clean_message(message)):
                     return pushed[0]  # this change, on this main, is already there
             head = write_commit(gitdir, oid, [base], message, cwd=gitdir)
@@ -647,32 +692,23 @@ def _tree_entry(tree: bytes, name: str, width: int, *, start: bool = False) -> A
     return None
 
 
+def _no_values_file(path: str) -> PromotionError:
+    return PromotionError(
+        f"{path} does not exist on {MAIN}: add the service with `ferry init` or by hand"
+    )
+
+
 def _replace_entry(tree: bytes, name: str, oid: str, id_len: int, path: str) -> bytes:
     """TREE (git's binary tree format) with the entry NAME pointing at OID; its mode, its place
     and every other entry stay as they are."""
     width = id_len // 2
     found = _tree_entry(tree, name, width, start=True)
     if found is None:
-        raise PromotionError(
-            f"{path} does not exist on {MAIN}: add the service with `ferry init` or by hand"
-        )
+        raise _no_values_file(path)
     mode, at = found
     if mode not in (b"100644", b"100755", b"40000"):
         raise PromotionError(f"{path} on {MAIN} is not a regular file")
     return tree[:at] + raw_id(oid) + tree[at + width :]
-
-
-def _commit_fields(commit: bytes) -> tuple[str, list[str], str]:
-    """(tree, parents, message) of a raw commit object."""
-    head, _, message = commit.decode("utf-8", "replace").partition("\n\n")
-    tree, parents = "", []
-    for line in head.split("\n"):
-        key, _, value = line.partition(" ")
-        if key == "tree":
-            tree = value
-        elif key == "parent":
-            parents.append(value)
-    return tree, parents, clean_message(message)
 
 
 @functools.lru_cache(maxsize=1024)
