@@ -263,6 +263,35 @@ def test_a_checkout_left_half_updated_by_a_killed_merge_is_finished_by_the_next(
     assert (repo / "envs/staging/api/values.yaml").read_text() == "third\n"
 
 
+def test_a_branch_cut_from_main_merges_to_its_own_tree_loose_or_packed(
+    repo: Path, client: Path
+) -> None:
+    """A head made on main as it is merges to the head's own tree: read from its loose commit
+    without git merging, or, once git packed it, merged by git: the same result either way."""
+    forge = LocalForge(repo)
+    loose = push_branch(client, "loose", {"envs/staging/api/values.yaml": "loose\n"})
+    first = forge.merge_pr(forge.open_pr(head="loose", title="L", body="").number)
+    assert git("rev-parse", f"{first.merge_commit}^{{tree}}", cwd=repo) == git(
+        "rev-parse", f"{loose}^{{tree}}", cwd=repo
+    )
+    packed = push_branch(client, "packed", {"envs/staging/web/values.yaml": "packed\n"})
+    git("repack", "-a", "-d", "-q", cwd=repo)
+    git("prune-packed", cwd=repo)
+    gitdir = Path(git("rev-parse", "--absolute-git-dir", cwd=repo))
+    assert not (gitdir / "objects" / packed[:2] / packed[2:]).exists()
+    second = forge.merge_pr(forge.open_pr(head="packed", title="P", body="").number)
+    assert git("rev-parse", f"{second.merge_commit}^{{tree}}", cwd=repo) == git(
+        "rev-parse", f"{packed}^{{tree}}", cwd=repo
+    )
+    assert git("rev-list", "--parents", "-n", "1", "main", cwd=repo).split()[1:] == [
+        first.merge_commit,
+        packed,
+    ]
+    assert show(repo, "main", "envs/staging/api/values.yaml") == "loose"
+    assert show(repo, "main", "envs/staging/web/values.yaml") == "packed"
+    git("fsck", "--strict", "--no-progress", cwd=repo)
+
+
 def test_merge_with_a_custom_message(repo: Path, client: Path) -> None:
     forge = LocalForge(repo)
     push_branch(client, "b", {"a.txt": "a\n"})

@@ -46,7 +46,9 @@ from ferry.adapters.git import (
     OBJECT_ID,
     RECEIVE_HOOKS,
     GitError,
+    commit_fields,
     git,
+    read_loose,
     read_ref,
     takes_plain_ref_updates,
     write_commit,
@@ -509,9 +511,10 @@ class LocalForge:
         """Merge PR's head into its base with a merge commit and push it; return
         (merge commit, merged head sha). Retried when the base moves under us.
 
-        No working tree: `git merge-tree --write-tree` merges the trees inside the repository,
-        the merge commit is written in-process, and the base is moved with a compare-and-swap
-        (`_push_base`; a checkout of the base follows)."""
+        No working tree: a head made on the base as it is (a promotion branch) merges to its own
+        tree (`_tree_on_base`), else `git merge-tree --write-tree` merges the trees inside the
+        repository; the merge commit is written in-process, and the base is moved with a
+        compare-and-swap (`_push_base`; a checkout of the base follows)."""
         last_error = ""
         for _attempt in range(self.MERGE_ATTEMPTS):
             base_sha, head_sha = self._branch_sha(pr.base), self._branch_sha(pr.head)
@@ -525,28 +528,12 @@ class LocalForge:
                     f"pull request #{pr.number}: '{pr.head}' moved to {head_sha[:12]} after "
                     f"{sha[:12]} was evaluated: not merged"
                 )
-            if self._is_ancestor(self.repo, head_sha, base_sha):
-                # already in the base: a merge pushed just before a crash, or by hand
-                return self._find_merge(self.repo, pr, head_sha, base_sha), head_sha
-            merged = git(
-                "merge-tree",
-                "--write-tree",
-                "--name-only",
-                "--no-messages",
-                base_sha,
-                head_sha,
-                cwd=self.repo,
-                check=False,
-            )
-            tree, *conflicts = merged.splitlines() or [""]
-            if conflicts or not OBJECT_ID.match(tree):
-                files = ", ".join(dict.fromkeys(c for c in conflicts if c))
-                if not files or not OBJECT_ID.match(tree):
-                    raise ForgeError(f"merging pull request #{pr.number} failed: {merged}")
-                raise MergeConflict(
-                    f"pull request #{pr.number}: branch '{pr.head}' does not merge cleanly "
-                    f"into '{pr.base}' (conflicts in {files})"
-                )
+            tree = self._tree_on_base(base_sha, head_sha)
+            if tree is None:
+                if self._is_ancestor(self.repo, head_sha, base_sha):
+                    # already in the base: a merge pushed just before a crash, or by hand
+                    return self._find_merge(self.repo, pr, head_sha, base_sha), head_sha
+                tree = self._merge_tree(pr, base_sha, head_sha)
             merge_sha = write_commit(
                 self.git_dir, tree, [base_sha, head_sha], message, cwd=self.repo
             )
@@ -566,6 +553,42 @@ class LocalForge:
             f"{self.MERGE_ATTEMPTS} merge attempts ({last_error}); try again",
             retry_after=1.0,
         )
+
+    def _tree_on_base(self, base_sha: str, head_sha: str) -> str | None:
+        """HEAD_SHA's tree when HEAD_SHA was made on BASE_SHA as it is (BASE_SHA is one of its
+        parents, as for a promotion branch cut from the current main): merging it gives that
+        tree, so git need not merge (`git merge-tree` reads both sides' trees, an environment's
+        directory of 10,000 entries included). Read from the loose object, without a process;
+        None otherwise (or when the commit is packed): then git merges."""
+        found = read_loose(self.git_dir, head_sha)
+        if found is None or found[0] != "commit":
+            return None
+        tree, parents, _ = commit_fields(found[1])
+        return tree if base_sha in parents and OBJECT_ID.match(tree) else None
+
+    def _merge_tree(self, pr: PullRequest, base_sha: str, head_sha: str) -> str:
+        """The tree of HEAD_SHA merged into BASE_SHA, written by `git merge-tree --write-tree`;
+        MergeConflict naming the files when they conflict."""
+        merged = git(
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            base_sha,
+            head_sha,
+            cwd=self.repo,
+            check=False,
+        )
+        tree, *conflicts = merged.splitlines() or [""]
+        if conflicts or not OBJECT_ID.match(tree):
+            files = ", ".join(dict.fromkeys(c for c in conflicts if c))
+            if not files or not OBJECT_ID.match(tree):
+                raise ForgeError(f"merging pull request #{pr.number} failed: {merged}")
+            raise MergeConflict(
+                f"pull request #{pr.number}: branch '{pr.head}' does not merge cleanly "
+                f"into '{pr.base}' (conflicts in {files})"
+            )
+        return tree
 
     def _push_base(self, work: Path, base: str, base_sha: str, merge_sha: str) -> None:
         """Compare-and-swap BASE from BASE_SHA to MERGE_SHA; raises GitError if BASE moved. By
