@@ -181,9 +181,14 @@ def consider(
     source: str | None = None,
 ) -> Decision:
     """Gather -> decide -> act for moving DIGEST (default: the next one) into TARGET."""
-    # One decision at a time per (service, environment), whichever replica holds the event;
-    # main is read inside the lock, so each decision sees what the one before it did.
-    with ctx.bus.lock(f"decide:{service}:{target}"):
+
+    # One decision at a time per (service, environment), whichever replica holds the event. In
+    # a batch (the dispatcher queues writes) the lock's SET NX goes out in front of gather's
+    # first read, in one round trip, so the Redis state read is the one the lock's last holder
+    # left; main is read just before that trip (a decision tolerates main behind Redis: a
+    # merge heard of but not fetched yet). If another held the lock, check_locks says so
+    # (LockBusy) and `locked` gathers again once it is free.
+    def attempt(_: object) -> Decision:
         main = resources.gitops(ctx).at_main()
         if source is not None and target not in main.policy.targets_from(source, service):
             return Decision(None, "nothing", ())  # the policy changed under the event
@@ -193,13 +198,17 @@ def consider(
         _act(ctx, cause, main, snapshot, decision)
         return decision
 
+    decision: Decision = ctx.bus.locked(f"decide:{service}:{target}", attempt)
+    return decision
+
 
 def _act(
     ctx: WorkerContext, cause: Event | None, main: MainSnapshot, s: Snapshot, d: Decision
 ) -> None:
     """Carry out decision D: publish its commands, then record what it relies on, keep its due
     time and say what was decided (a timer that changed nothing says nothing), these three in one
-    pipelined round trip; a crash before it redelivers the event, which decides again."""
+    pipelined round trip (in a batch, queued for the next one); a crash before it redelivers the
+    event, which decides again."""
     if s.digest is not None:
         structlog.contextvars.bind_contextvars(
             promotion_id=promotion_id(s.service, s.digest, s.target)
@@ -209,7 +218,7 @@ def _act(
     subject = f"{s.service}@{s.digest} -> {s.target}"
     outcomes = [_carry_out(ctx, cause, s, d, a) for a in d.actions]
     done = [o for o in outcomes if o]
-    with ctx.bus.redis.pipeline(transaction=False) as pipe:
+    with ctx.bus.writes() as pipe:  # in a batch: queued, sent with the next round trip
         if s.digest is not None and s.source != BUILD and s.pinned_source == s.digest:
             LiveStore(ctx.bus).mark(s.service, s.source, s.digest, s.live_since or s.now, pipe=pipe)
         DueStore(ctx.bus).set(Subject(s.service, s.source, s.target), d.next_change_at, pipe=pipe)
@@ -222,7 +231,6 @@ def _act(
                 )
             reason = "; ".join(g.reason for g in d.gates if g.status == "failed") or d.sentence
             ctx.audit("promote", subject, outcome, reason, cause, pipe=pipe)
-        pipe.execute()
 
 
 def _refused_policy(ctx: WorkerContext, main: MainSnapshot) -> None:

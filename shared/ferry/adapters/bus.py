@@ -10,9 +10,9 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -90,6 +90,11 @@ class LockTimeout(RuntimeError):
     """A per-subject lock stayed taken longer than we wait; the entry is retried later."""
 
 
+class LockBusy(LockTimeout):
+    """A lock whose SET NX went out with other commands (see `Bus.lock`) was found held by
+    another: the work done meanwhile only read, and is done again once the lock is free."""
+
+
 class LockLost(RuntimeError):
     """A lock expired (or was taken) while its holder still worked, e.g. while Redis was away
     longer than FERRY_LOCK_TTL_MS: the holder stops before its next effect, and the entry is
@@ -105,9 +110,18 @@ class Held:
     token: str
     renewed: float = field(default_factory=time.monotonic)
     lost: bool = False
+    # Queued: its SET NX waits for this thread's next round trip. False once the answer says
+    # another holds it.
+    taken: bool | None = True
+    bus: Bus | None = None
 
     def check(self) -> None:
-        """Raise LockLost if the lock is no longer ours."""
+        """Raise LockLost if the lock is no longer ours (LockBusy if it never was: its queued
+        SET NX, sent now if it was still waiting, found another holder)."""
+        if self.taken is None and self.bus is not None:
+            self.bus.flush()
+        if self.taken is False:
+            raise LockBusy(f"lock {self.name!r} is held by another")
         if self.lost:
             raise LockLost(f"lock {self.name!r} was lost while the work went on; retried later")
 
@@ -167,14 +181,73 @@ class _Keeper:
             )
 
 
+class _Queued(threading.local):
+    """One thread's writes waiting for its next round trip (see `Bus.deferring`)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        # Locks whose SET NX is queued: (index of the op, the lock).
+        self.acquiring: list[tuple[int, Held]] = []
+        # Locks whose release is queued: renewed by the keeper until it is sent.
+        self.releasing: list[Held] = []
+        # For each round trip that carried queued writes, in order: did it succeed? (Cleared
+        # when the outermost `deferring` block ends.)
+        self.fates: list[bool] = []
+
+
+class _Recorder:
+    """A pipeline's face that queues the calls made on it (replayed on a real one later)."""
+
+    def __init__(self, queued: _Queued) -> None:
+        self._queued = queued
+
+    def __getattr__(self, name: str) -> Callable[..., _Recorder]:
+        def queue(*args: Any, **kwargs: Any) -> _Recorder:
+            self._queued.ops.append((name, args, kwargs))
+            return self
+
+        return queue
+
+
+class _Ordered:
+    """The Redis client as the bus hands it out: a command sent directly first sends the writes
+    this thread has queued, so that the server sees every command in the order the code made it,
+    queued or not. (Scripts registered through it go through it too.)"""
+
+    def __init__(self, client: Any, bus: Bus) -> None:
+        self._client = client
+        self._bus = bus
+
+    def __getattr__(self, name: str) -> Any:
+        if self._bus._queued.ops:
+            self._bus.flush()
+        return getattr(self._client, name)
+
+    def register_script(self, script: str) -> Any:
+        from redis.commands.core import Script
+
+        return Script(cast(Any, self), script)
+
+
+def _cross_slot(error: Exception) -> bool:
+    return "CROSSSLOT" in str(error) or "same slot" in str(error)
+
+
 class Bus:
     """Synchronous access to Ferry's streams and state keys (thread-safe: one connection pool)."""
 
     def __init__(self, settings: Settings, url: str) -> None:
         self.settings = settings
         self.url = url
-        # Typed as Any: redis-py's stubs do not know the connection hands out bytes.
-        self.redis: Any = connect_redis(url, cluster=settings.redis_cluster)
+        self._client: Any = connect_redis(url, cluster=settings.redis_cluster)
+        self._queued = _Queued()
+        # May a transaction span hash slots (the server is not in cluster mode)? None: not
+        # asked yet.
+        self._atomic: bool | None = None
+        # Typed as Any: redis-py's stubs do not know the connection hands out bytes. On a
+        # cluster nothing is ever queued (see `deferring`): the client itself.
+        self.redis: Any = self._client if settings.redis_cluster else _Ordered(self._client, self)
         self._once = self.redis.register_script(_PUBLISH_ONCE)
         self._unlock = self.redis.register_script(_UNLOCK)
         self._renew = self.redis.register_script(_RENEW)
@@ -260,8 +333,172 @@ class Bus:
         return [name.decode() for name in removed]
 
     def ack(self, short: str, group: str, *entry_ids: str) -> None:
-        """Acknowledge ENTRY_IDS (one XACK for all of them)."""
-        self.redis.xack(self.stream(short), group, *entry_ids)
+        """Acknowledge ENTRY_IDS (one XACK for all of them), after the writes this thread has
+        queued, in the same round trip."""
+        stream = self.stream(short)
+        self.round_trip(lambda pipe: pipe.xack(stream, group, *entry_ids), atomic=True)
+
+    # --- writes queued for the next round trip ---------------------------------------------
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[None]:
+        """While the block runs, the writes this thread makes through `write`/`writes` (those
+        that need no answer: evidence, the audit record, the due time) and its locks' releases
+        are queued and sent in front of the next round trip it makes (`round_trip`: a batched
+        read, an XACK: then in one MULTI/EXEC); any other command sends them first. So the server
+        sees every command in the order the code made it, and a decision's writes cost no round
+        trip of their own. Whatever is still queued is sent when the block ends. On a Redis
+        Cluster, where commands to different nodes keep no order between them, nothing is
+        queued."""
+        q = self._queued
+        if self.settings.redis_cluster:
+            yield
+            return
+        q.depth += 1
+        try:
+            yield
+        except BaseException:
+            q.depth -= 1
+            if q.depth == 0:  # the writes made before the failure, as if sent at once
+                with contextlib.suppress(Exception):
+                    self.flush()
+                q.fates.clear()
+            raise
+        q.depth -= 1
+        if q.depth == 0:
+            try:
+                self.flush()
+            finally:
+                q.fates.clear()
+
+    def write(self) -> Any:
+        """Where a write that needs no answer goes: queued while this thread is `deferring`,
+        else the client (sent now)."""
+        q = self._queued
+        return _Recorder(q) if q.depth else self.redis
+
+    @contextlib.contextmanager
+    def writes(self) -> Iterator[Any]:
+        """A pipeline for writes that need no answer: queued while this thread is `deferring`,
+        else executed in one round trip when the block ends."""
+        q = self._queued
+        if q.depth:
+            yield _Recorder(q)
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            yield pipe
+            pipe.execute()
+
+    def round_trip(self, build: Callable[[Any], None], *, atomic: bool = False) -> list[Any]:
+        """The commands BUILD(pipe) queues on a pipeline, sent with this thread's queued writes
+        in front of them; returns the answers to BUILD's commands. ATOMIC: in one MULTI/EXEC,
+        so that BUILD's commands (an XACK) run only if the server accepted every queued write (a
+        write refused as it is queued, out of memory or not permitted, aborts them all); a
+        server in cluster mode refuses a transaction across hash slots: there the writes go in
+        one round trip and BUILD's commands in the next."""
+        if not self._queued.ops:
+            with self._client.pipeline(transaction=False) as pipe:
+                build(pipe)
+                return list(pipe.execute())
+        if atomic and self._atomic is None:
+            self._atomic = not self._cluster_mode()
+        if atomic and self._atomic:
+            try:
+                return self._send(build, transaction=True)
+            except redis.ResponseError as e:
+                if not _cross_slot(e):
+                    raise
+                self._atomic = False  # the transaction was refused whole: nothing ran
+        if atomic:
+            self._send(lambda _: None, transaction=False)
+            return self.round_trip(build)
+        return self._send(build, transaction=False)
+
+    def _cluster_mode(self) -> bool:
+        """Is the server in cluster mode (asked once, with a command every worker's Redis user
+        may send)? When in doubt, yes."""
+        try:
+            self._client.execute_command("CLUSTER SLOTS")
+        except redis.ResponseError as e:
+            return "disabled" not in str(e)
+        return True
+
+    def _send(self, build: Callable[[Any], None], *, transaction: bool) -> list[Any]:
+        q = self._queued
+        try:
+            for held in q.releasing:
+                # Its work's writes are queued before its release: not sent under a lost lock.
+                held.check()
+        except LockLost:
+            self._drop()
+            raise
+        ops, acquiring, releasing = q.ops, q.acquiring, q.releasing
+        try:
+            with self._client.pipeline(transaction=transaction) as pipe:
+                for name, args, kwargs in ops:
+                    getattr(pipe, name)(*args, **kwargs)
+                build(pipe)
+                answers = pipe.execute()
+        except redis.ResponseError as e:
+            if transaction and _cross_slot(e):
+                raise  # refused before anything ran: the queue stays for the next try
+            self._drop()
+            raise
+        except BaseException:
+            self._drop()
+            raise
+        q.ops, q.acquiring, q.releasing = [], [], []
+        q.fates.append(True)
+        for held in releasing:
+            self._keeper.remove(held)
+        for n, held in acquiring:
+            held.taken = bool(answers[n])
+            if held.taken:
+                held.renewed = time.monotonic()
+                self._keeper.add(held)
+        return list(answers[len(ops) :])
+
+    def _drop(self) -> None:
+        """Forget this thread's queue after a round trip that failed (what it sent may or may
+        not have run): its locks' SET NX count as refused, its releases are left to the TTL."""
+        q = self._queued
+        if q.ops:
+            q.fates.append(False)
+        for _, held in q.acquiring:
+            held.taken = False
+        for held in q.releasing:
+            self._keeper.remove(held)
+        q.ops, q.acquiring, q.releasing = [], [], []
+
+    def flush(self) -> None:
+        """Send the writes this thread has queued (one round trip; none if nothing is)."""
+        if self._queued.ops:
+            self.round_trip(lambda _: None)
+
+    def mark(self) -> int:
+        """Where this thread's queued writes are now: `all_sent(a, b)` says whether every write
+        queued between marks A and B that went out reached the server (a failed round trip
+        loses what it carried: nobody knows whether it ran)."""
+        q = self._queued
+        return len(q.fates) + (1 if q.ops else 0)
+
+    def all_sent(self, a: int, b: int) -> bool:
+        return all(self._queued.fates[a:b])
+
+    def detach(self) -> Any:
+        """Take this thread's queued writes away from it (`attach` them to another thread's)."""
+        q = self._queued
+        taken = (q.ops, q.acquiring, q.releasing)
+        q.ops, q.acquiring, q.releasing = [], [], []
+        return taken
+
+    def attach(self, taken: Any) -> None:
+        """Queue writes `detach` took from another thread after this thread's own."""
+        ops, acquiring, releasing = taken
+        q = self._queued
+        q.acquiring += [(len(q.ops) + n, held) for n, held in acquiring]
+        q.ops += ops
+        q.releasing += releasing
 
     def dead_letter(
         self,
@@ -305,7 +542,8 @@ class Bus:
         pipe: Any = None,
     ) -> None:
         """Record a decision on the audit stream (PIPE: queue the XADD there, with other writes
-        the caller executes in one round trip)."""
+        the caller executes in one round trip; else a write that needs no answer, see
+        `write`)."""
         record = AuditRecord(
             worker=worker,
             action=action,
@@ -314,11 +552,10 @@ class Bus:
             reason=reason,
             caused_by=caused_by,
         )
-        if pipe is None:
-            self.publish(record)
-            return
         stream = self.stream(record.on_stream)
-        pipe.xadd(stream, _fields(record), **self.trimming())
+        (pipe if pipe is not None else self.write()).xadd(
+            stream, _fields(record), **self.trimming()
+        )
         self.trim_old(stream)
 
     def _error_key(self, group: str, short: str, entry_id: str) -> str:
@@ -333,29 +570,58 @@ class Bus:
         return value.decode() if value else None
 
     @contextlib.contextmanager
-    def lock(self, name: str, *, wait_s: float = 10.0) -> Iterator[Held]:
+    def lock(self, name: str, *, wait_s: float = 10.0, queued: bool = False) -> Iterator[Held]:
         """Serialise decisions about one subject across replicas: a short Redis lock with an
         expiry (a crashed holder frees it after FERRY_LOCK_TTL_MS) and a token so only the holder
         renews and releases it. While the block runs the lock is renewed, so a slow git push or
         forge call keeps it; call `check_locks` (or `Held.check`) before an effect to stop if it
-        was lost all the same."""
+        was lost all the same. While this thread is `deferring`, the release is queued after
+        the block's writes; with QUEUED the SET NX is too, sent with the block's first round
+        trip (its first batched read): the block must only read until `check_locks`, which
+        raises LockBusy if another held it (see `locked`)."""
         key = self.settings.key("lock", name)
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + wait_s
-        while not self.redis.set(key, token, nx=True, px=self.settings.lock_ttl_ms):
-            if time.monotonic() > deadline:
-                raise LockTimeout(f"lock {name!r} still held after {wait_s:.0f}s")
-            time.sleep(0.01)
-        held = Held(name, key, token)
+        q = self._queued
+        if queued and q.depth:
+            held = Held(name, key, token, taken=None, bus=self)
+            q.acquiring.append((len(q.ops), held))
+            q.ops.append(("set", (key, token), {"nx": True, "px": self.settings.lock_ttl_ms}))
+        else:
+            deadline = time.monotonic() + wait_s
+            while not self.redis.set(key, token, nx=True, px=self.settings.lock_ttl_ms):
+                if time.monotonic() > deadline:
+                    raise LockTimeout(f"lock {name!r} still held after {wait_s:.0f}s")
+                time.sleep(0.01)
+            held = Held(name, key, token)
+            self._keeper.add(held)
         mine = self._held_here()
         mine.append(held)
-        self._keeper.add(held)
         try:
             yield held
         finally:
-            self._keeper.remove(held)
             mine.remove(held)
-            self._unlock(keys=[key], args=[token])
+            if held.taken is None:
+                self.flush()  # its SET NX never went out: send it, to know whether to release
+            if held.taken:
+                if q.depth:
+                    q.ops.append(("execute_command", ("EVAL", _UNLOCK, 1, key, token), {}))
+                    q.releasing.append(held)
+                else:
+                    self._keeper.remove(held)
+                    self._unlock(keys=[key], args=[token])
+
+    def locked(self, name: str, work: Callable[[Held], Any], *, wait_s: float = 10.0) -> Any:
+        """WORK(held) under lock NAME, its SET NX queued (see `lock`): WORK reads, calls
+        `check_locks`, then acts. When another held the lock, WORK runs again once it is free."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                with self.lock(name, wait_s=wait_s, queued=True) as held:
+                    return work(held)
+            except LockBusy:
+                if time.monotonic() > deadline:
+                    raise LockTimeout(f"lock {name!r} still held after {wait_s:.0f}s") from None
+                time.sleep(0.01)
 
     def check_locks(self) -> None:
         """Raise LockLost if a lock this thread holds expired or was taken meanwhile: called

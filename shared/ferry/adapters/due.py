@@ -123,10 +123,13 @@ class DueTimes:
         self.held_key = settings.near(anchor, "due", name, "held")
         self.wake_key = settings.near(anchor, "due", name, "wake")
         self._lease_prefix = settings.near(anchor, "due", name, "lease", "")
-        self._claim = self.redis.register_script(_CLAIM)
-        self._set = self.redis.register_script(_SET)
-        self._release = self.redis.register_script(_RELEASE)
-        self._renew = self.redis.register_script(_RENEW)
+        self._scripts: dict[str, Any] = {}
+
+    def _script(self, text: str) -> Any:
+        """Script TEXT, registered when first used: a decision's DueStore only queues an EVAL."""
+        if text not in self._scripts:
+            self._scripts[text] = self.redis.register_script(text)
+        return self._scripts[text]
 
     def lease_key(self, member: str) -> str:
         return self._lease_prefix + member
@@ -147,7 +150,7 @@ class DueTimes:
         that pipeline or transaction instead of running it now."""
         args = [member, "" if when is None else repr(_epoch(when)), token or ""]
         if pipe is None:
-            self._set(keys=self._keys(member), args=args)
+            self._script(_SET)(keys=self._keys(member), args=args)
         else:
             # EVAL, not the registered script: redis-py checks a pipeline's scripts with SCRIPT
             # EXISTS before running it, a round trip of its own; the server caches it all the same.
@@ -164,7 +167,7 @@ class DueTimes:
         with `release` or `set(..., token=)`; if it dies first, the member is due again when the
         lease ends."""
         token = uuid.uuid4().hex
-        members = self._claim(
+        members = self._script(_CLAIM)(
             keys=[self.key, self.held_key],
             args=[repr(_epoch(now)), lease_ms, limit, token, self._lease_prefix],
         )
@@ -173,12 +176,12 @@ class DueTimes:
     def release(self, member: str, token: str) -> bool:
         """Handled: MEMBER is next due when it was set to while held (not at all if it was not).
         False when TOKEN no longer held it (the lease ran out and another replica took it)."""
-        return bool(self._release(keys=self._keys(member), args=[member, token]))
+        return bool(self._script(_RELEASE)(keys=self._keys(member), args=[member, token]))
 
     def renew(self, member: str, token: str, lease_ms: int, now: datetime | float) -> bool:
         """Hold MEMBER for LEASE_MS more from NOW, if TOKEN still holds it."""
         args = [member, token, lease_ms, repr(_epoch(now))]
-        return bool(self._renew(keys=[self.key, self.lease_key(member)], args=args))
+        return bool(self._script(_RENEW)(keys=[self.key, self.lease_key(member)], args=args))
 
     def when(self, member: str) -> float | None:
         """When MEMBER is next looked at (epoch seconds; a lease's end while it is handled)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from ferry.adapters.bus import Bus
@@ -41,7 +42,7 @@ class EvidenceStore:
     ) -> None:
         """The latest result of a check wins: a red run after a green one makes it red again."""
         value = json.dumps({"status": status, "url": url})
-        self.bus.redis.hset(self._key(service, digest, env), check or ANY_CHECK, value)
+        self.bus.write().hset(self._key(service, digest, env), check or ANY_CHECK, value)
 
     def get(self, service: str, digest: str, env: str) -> Evidence:
         raw = self.bus.redis.hgetall(self._key(service, digest, env))
@@ -69,15 +70,19 @@ class CandidateStore:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._choose = bus.redis.register_script(_CHOOSE)
+
+    @cached_property
+    def _choose(self) -> Any:  # registered when first used: most decisions choose nothing
+        return self.bus.redis.register_script(_CHOOSE)
 
     def record_build(
         self, service: str, digest: str, rank: float, author: str | None = None
     ) -> None:
         # The first report of a build wins: a replayed or repeated build event changes nothing.
-        self.bus.redis.set(self.bus.settings.key("built", service, digest), repr(rank), nx=True)
+        write = self.bus.write()
+        write.set(self.bus.settings.key("built", service, digest), repr(rank), nx=True)
         if author:
-            self.bus.redis.set(self.bus.settings.key("author", service, digest), author, nx=True)
+            write.set(self.bus.settings.key("author", service, digest), author, nx=True)
 
     def author(self, service: str, digest: str) -> str | None:
         value = self.bus.redis.get(self.bus.settings.key("author", service, digest))

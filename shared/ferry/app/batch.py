@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from ferry.adapters.bus import Bus
@@ -96,6 +97,14 @@ class _ReadBus:
         return self.settings.stream(short)
 
 
+def _fetch(wanted: list[tuple[str, bytes, bytes]], pipe: Any) -> None:
+    for command, key, field in wanted:
+        if command == "hget":
+            pipe.hget(key, field)
+        else:
+            getattr(pipe, command)(key)
+
+
 def read_batched(bus: Bus, read: Callable[[Bus], T], cost: Cost | None = None) -> T:
     """READ(bus) with every GET and hash read it makes served by pipelined round trips. On a bus
     that is already such a view (a batched read calling another), READ runs on it as it is."""
@@ -110,13 +119,8 @@ def read_batched(bus: Bus, read: Callable[[Bus], T], cost: Cost | None = None) -
         if not stand.missing:
             return result
         wanted = sorted(stand.missing)
-        with bus.redis.pipeline(transaction=False) as pipe:
-            for command, key, field in wanted:
-                if command == "hget":
-                    pipe.hget(key, field)
-                else:
-                    getattr(pipe, command)(key)
-            answers = pipe.execute()
+        # With the writes (and a lock's SET NX) this thread queued in front, in the same trip.
+        answers = bus.round_trip(partial(_fetch, wanted))
         cost.round_trips += 1
         cost.commands += len(wanted)
         for (command, key, field), answer in zip(wanted, answers, strict=True):

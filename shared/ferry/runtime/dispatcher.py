@@ -75,9 +75,12 @@ class Dispatcher:
         """Handle one entry (its fields as read: bytes or str); returns what happened ("done",
         "dead", "retry"). With ACK false a "done" entry is left for the caller to acknowledge."""
         started = time.perf_counter()
-        outcome = self._process(short, entry_id, raw, deliveries)
-        if outcome == "done" and ack:
-            self.ctx.bus.ack(short, self.spec.name, entry_id)
+        bus = self.ctx.bus
+        # The entry's writes that need no answer are queued and go out with the XACK.
+        with bus.deferring():
+            outcome = self._process(short, entry_id, raw, deliveries)
+            if outcome == "done" and ack:
+                bus.ack(short, self.spec.name, entry_id)
         self.metrics.observe(self.spec.name, short, outcome, time.perf_counter() - started)
         return outcome
 
@@ -86,41 +89,64 @@ class Dispatcher:
         acknowledged with their letter). Entries about one service are handled in their order, one
         after the other; entries about different services at once, up to PARALLEL, so that their
         Redis round trips overlap (each decision still takes its (service, environment) lock).
-        If Redis fails on an entry, it and the later ones about its service stay pending, the
-        handled ones are still acknowledged when possible, and BatchInterrupted is raised."""
+        The writes the handlers queue (`Bus.deferring`) go out in front of each one's next round
+        trip, the last ones with the XACK, in one round trip.
+        If Redis fails on an entry, it and the later ones about its service stay pending (and
+        the earlier ones whose queued writes could not be sent), the handled ones are still
+        acknowledged when possible, and BatchInterrupted is raised."""
+        bus = self.ctx.bus
         groups = _by_service(entries)
         outcomes = ["pending"] * len(entries)
         handled = [0]
         failed: list[tuple[int, int, BaseException]] = []
 
-        def run(group: list[int]) -> None:
-            for k, n in enumerate(group):
-                entry_id, raw, deliveries = entries[n]
+        def run(group: list[int]) -> Any:
+            # For each handled entry: the marks around its queued writes (see Bus.mark).
+            marks: list[tuple[int, int, int]] = []
+            with bus.deferring():
                 try:
-                    outcomes[n] = self.process(short, entry_id, raw, deliveries, ack=False)
-                except Exception as e:  # noqa: BLE001 - raised below, after the others
-                    failed.append((n, len(group) - k, e))
-                    return
-                handled[0] += 1
-                if handled[0] < len(entries):
-                    failpoints.hit(f"{self.spec.name}.mid-batch")
+                    for k, n in enumerate(group):
+                        entry_id, raw, deliveries = entries[n]
+                        start = bus.mark()
+                        try:
+                            outcomes[n] = self.process(short, entry_id, raw, deliveries, ack=False)
+                        except Exception as e:  # noqa: BLE001 - raised below, after the others
+                            with contextlib.suppress(Exception):
+                                bus.flush()  # the writes made before the failure
+                            failed.append((n, len(group) - k, e))
+                            return None
+                        marks.append((n, start, bus.mark()))
+                        handled[0] += 1
+                        if handled[0] < len(entries):
+                            failpoints.hit(f"{self.spec.name}.mid-batch")
+                    # In a thread of the pool: its queued writes go with the XACK below.
+                    return bus.detach() if len(groups) > 1 else None
+                finally:
+                    # An entry whose queued writes were lost with a failed round trip (a later
+                    # entry's) is not acknowledged: it stays pending, to be handled again.
+                    for n, a, b in marks:
+                        if outcomes[n] == "done" and not bus.all_sent(a, b):
+                            outcomes[n] = "pending"
 
-        if len(groups) == 1:
-            run(groups[0])
-        else:
-            list(self._pool().map(run, groups))
-        done = [entries[n][0] for n, outcome in enumerate(outcomes) if outcome == "done"]
-        if failed:
-            n, left, error = min(failed, key=lambda f: f[0])
-            with contextlib.suppress(Exception):  # else redelivered; effects are idempotent
-                if done:
-                    self.ctx.bus.ack(short, self.spec.name, *done)
-            raise BatchInterrupted(entries[n][0], sum(f[1] for f in failed)) from error
-        if done:
-            try:
-                self.ctx.bus.ack(short, self.spec.name, *done)
-            except Exception as e:
-                raise BatchInterrupted(done[0], len(done)) from e
+        with bus.deferring():
+            if len(groups) == 1:
+                run(groups[0])
+            else:
+                for queued in list(self._pool().map(run, groups)):
+                    if queued is not None:
+                        bus.attach(queued)
+            done = [entries[n][0] for n, outcome in enumerate(outcomes) if outcome == "done"]
+            if failed:
+                n, left, error = min(failed, key=lambda f: f[0])
+                with contextlib.suppress(Exception):  # else redelivered; effects are idempotent
+                    if done:
+                        bus.ack(short, self.spec.name, *done)
+                raise BatchInterrupted(entries[n][0], sum(f[1] for f in failed)) from error
+            if done:
+                try:
+                    bus.ack(short, self.spec.name, *done)
+                except Exception as e:
+                    raise BatchInterrupted(done[0], len(done)) from e
         return outcomes
 
     def _pool(self) -> ThreadPoolExecutor:

@@ -1,0 +1,140 @@
+"""Writes queued for the next round trip (Bus.deferring): the server still sees every command in
+the order the code made it, a lock taken with its SET NX queued still lets one holder at a time
+do its read-modify-write, a batch's entries about one (service, environment) each see what the
+ones before them wrote, and an entry whose queued writes never reached Redis is not
+acknowledged."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from ferry.adapters.bus import Bus, Held
+from ferry.core.events import CiResult, Event
+from ferry.runtime.dispatcher import Dispatcher, Entry
+from ferry.runtime.logging import get_logger
+from ferry.runtime.settings import Settings
+from ferry.runtime.worker import WorkerContext, WorkerSpec
+from gate_evaluator.worker import WORKER
+from tests.helpers import Cluster, digest_of, pin_digest
+
+
+@pytest.fixture
+def settings(redis_url: str, prefix: str, tmp_path: Path) -> Settings:
+    return Settings(redis_url=redis_url, stream_prefix=prefix, home=tmp_path)
+
+
+def read(bus: Bus, group: str, n: int = 100) -> list[Entry]:
+    got = bus.redis.xreadgroup(group, "c1", {bus.stream("ci"): ">"}, count=n)
+    return [(i.decode(), fields, 1) for i, fields in got[0][1]]
+
+
+def test_a_queued_write_reaches_the_server_before_any_later_command(settings: Settings) -> None:
+    bus, other = Bus(settings, settings.redis_url), Bus(settings, settings.redis_url)
+    key = settings.key("queued")
+    with bus.deferring():
+        bus.write().set(key, "1")
+        assert other.redis.get(key) is None  # queued, not sent
+        # A direct command (here a read) goes after it: it sees the write.
+        assert bus.redis.get(key) == b"1"
+        bus.write().set(key, "2")
+        # A batched round trip carries it in front of its own commands.
+        assert bus.round_trip(lambda pipe: pipe.get(key)) == [b"2"]
+        bus.write().set(key, "3")
+    # The rest is sent when the block ends.
+    assert Bus(settings, settings.redis_url).redis.get(key) == b"3"
+
+
+def test_a_queued_lock_lets_one_replica_at_a_time_read_modify_write(settings: Settings) -> None:
+    """Two replicas (two buses, two threads) each add 1 to a counter 60 times under one lock,
+    reading it in the round trip that carries the lock's SET NX, writing it queued: the release
+    goes after the write, the next SET NX before the next read. No update is lost."""
+    key = settings.key("counter")
+    buses = [Bus(settings, settings.redis_url) for _ in range(2)]
+
+    def bump(bus: Bus) -> None:
+        def work(_: Held) -> None:
+            [value] = bus.round_trip(lambda pipe: pipe.get(key))
+            bus.check_locks()  # LockBusy if the other replica held it: read again later
+            bus.write().set(key, int(value or 0) + 1)
+
+        for _ in range(6):
+            with bus.deferring():  # a batch of ten: each one's writes go with the next trip
+                for _ in range(10):
+                    bus.locked("counter", work)
+
+    threads = [threading.Thread(target=bump, args=(b,)) for b in buses]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert int(buses[0].redis.get(key)) == 120
+    assert not buses[0].redis.exists(settings.key("lock", "counter"))
+
+
+def test_an_entry_whose_queued_writes_were_lost_stays_pending(settings: Settings) -> None:
+    """The second entry's round trip carries the first's queued write and fails (WRONGTYPE):
+    nobody knows whether the write ran, so the first entry is not acknowledged though its
+    handler finished; the second is left for a retry, the third is acknowledged."""
+    bus = Bus(settings, settings.redis_url)
+    bus.ensure_group("ci", "q")
+    ids = [bus.publish(CiResult(service="api", digest=digest_of(f"q-{i}"))) for i in range(3)]
+    wrong = settings.key("a-string")
+    bus.redis.set(wrong, "x")
+    handled: list[str] = []
+
+    def handle(event: Event, ctx: WorkerContext) -> None:
+        assert isinstance(event, CiResult)
+        handled.append(event.digest)
+        if event.digest == digest_of("q-1"):
+            ctx.bus.round_trip(lambda pipe: pipe.hget(wrong, "field"))
+        ctx.bus.write().hset(settings.key("seen"), event.digest, "1")
+
+    spec = WorkerSpec(name="q", handlers={"ci": handle})
+    ctx = WorkerContext(name="q", settings=settings, bus=bus, log=get_logger())
+    outcomes = Dispatcher(spec, ctx).process_batch("ci", read(bus, "q"))
+    assert outcomes == ["pending", "retry", "done"]
+    assert handled == [digest_of(f"q-{i}") for i in range(3)]
+    pending = {
+        p["message_id"].decode()
+        for p in bus.redis.xpending_range(bus.stream("ci"), "q", "-", "+", 10)
+    }
+    assert pending == set(ids[:2])
+    assert "WRONGTYPE" in (bus.last_error("q", "ci", ids[1]) or "")
+
+
+POLICY = """\
+environments:
+  dev: {promote_from: build, auto_merge: true}
+  staging: {promote_from: dev, gates: {ci: {checks: [integration, e2e]}}, auto_merge: true}
+  prod: {promote_from: staging}
+"""
+
+
+def test_entries_of_one_subject_in_one_read_each_see_the_ones_before(env: Cluster) -> None:
+    """One read holds two green checks in dev for one digest, staging needing both: the first
+    decision waits (its evidence write queued), the second sees that write and asks for the
+    promotion; then a repeat finds it requested. In stream order, one lock at a time."""
+    d = digest_of("two-checks")
+    env.init_repo(["api"])
+
+    def change(clone: Path) -> None:
+        (clone / "ferry.yaml").write_text(POLICY)
+        pin_digest(clone, "dev", "api", d)
+
+    env.commit_by_hand("staging needs two checks; dev runs d", change)
+    bus = env.bus
+    bus.ensure_group("ci", WORKER.name)
+    for check in ("integration", "e2e", "e2e"):
+        bus.publish(CiResult(service="api", digest=d, env="dev", check=check))
+    ctx = WorkerContext(name=WORKER.name, settings=env.settings, bus=bus, log=get_logger())
+    outcomes = Dispatcher(WORKER, ctx).process_batch("ci", read(bus, WORKER.name))
+
+    assert outcomes == ["done"] * 3
+    audit = [a["outcome"] for a in env.entries("audit") if a["subject"].startswith("api@")]
+    assert audit == ["wait", "requested", "already requested"]
+    assert [c["kind"] for c in env.entries("promotions")] == ["open"]
+    assert bus.redis.xpending(bus.stream("ci"), WORKER.name)["pending"] == 0
+    assert not bus.redis.keys(env.settings.key("lock", "*"))
