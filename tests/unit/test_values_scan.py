@@ -1,5 +1,6 @@
 """read_value answers plain values files by a scan of their lines (`ferry status` reads every
-values file): the answer must always be the YAML parser's, or the scan must step aside."""
+values file): the answer must always be the YAML parser's, or the scan must step aside. read_values
+answers several keys from one scan: each answer must be read_value's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ferry.adapters.scaffold import render_files
-from ferry.core.values import _UNSURE, ValuesError, _read_plain, _safe_load, read_value
+from ferry.core.values import (
+    _UNSURE,
+    ValuesError,
+    _read_plain,
+    _safe_load,
+    read_value,
+    read_values,
+)
 
 D = "sha256:" + "a" * 64
 
@@ -29,7 +37,7 @@ def parsed(text: str, key: str) -> Any:
 
 
 def agree(text: str, key: str) -> object:
-    quick = _read_plain(text, key.split("."))
+    quick = _read_plain(text, [tuple(key.split("."))])[0]
     if quick is not _UNSURE:
         assert quick == parsed(text, key), (text, key)
     try:
@@ -84,6 +92,30 @@ CASES = [
 @pytest.mark.parametrize("key", ["image.digest", "image.repository", "image", "replicas", "x.y"])
 def test_scan_agrees_with_the_parser(text: str, key: str) -> None:
     agree(text, key)
+    keys = [key, "image.repository", "a"]
+    assert together(text, keys) == one_by_one(text, keys), text
+
+
+def one_by_one(text: str, keys: list[str]) -> Any:
+    """read_value of each of KEYS, or ValuesError when any of them raises it."""
+    try:
+        return [read_value(text, k, source="f") for k in keys]
+    except ValuesError:
+        return ValuesError
+
+
+def together(text: str, keys: list[str]) -> Any:
+    try:
+        return read_values(text, keys, source="f")
+    except ValuesError:
+        return ValuesError
+
+
+@pytest.mark.parametrize("text", CASES)
+def test_several_keys_read_in_one_scan_agree_with_each_read(text: str) -> None:
+    keys = ["image.digest", "image.repository", "image", "replicas", "x.y"]
+    assert together(text, keys) == one_by_one(text, keys), text
+    assert together(text, keys[:2]) == one_by_one(text, keys[:2]), text
 
 
 def test_the_scaffold_shape_is_scanned() -> None:
@@ -108,3 +140,5 @@ def test_scan_never_disagrees_with_the_parser(lines: list[Any], key: str) -> Non
         for indent, k, v, comment in lines
     )
     agree(text, key)
+    keys = [key, "image.repository", "a"]
+    assert together(text, keys) == one_by_one(text, keys), text

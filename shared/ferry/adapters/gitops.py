@@ -24,6 +24,7 @@ from ferry.core.names import DIGEST, check_digest, check_label
 from ferry.core.policy import Policy, PolicyError, load_policy
 from ferry.core.values import read_value, set_digest
 
+from . import pins as pin_index
 from .git import (
     CatFile,
     GitError,
@@ -84,10 +85,13 @@ class GitOpsRepo:
         # Files by (commit, path): a commit's content never changes, so this is never stale.
         self._files: OrderedDict[tuple[str, str], str | None] = OrderedDict()
         self._reader: CatFile | None = None  # started at the first read
-        self._listing: tuple[str, dict[str, str]] | None = None  # see blobs()
         self._roots: OrderedDict[str, str] = OrderedDict()  # commit -> its tree
         self._trees: OrderedDict[str, bytes] = OrderedDict()  # tree id -> raw tree
         self._tree_bytes = 0
+        # What main pins, by commit (adapters/pins.py): the newest two, the older one for
+        # snapshots still answering from it.
+        self._pins: OrderedDict[str, pin_index.Pins] = OrderedDict()
+        self._pins_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -428,7 +432,7 @@ class GitOpsRepo:
         commit = self.main_commit()
         policy = self.effective_policy(commit)[0]
         template = policy.layout.values_path
-        pattern = _template_regex(template)
+        pattern = pin_index.template_regex(template)
         glob = template.replace("{env}", "*").replace("{service}", "*")
         log = git(
             *self._object_git_args(),
@@ -488,23 +492,10 @@ class GitOpsRepo:
     def services(self) -> list[str]:
         """Services that have a values file on main for at least one environment."""
         commit = self.main_commit()
-        policy = self.effective_policy(commit)[0]
-        pattern = _template_regex(policy.layout.values_path)
-        envs = set(policy.env_names())
-        found = set()
-        for name in self.blobs(commit):
-            match = pattern.match(name)
-            if match and match["env"] in envs:
-                found.add(match["service"])
-        return sorted(found)
+        return self.pins(commit).services(self.effective_policy(commit)[0].env_names())
 
-    def blobs(self, commit: str) -> dict[str, str]:
-        """Every file at COMMIT and its blob id, from one `git ls-tree -r` (the last commit's
-        listing is remembered: reading many files by id skips a path lookup in a tree of
-        thousands of entries for each)."""
-        with self._lock:
-            if self._listing is not None and self._listing[0] == commit:
-                return self._listing[1]
+    def _list(self, commit: str) -> dict[str, str]:
+        """Every file at COMMIT and its blob id (one `git ls-tree -r`), not remembered."""
         out = git_bytes(*self._object_git_args(), "ls-tree", "-r", "-z", "--full-tree", commit)
         listing: dict[str, str] = {}
         for entry in out.split(b"\0"):
@@ -512,9 +503,46 @@ class GitOpsRepo:
             fields = meta.split()
             if len(fields) == 3 and fields[1] == b"blob":
                 listing[name.decode("utf-8", "surrogateescape")] = fields[2].decode()
-        with self._lock:
-            self._listing = (commit, listing)
         return listing
+
+    def pins(self, commit: str) -> pin_index.Pins:
+        """What every values file pins at COMMIT (a commit of main), kept in memory: built once
+        from a listing of the tree, then carried to each new main by re-reading only the values
+        files `git diff-tree` says changed (see adapters/pins.py)."""
+        policy = self.effective_policy(commit)[0]
+        layout = pin_index.Layout(
+            policy.layout.values_path, policy.digest_key, policy.repository_key
+        )
+        with self._pins_lock:
+            found = self._pins.get(commit)
+            if found is not None and found.layout == layout:
+                return found
+            base = next((p for p in reversed(self._pins.values()) if p.layout == layout), None)
+            made = None
+            if base is not None:
+                try:
+                    diff = git_bytes(
+                        *self._object_git_args(),
+                        "diff-tree",
+                        "-r",
+                        "-z",
+                        "--no-renames",
+                        base.commit,
+                        commit,
+                    )
+                    made = pin_index.moved(base, commit, pin_index.changed(diff), self._read_ids)
+                except GitError:
+                    made = None  # the old commit is gone (a forced push, a gc): read it all
+            if made is None:
+                made = pin_index.build(commit, layout, self._list(commit), self._read_ids)
+            self._pins[commit] = made
+            self._pins.move_to_end(commit)
+            while len(self._pins) > 2:
+                self._pins.popitem(last=False)
+            return made
+
+    def _read_ids(self, names: list[str]) -> list[tuple[str, str, bytes] | None]:
+        return self._objects(self._object_git_args(), names)
 
     # ------------------------------------------------------------------ writing
 
@@ -723,6 +751,11 @@ class MainSnapshot:
     def __init__(self, repo: GitOpsRepo, commit: str) -> None:
         self.repo = repo
         self.commit = commit
+        # What every values file pins at this commit (GitOpsRepo.pins), taken at the first
+        # question: the digest and the repository come from it; other keys, and files it does
+        # not answer for, are read.
+        self._index: pin_index.Pins | None = None
+        self._envs: frozenset[str] = frozenset()
         # Values files read ahead for this snapshot (prefetch): kept as long as it is.
         self._texts: dict[str, str | None] = {}
         self._paths: dict[tuple[str, str], str] = {}  # (env, service) -> values file
@@ -738,20 +771,47 @@ class MainSnapshot:
         """Why ferry.yaml at this commit is refused (file:line: reason), or None."""
         return self.repo.effective_policy(self.commit)[1]
 
-    def _values(self, service: str, env: str) -> tuple[Policy, str, str | None]:
-        policy = self.policy
+    def _pins(self) -> pin_index.Pins:
+        index = self._index
+        if index is None:
+            self._envs = frozenset(self.policy.env_names())
+            index = self._index = self.repo.pins(self.commit)
+        return index
+
+    def _entry(self, service: str, env: str) -> pin_index.Entry | None:
+        """SERVICE's pins in ENV from the index (UNSURE: read the file); None when there is no
+        values file. A name that is not a DNS label, or an environment ferry.yaml does not
+        define, is a PolicyError, as reading the file would be."""
+        entry = self._pins().entry(env, service)
+        if entry is None or env not in self._envs:
+            self._path(service, env)
+        return entry
+
+    def _path(self, service: str, env: str) -> str:
         path = self._paths.get((env, service))
         if path is None:
+            policy = self.policy
             path = policy.values_path(env, service)
             policy.environment(env)  # unknown environment: PolicyError
             self._paths[(env, service)] = path
+        return path
+
+    def _values(self, service: str, env: str) -> tuple[str, str | None]:
+        path = self._path(service, env)
         if path in self._texts:
-            return policy, path, self._texts[path]
-        return policy, path, self.repo._read_at(self.commit, path)
+            return path, self._texts[path]
+        return path, self.repo._read_at(self.commit, path)
 
     def _value(self, service: str, env: str, key: str) -> str | None:
         """The string at KEY in SERVICE's values file for ENV (remembered by this snapshot)."""
-        policy, path, text = self._values(service, env)
+        layout = self._pins().layout
+        if key in (layout.digest_key, layout.repository_key):
+            entry = self._entry(service, env)
+            if entry is None:
+                return None
+            if not isinstance(entry, pin_index.Unsure):
+                return entry[0] if key == layout.digest_key else entry[1]
+        path, text = self._values(service, env)
         if text is None:
             return None
         memo = (path, key)
@@ -768,7 +828,10 @@ class MainSnapshot:
         return True
 
     def values_exists(self, service: str, env: str) -> bool:
-        return self._values(service, env)[2] is not None
+        entry = self._entry(service, env)
+        if isinstance(entry, pin_index.Unsure):
+            return self._values(service, env)[1] is not None
+        return entry is not None
 
     def pinned(self, service: str, env: str) -> str | None:
         """The digest SERVICE runs in ENV; None if absent or empty."""
@@ -779,33 +842,16 @@ class MainSnapshot:
         return self._value(service, env, self.policy.repository_key)
 
     def prefetch(self, services: list[str]) -> None:
-        """Read every environment's values file of SERVICES in one pass of the long-lived
-        `git cat-file --batch` (a page of the board, or every service for `ferry status`): kept
-        by this snapshot, so that the reads that follow are answered from memory."""
-        policy = self.policy
-        paths = [policy.values_path(e, s) for s in services for e in policy.env_names()]
-        wanted = [p for p in dict.fromkeys(paths) if p not in self._texts]
-        if len(wanted) > 64:  # many files: list the tree once, read the blobs by id
-            listing = self.repo.blobs(self.commit)
-            found = [p for p in wanted if p in listing]
-            self._texts.update(dict.fromkeys(wanted))  # not in the listing: no such file
-            texts = self.repo._cat_blobs([listing[p] for p in found], found)
-            self._texts.update(zip(found, texts, strict=True))
-        elif wanted:
+        """Make the reads about SERVICES that follow answer from memory (a page of the board,
+        or every service for `ferry status`): the digests and repositories are in the index;
+        the few files it does not answer for are read in one pass of `git cat-file --batch`."""
+        index = self._pins()
+        wanted = [
+            path
+            for s in services
+            for e in self._envs
+            if isinstance(index.entry(e, s), pin_index.Unsure)
+            and (path := self._path(s, e)) not in self._texts
+        ]
+        if wanted:
             self._texts.update(zip(wanted, self.repo._cat_files(self.commit, wanted), strict=True))
-
-
-def _template_regex(template: str) -> re.Pattern[str]:
-    """'envs/{env}/{service}/values.yaml' -> a regex with named groups env and service."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for part in re.split(r"(\{env\}|\{service\})", template):
-        name = part[1:-1] if part in ("{env}", "{service}") else None
-        if name is None:
-            out.append(re.escape(part))
-        elif name in seen:
-            out.append(f"(?P={name})")
-        else:
-            seen.add(name)
-            out.append(f"(?P<{name}>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)")
-    return re.compile("^" + "".join(out) + "$")

@@ -44,17 +44,34 @@ def _safe_load(text: str, where: str) -> Any:
 
 def read_value(text: str, dotted_key: str, *, source: str = "values file") -> str | None:
     """The string at DOTTED_KEY, or None when the key (or its value) is absent."""
-    plain = _read_plain(text, _split_key(dotted_key))
-    if plain is not _UNSURE:
-        return plain  # type: ignore[return-value]
-    node: Any = _safe_load(text, source)
-    for part in _split_key(dotted_key):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    if node is None or isinstance(node, str):
-        return node
-    raise ValuesError(f"{source}: {dotted_key} is a {type(node).__name__}, not a string")
+    return read_values(text, [dotted_key], source=source)[0]
+
+
+def read_values(
+    text: str, dotted_keys: list[str], *, source: str = "values file"
+) -> list[str | None]:
+    """read_value of each of DOTTED_KEYS, from one scan of TEXT (one parse when the scan is not
+    sure of one of them)."""
+    wanted = [tuple(_split_key(k)) for k in dotted_keys]
+    found = _read_plain(text, wanted)
+    if all(f is not _UNSURE for f in found):
+        return found  # type: ignore[return-value]
+    data: Any = _safe_load(text, source)
+    out: list[str | None] = []
+    for dotted_key, parts, plain in zip(dotted_keys, wanted, found, strict=True):
+        if plain is not _UNSURE:
+            out.append(plain)  # type: ignore[arg-type]
+            continue
+        node = data
+        for part in parts:
+            if not isinstance(node, dict) or part not in node:
+                node = None
+                break
+            node = node[part]
+        if node is not None and not isinstance(node, str):
+            raise ValuesError(f"{source}: {dotted_key} is a {type(node).__name__}, not a string")
+        out.append(node)
+    return out
 
 
 # A values file made only of comments and `key: scalar` / `key:` lines (the scaffold's shape) is
@@ -72,14 +89,22 @@ _SURE_STRING = re.compile(r"^[A-Za-z][A-Za-z0-9_./:@+-]*$")
 _NOT_STRINGS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n"}
 
 
-def _read_plain(text: str, parts: list[str]) -> object:
-    """read_value's answer for a file of plain mapping lines, or _UNSURE."""
+def _read_plain(text: str, wanted: list[tuple[str, ...]]) -> list[object]:
+    """read_value's answer for each key of WANTED (its parts), or _UNSURE, for a file of plain
+    mapping lines (every answer is _UNSURE for any other file)."""
+    unsure: list[object] = [_UNSURE] * len(wanted)
     if "\t" in text or "\r" in text or text.startswith("\ufeff"):
-        return _UNSURE
+        return unsure
     # Open mappings, outermost first: [indent of their keys (None: not seen yet), their key].
     stack: list[list[Any]] = [[0, ""]]
     seen: set[tuple[str, ...]] = set()
-    found: object = None  # absent unless a line says otherwise
+    found: list[object] = [None] * len(wanted)  # absent unless a line says otherwise
+    exact: dict[tuple[str, ...], list[int]] = {}  # a key's parts -> the keys it is
+    above: dict[tuple[str, ...], list[int]] = {}  # a mapping on the way -> the keys below it
+    for i, parts in enumerate(wanted):
+        exact.setdefault(parts, []).append(i)
+        for n in range(1, len(parts)):
+            above.setdefault(parts[:n], []).append(i)
     opened = False  # the last line was `key:` with nothing after it
     last = ""
     for line in text.split("\n"):
@@ -88,37 +113,39 @@ def _read_plain(text: str, parts: list[str]) -> object:
             continue
         m = _LINE.match(line)
         if m is None:
-            return _UNSURE
+            return unsure
         indent = len(m["indent"])
         if opened:
             if indent <= stack[-1][0]:
-                return _UNSURE  # `key:` with nothing under it (null): the parser decides
+                return unsure  # `key:` with nothing under it (null): the parser decides
             stack.append([indent, last])
         else:
             while len(stack) > 1 and indent < stack[-1][0]:
                 stack.pop()
             if indent != stack[-1][0]:
-                return _UNSURE  # not aligned with its siblings
+                return unsure  # not aligned with its siblings
         keys = (*(k for _, k in stack[1:]), m["key"])
         if keys in seen:
-            return _UNSURE  # a duplicate key: the parser refuses it
+            return unsure  # a duplicate key: the parser refuses it
         seen.add(keys)
         last = m["key"]
         quoted = m["dq"] if m["dq"] is not None else m["sq"]
         plain = m["plain"]
         opened = quoted is None and plain is None
-        if list(keys) == parts:
+        for i in exact.get(keys, ()):
             if opened:
-                return _UNSURE
-            if plain is not None and (
+                found[i] = _UNSURE
+            elif plain is not None and (
                 not _SURE_STRING.match(plain) or plain.lower() in _NOT_STRINGS
             ):
-                return _UNSURE  # a number, a boolean, a null...: the parser says what it is
-            found = quoted if quoted is not None else plain
-        elif not opened and list(keys) == parts[: len(keys)]:
-            found = None  # a scalar where a mapping on the way was wanted: absent
+                found[i] = _UNSURE  # a number, a boolean, a null...: the parser says
+            else:
+                found[i] = quoted if quoted is not None else plain
+        if not opened:
+            for i in above.get(keys, ()):
+                found[i] = None  # a scalar where a mapping on the way was wanted: absent
     if opened:
-        return _UNSURE
+        return unsure
     return found
 
 

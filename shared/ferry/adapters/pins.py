@@ -1,0 +1,180 @@
+"""What main pins, kept in memory: the digest and the image repository of every values file at one
+commit of main, read once (one listing of the tree, every values file in one pass of the
+long-lived `git cat-file --batch`) and then carried from one main to the next by re-reading only
+the files the new main changed (`git diff-tree` of the old and the new commit).
+
+A decision reads two or three values files; at 10,000 services each would be a file not read
+before (a round trip to git, a walk of a directory of 10,000 entries, a parse). With the pins in
+memory a decision reads no file, whatever the number of services.
+
+An index is a pure function of (commit, values template, digest key, repository key): a new one is
+built (never edited in place) when main moves, so a snapshot keeps answering from its own commit.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ferry.core.values import read_values
+
+# Read the blobs of a full listing this many at a time: a values file is a few hundred bytes, and
+# reading 30,000 at once would hold 15 MB of text at the peak.
+CHUNK = 512
+
+
+class Unsure:
+    """A values file the index does not answer for (not UTF-8, or a value the reader refuses):
+    the ordinary read of that file says what it says (an error, most often)."""
+
+    def __repr__(self) -> str:
+        return "UNSURE"
+
+
+UNSURE = Unsure()
+# (digest, repository), each None when absent or empty; or UNSURE.
+Entry = tuple[str | None, str | None] | Unsure
+# (id, type, content) of each object named, None when missing: GitOpsRepo._objects.
+Reader = Callable[[list[str]], list[tuple[str, str, bytes] | None]]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where values files are and which keys the index keeps (from the policy in force)."""
+
+    template: str  # envs/{env}/{service}/values.yaml
+    digest_key: str
+    repository_key: str
+
+
+@dataclass(frozen=True)
+class Pins:
+    """Every values file's pins at COMMIT: env -> service -> Entry. A file that is not in it does
+    not exist at COMMIT (or is not a file)."""
+
+    commit: str
+    layout: Layout
+    by_env: dict[str, dict[str, Entry]]
+
+    def entry(self, env: str, service: str) -> Entry | None:
+        found = self.by_env.get(env)
+        return found.get(service) if found is not None else None
+
+    def services(self, envs: list[str]) -> list[str]:
+        """Services with a values file in at least one of ENVS."""
+        found: set[str] = set()
+        for env in envs:
+            found.update(self.by_env.get(env, ()))
+        return sorted(found)
+
+
+def template_regex(template: str) -> re.Pattern[str]:
+    """'envs/{env}/{service}/values.yaml' -> a regex with named groups env and service (DNS
+    labels, but for their length: see `_names`)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for part in re.split(r"(\{env\}|\{service\})", template):
+        name = part[1:-1] if part in ("{env}", "{service}") else None
+        if name is None:
+            out.append(re.escape(part))
+        elif name in seen:
+            out.append(f"(?P={name})")
+        else:
+            seen.add(name)
+            out.append(f"(?P<{name}>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)")
+    return re.compile("^" + "".join(out) + "$")
+
+
+def _names(pattern: re.Pattern[str], path: str) -> tuple[str, str] | None:
+    """(env, service) of the values file at PATH, or None when PATH is not one."""
+    match = pattern.match(path)
+    if match is None or len(match["env"]) > 63 or len(match["service"]) > 63:
+        return None
+    return match["env"], match["service"]
+
+
+def _parse(raw: bytes, layout: Layout, path: str, repositories: dict[str, str]) -> Entry:
+    try:
+        text = raw.decode("utf-8")
+        keys = [layout.digest_key, layout.repository_key]
+        digest, repository = (v or None for v in read_values(text, keys, source=path))
+    except ValueError:  # not UTF-8, not YAML, not a string: the ordinary read says so
+        return UNSURE
+    if repository is not None:  # the same in every environment of a service, most often
+        repository = repositories.setdefault(repository, repository)
+    if digest is not None:
+        digest = sys.intern(digest)
+    return (digest, repository)
+
+
+def _read(
+    read: Reader, files: list[tuple[str, str, str, str]], layout: Layout, into: dict[str, Any]
+) -> None:
+    """Read FILES ((env, service, path, blob id)) into INTO (env -> service -> Entry)."""
+    repositories: dict[str, str] = {}
+    for at in range(0, len(files), CHUNK):
+        chunk = files[at : at + CHUNK]
+        for (env, service, path, _), obj in zip(
+            chunk, read([oid for _, _, _, oid in chunk]), strict=True
+        ):
+            if obj is None or obj[1] != "blob":
+                into.setdefault(env, {}).pop(service, None)
+                continue
+            into.setdefault(env, {})[service] = _parse(obj[2], layout, path, repositories)
+
+
+def build(commit: str, layout: Layout, listing: dict[str, str], read: Reader) -> Pins:
+    """The pins at COMMIT from LISTING (every file at COMMIT and its blob id)."""
+    pattern = template_regex(layout.template)
+    files = []
+    for path, oid in listing.items():
+        names = _names(pattern, path)
+        if names is not None:
+            files.append((*names, path, oid))
+    by_env: dict[str, dict[str, Entry]] = {}
+    _read(read, files, layout, by_env)
+    return Pins(commit, layout, by_env)
+
+
+def changed(diff: bytes) -> list[tuple[str, str | None]]:
+    """(path, new blob id, or None when the path holds no file any more) from the output of
+    `git diff-tree -r -z --no-renames OLD NEW`."""
+    out: list[tuple[str, str | None]] = []
+    fields = diff.split(b"\0")
+    i = 0
+    while i + 1 < len(fields):
+        meta, path = fields[i], fields[i + 1].decode("utf-8", "surrogateescape")
+        i += 2
+        parts = meta.lstrip(b":").split()
+        if len(parts) != 5:
+            raise ValueError(f"unexpected git diff-tree output: {meta!r}")
+        new_mode, new_oid, status = parts[1], parts[3].decode(), parts[4]
+        gone = status.startswith(b"D") or new_mode == b"160000"  # removed, or now a submodule
+        out.append((path, None if gone else new_oid))
+    return out
+
+
+def moved(old: Pins, commit: str, changes: list[tuple[str, str | None]], read: Reader) -> Pins:
+    """OLD carried to COMMIT, whose files differ from OLD's by CHANGES (see `changed`): only the
+    environments a change touches are copied; every other one is shared with OLD."""
+    pattern = template_regex(old.layout.template)
+    by_env = dict(old.by_env)
+    files = []
+    copied: set[str] = set()
+    for path, oid in changes:
+        names = _names(pattern, path)
+        if names is None:
+            continue
+        env, service = names
+        if env not in copied:
+            by_env[env] = dict(by_env.get(env, {}))
+            copied.add(env)
+        if oid is None:
+            by_env[env].pop(service, None)
+        else:
+            files.append((env, service, path, oid))
+    _read(read, files, old.layout, by_env)
+    return Pins(commit, old.layout, by_env)

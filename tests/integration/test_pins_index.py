@@ -1,0 +1,132 @@
+"""What main pins is kept in memory (adapters/pins.py) and carried from one main to the next by
+re-reading only the values files the new main changed: after any change made on main (by a
+person, by a merge), the answers must be those of a repository object that reads everything
+afresh, and a snapshot of the older main keeps its own answers."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ferry.adapters.gitops import GitOpsRepo
+from ferry.adapters.pins import UNSURE
+from ferry.adapters.scaffold import render_files, scaffold
+from ferry.core.policy import PolicyError
+from ferry.core.values import ValuesError
+from tests.helpers import commit_by_hand, digest_of, pin_digest
+
+ENVS = ("dev", "staging", "prod")
+
+
+def answers(repo: GitOpsRepo, services: list[str]) -> dict[tuple[str, str], object]:
+    """Every question a decision asks of main, for SERVICES in every environment (an error is
+    an answer too: its type)."""
+    main = repo.at_main()
+    out: dict[tuple[str, str], object] = {}
+    for s in services:
+        for e in ENVS:
+            try:
+                out[(s, e)] = (main.values_exists(s, e), main.pinned(s, e), main.repository(s, e))
+            except (ValuesError, PolicyError) as exc:
+                out[(s, e)] = type(exc)
+    return out
+
+
+def fresh(remote: Path, workdir: Path) -> GitOpsRepo:
+    shutil.rmtree(workdir, ignore_errors=True)
+    return GitOpsRepo(remote=str(remote), workdir=workdir)
+
+
+def add_service(clone: Path, service: str, env: str) -> None:
+    path = f"envs/{env}/{service}/values.yaml"
+    text = render_files([service], [env], "registry.example.com/shop")[path]
+    (clone / path).parent.mkdir(parents=True, exist_ok=True)
+    (clone / path).write_text(text)
+
+
+def test_pins_follow_a_person_editing_adding_and_removing_values_files(tmp_path: Path) -> None:
+    remote, clone = tmp_path / "gitops", tmp_path / "person"
+    scaffold(remote, ["api", "web"])
+    repo = GitOpsRepo(remote=str(remote), workdir=tmp_path / "work")
+    before = repo.at_main()
+    assert before.pinned("api", "dev") is None and before.values_exists("web", "staging")
+    old_index = repo.pins(before.commit)
+
+    def change(c: Path) -> None:
+        pin_digest(c, "dev", "api", digest_of("by hand"))  # edited directly on main
+        add_service(c, "db", "dev")  # a file added
+        (c / "envs/staging/web/values.yaml").unlink()  # a file removed
+
+    commit_by_hand(remote, clone, "a person's change", change)
+    after = repo.at_main()
+    assert after.commit != before.commit
+    assert after.pinned("api", "dev") == digest_of("by hand")
+    assert after.values_exists("db", "dev") and after.repository("db", "dev") == (
+        "registry.example.com/shop/db"
+    )
+    assert not after.values_exists("web", "staging") and after.pinned("web", "staging") is None
+    assert repo.services() == ["api", "db", "web"]
+    # The older snapshot still answers from its own commit.
+    assert before.pinned("api", "dev") is None and before.values_exists("web", "staging")
+    assert not before.values_exists("db", "dev")
+    # Carried, not read again: an environment no change touched is the same object.
+    new_index = repo.pins(after.commit)
+    assert new_index.by_env["prod"] is old_index.by_env["prod"]
+    assert new_index.by_env["dev"] is not old_index.by_env["dev"]
+    assert answers(repo, ["api", "web", "db"]) == answers(
+        fresh(remote, tmp_path / "fresh"), ["api", "web", "db"]
+    )
+
+
+def test_pins_carried_over_many_changes_agree_with_reading_afresh(tmp_path: Path) -> None:
+    """Random changes on main, each followed by the questions: the index carried from main to
+    main answers as one built from nothing, including files it cannot read (they are read)."""
+    remote, clone = tmp_path / "gitops", tmp_path / "person"
+    services = [f"svc-{i}" for i in range(12)]
+    scaffold(remote, services)
+    repo = GitOpsRepo(remote=str(remote), workdir=tmp_path / "work")
+    rnd = random.Random(12)
+    asked = [*services, "new-1", "new-2"]
+    for round_ in range(8):
+        answers(repo, asked)  # the index of this main, to carry to the next
+
+        def change(c: Path, round_: int = round_) -> None:
+            for _ in range(rnd.randint(1, 4)):
+                s, e = rnd.choice(asked), rnd.choice(ENVS)
+                path = c / "envs" / e / s / "values.yaml"
+                what = rnd.choice(["pin", "pin", "remove", "broken", "number"])
+                if not path.exists():
+                    add_service(c, s, e)
+                elif what == "pin":
+                    try:
+                        pin_digest(c, e, s, digest_of(f"{round_}-{s}-{e}"))
+                    except ValuesError:  # a file broken earlier: a person writes it anew
+                        add_service(c, s, e)
+                elif what == "remove":
+                    path.unlink()
+                elif what == "broken":
+                    path.write_text("image: [unclosed\n")
+                else:
+                    path.write_text("image:\n  digest: 12\n  repository: r\n")
+
+        commit_by_hand(remote, clone, f"round {round_}", change)
+        carried = answers(repo, asked)
+        assert carried == answers(fresh(remote, tmp_path / "fresh"), asked), round_
+    broken = "envs/dev/svc-0/values.yaml"
+    commit_by_hand(remote, clone, "broken", lambda c: (c / broken).write_text("image: [\n"))
+    assert repo.pins(repo.main_commit()).entry("dev", "svc-0") is UNSURE
+    assert answers(repo, asked) == answers(fresh(remote, tmp_path / "fresh"), asked)
+    assert answers(repo, asked)[("svc-0", "dev")] is ValuesError
+
+
+def test_a_bad_name_or_unknown_environment_is_refused_as_before(tmp_path: Path) -> None:
+    scaffold(tmp_path / "gitops", ["api"])
+    main = GitOpsRepo(remote=str(tmp_path / "gitops"), workdir=tmp_path / "work").at_main()
+    with pytest.raises(PolicyError):
+        main.pinned("api", "qa")
+    with pytest.raises(PolicyError):
+        main.values_exists("Not_A_Label", "dev")
+    assert main.pinned("nobody", "dev") is None and not main.values_exists("nobody", "dev")
