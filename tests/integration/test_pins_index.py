@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ferry.adapters import pins
+from ferry.adapters.git import git
 from ferry.adapters.gitops import GitOpsRepo
 from ferry.adapters.pins import UNSURE
 from ferry.adapters.scaffold import render_files, scaffold
@@ -36,7 +38,9 @@ def answers(repo: GitOpsRepo, services: list[str]) -> dict[tuple[str, str], obje
 
 
 def fresh(remote: Path, workdir: Path) -> GitOpsRepo:
+    """A repository object that has read nothing yet (nor kept anything on disk)."""
     shutil.rmtree(workdir, ignore_errors=True)
+    (workdir.parent / f"{workdir.name}.pins").unlink(missing_ok=True)
     return GitOpsRepo(remote=str(remote), workdir=workdir)
 
 
@@ -130,3 +134,34 @@ def test_a_bad_name_or_unknown_environment_is_refused_as_before(tmp_path: Path) 
     with pytest.raises(PolicyError):
         main.values_exists("Not_A_Label", "dev")
     assert main.pinned("nobody", "dev") is None and not main.values_exists("nobody", "dev")
+
+
+def test_a_new_process_reads_only_blobs_it_has_not_read_before(tmp_path: Path) -> None:
+    """What was read is kept by blob id beside the workdir (a blob's content never changes):
+    the next process takes it from there; a file written by other code or for other keys, or
+    one that is not such a file at all, is not used."""
+    remote, work = tmp_path / "gitops", tmp_path / "work"
+    scaffold(remote, ["api"])
+    repo = GitOpsRepo(remote=str(remote), workdir=work)
+    commit = repo.main_commit()
+    index = repo.pins(commit)
+    kept = tmp_path / "work.pins"
+    assert kept.exists()
+    layout = index.layout
+    known = pins.load(kept, layout)
+    blob = git("rev-parse", f"{commit}:envs/dev/api/values.yaml", cwd=remote)
+    assert known[blob] == (None, "registry.example.com/shop/api")
+    # Told otherwise about that blob, a new process believes it: it did not read the file.
+    pins.save(kept, layout, {**known, blob: (digest_of("kept"), "elsewhere")})
+    assert GitOpsRepo(remote=str(remote), workdir=work).at_main().pinned("api", "dev") == (
+        digest_of("kept")
+    )
+    # Kept for other keys, or not a pins file at all: read afresh.
+    other = pins.Layout(layout.template, "image.tag", layout.repository_key)
+    pins.save(kept, other, {blob: (digest_of("other keys"), "x")})
+    assert GitOpsRepo(remote=str(remote), workdir=work).at_main().pinned("api", "dev") is None
+    kept.write_bytes(b"not marshal data")
+    assert GitOpsRepo(remote=str(remote), workdir=work).at_main().repository("api", "dev") == (
+        "registry.example.com/shop/api"
+    )
+    assert pins.load(kept, layout)[blob] == (None, "registry.example.com/shop/api")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ferry.core.names import DIGEST, check_digest, check_label
-from ferry.core.policy import Policy, PolicyError, load_policy
+from ferry.core.policy import EnvironmentPolicy, Policy, PolicyError, load_policy
 from ferry.core.values import read_value, set_digest
 
 from . import pins as pin_index
@@ -534,7 +534,13 @@ class GitOpsRepo:
                 except GitError:
                     made = None  # the old commit is gone (a forced push, a gc): read it all
             if made is None:
-                made = pin_index.build(commit, layout, self._list(commit), self._read_ids)
+                # What an earlier process read is kept by blob id beside the workdir.
+                kept = self.workdir.parent / f"{self.workdir.name}.pins"
+                known = pin_index.load(kept, layout)
+                listing = self._list(commit)
+                made, by_oid = pin_index.build(commit, layout, listing, self._read_ids, known)
+                if by_oid != known:
+                    pin_index.save(kept, layout, by_oid)
             self._pins[commit] = made
             self._pins.move_to_end(commit)
             while len(self._pins) > 2:
@@ -760,6 +766,7 @@ class MainSnapshot:
         self._texts: dict[str, str | None] = {}
         self._paths: dict[tuple[str, str], str] = {}  # (env, service) -> values file
         self._read: dict[tuple[str, str], str | None] = {}  # (path, key) -> value
+        self._env_policies: dict[tuple[str, str], EnvironmentPolicy] = {}
 
     @property
     def policy(self) -> Policy:
@@ -835,7 +842,18 @@ class MainSnapshot:
 
     def pinned(self, service: str, env: str) -> str | None:
         """The digest SERVICE runs in ENV; None if absent or empty."""
+        entry = self._pins().entry(env, service)
+        if entry is not None and env in self._envs and not isinstance(entry, pin_index.Unsure):
+            return entry[0]  # the common case, asked tens of thousands of times by status
         return self._value(service, env, self.policy.digest_key)
+
+    def environment(self, env: str, service: str) -> EnvironmentPolicy:
+        """ENV's policy for SERVICE (Policy.environment), remembered by this snapshot: a
+        decision asks for it several times, and `ferry status` decides every cell."""
+        found = self._env_policies.get((env, service))
+        if found is None:
+            found = self._env_policies[(env, service)] = self.policy.environment(env, service)
+        return found
 
     def repository(self, service: str, env: str) -> str | None:
         """The image repository of SERVICE in ENV."""

@@ -13,10 +13,16 @@ built (never edited in place) when main moves, so a snapshot keeps answering fro
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import marshal
+import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ferry.core.values import read_values
@@ -126,17 +132,80 @@ def _read(
             into.setdefault(env, {})[service] = _parse(obj[2], layout, path, repositories)
 
 
-def build(commit: str, layout: Layout, listing: dict[str, str], read: Reader) -> Pins:
-    """The pins at COMMIT from LISTING (every file at COMMIT and its blob id)."""
+def build(
+    commit: str, layout: Layout, listing: dict[str, str], read: Reader, known: dict[str, Entry]
+) -> tuple[Pins, dict[str, Entry]]:
+    """The pins at COMMIT from LISTING (every file at COMMIT and its blob id), reading only the
+    values files whose blob is not in KNOWN (blob id -> Entry, see `load`); and the Entry of
+    every values file's blob at COMMIT (what `save` keeps)."""
     pattern = template_regex(layout.template)
+    by_env: dict[str, dict[str, Entry]] = {}
+    by_oid: dict[str, Entry] = {}
     files = []
     for path, oid in listing.items():
         names = _names(pattern, path)
-        if names is not None:
+        if names is None:
+            continue
+        entry = known.get(oid)
+        if entry is None:
             files.append((*names, path, oid))
-    by_env: dict[str, dict[str, Entry]] = {}
+        else:
+            by_env.setdefault(names[0], {})[names[1]] = by_oid[oid] = entry
     _read(read, files, layout, by_env)
-    return Pins(commit, layout, by_env)
+    for env, service, _, oid in files:
+        entry = by_env.get(env, {}).get(service)
+        if entry is not None:
+            by_oid[oid] = entry
+    return Pins(commit, layout, by_env), by_oid
+
+
+# ---------------------------------------------------------------------------- kept on disk
+#
+# A blob's content never changes, nor what the reader makes of it: a process that starts (`ferry
+# status`, a worker) reads again only the values files whose blob it has not read before. The file
+# names the reader's code (a hash of this module and of core/values.py) and the keys: a file
+# written by other code, or for other keys, is not used.
+
+_FORMAT = "ferry-pins-1"
+
+
+@functools.cache
+def _reader_code() -> str:
+    from ferry.core import values
+
+    digest = hashlib.sha256()
+    for module in (__file__, values.__file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()
+
+
+def load(path: Path, layout: Layout) -> dict[str, Entry]:
+    """Blob id -> Entry, as `save` left it for LAYOUT's keys; empty when there is none to use."""
+    try:
+        head, code, keys, entries = marshal.loads(path.read_bytes())
+    except (OSError, ValueError, EOFError, TypeError):
+        return {}
+    if (head, code, keys) != (_FORMAT, _reader_code(), [layout.digest_key, layout.repository_key]):
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {oid: UNSURE if e is None else e for oid, e in entries.items()}
+
+
+def save(path: Path, layout: Layout, by_oid: dict[str, Entry]) -> None:
+    """Keep BY_OID in PATH for the next process (nothing when it cannot be written)."""
+    entries = {oid: None if isinstance(e, Unsure) else e for oid, e in by_oid.items()}
+    data = marshal.dumps(
+        (_FORMAT, _reader_code(), [layout.digest_key, layout.repository_key], entries)
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def changed(diff: bytes) -> list[tuple[str, str | None]]:
