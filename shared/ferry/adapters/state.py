@@ -330,8 +330,11 @@ class HoldStore:
         return bool(self.bus.redis.hdel(self._key(env), service or self.EVERY))
 
     def get(self, env: str, service: str) -> str | None:
-        """Why SERVICE may not move into ENV now ("held by alice: freeze"), or None."""
-        raw = self.bus.redis.hmget(self._key(env), [service, self.EVERY])
+        """Why SERVICE may not move into ENV now ("held by alice: freeze"), or None. The whole
+        hash is read (a few holds at most): a batched read of every cell (`ferry status`) reads
+        it once per environment, not twice per service."""
+        held = self.bus.redis.hgetall(self._key(env))
+        raw = (held.get(service.encode()), held.get(self.EVERY.encode()))
         for scope, value in zip((service, None), raw, strict=True):
             if value is not None:
                 data = json.loads(value)

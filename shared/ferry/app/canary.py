@@ -41,12 +41,12 @@ def describe(state: dict[str, Any] | None) -> str:
     return line
 
 
-def canaries(bus: Bus, policy: Policy, services: list[str]) -> dict[str, dict[str, Any]]:
-    """service -> environment -> canary state, for every canary that ran."""
+def canaries(bus: Bus, policy: Policy, cells: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """service -> environment -> canary state, for every canary that ran in CELLS ((service,
+    environment) pairs)."""
     found: dict[str, dict[str, Any]] = {}
-    for service in services:
-        for env in policy.env_names():
-            state = canary_state(bus, policy, service, env)
-            if state is not None:
-                found.setdefault(service, {})[env] = state
+    for service, env in cells:
+        state = canary_state(bus, policy, service, env)
+        if state is not None:
+            found.setdefault(service, {})[env] = state
     return found

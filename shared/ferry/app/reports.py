@@ -32,9 +32,10 @@ def _decisions(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """What gate-evaluator decides now for every service and environment (the same `decide` on
     the same snapshot as `ferry explain`): main read once (prefetch), Redis in a few pipelined
-    rounds for all the cells together (app/batch.py), then `decide` on each snapshot."""
+    rounds for all the cells together (app/batch.py), then `decide` on each snapshot. A cell
+    with no digest to move is read only as far as what names the digest (without_digest)."""
     from ferry.app.batch import read_batched
-    from ferry.app.snapshot import gather
+    from ferry.app.snapshot import gather, without_digest
     from ferry.core.decision import decide
 
     main.prefetch(services)
@@ -45,10 +46,13 @@ def _decisions(
         for env in main.policy.env_names()
         if main.values_exists(service, env)
     ]
-    snapshots = read_batched(bus, lambda b: [gather(b, main, s, e, now) for s, e in cells])
+    snapshots = without_digest(bus, main, cells, now)
+    rest = [cell for cell in cells if cell not in snapshots]
+    gathered = read_batched(bus, lambda b: [gather(b, main, s, e, now) for s, e in rest])
+    snapshots.update(zip(rest, gathered, strict=True))
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for (service, env), snapshot in zip(cells, snapshots, strict=True):
-        d = decide(snapshot)
+    for service, env in cells:
+        d = decide(snapshots[(service, env)])
         out.setdefault(service, {})[env] = {
             "state": d.state,
             "digest": d.digest,
@@ -72,6 +76,7 @@ def status(settings: Settings) -> Status:
     read once) and batched reads of Redis; without Redis, the table alone."""
     import redis
 
+    from ferry.adapters.canary_state import cells_with_state
     from ferry.adapters.embedded import NoRedis
     from ferry.app.batch import read_batched
     from ferry.app.canary import canaries
@@ -88,7 +93,11 @@ def status(settings: Settings) -> Status:
         try:
             bus = connect(settings)
             decided = _decisions(bus, main, services)
-            watched = read_batched(bus, lambda b: canaries(b, main.policy, services))
+            # Only the cells where a canary ran (or verified a digest) have a state to read.
+            cells = [(s, e) for s in services for e in main.policy.env_names()]
+            present = cells_with_state(bus, cells)
+            ran = [cell for cell in cells if cell in present]
+            watched = read_batched(bus, lambda b: canaries(b, main.policy, ran))
         except (redis.RedisError, NoRedis):
             decided, watched = {}, {}  # no Ferry running: what main pins is still worth showing
     finally:

@@ -499,6 +499,12 @@ class Policy(_Model):
 
     def environment(self, env: str, service: str | None = None) -> EnvironmentPolicy:
         """ENV's policy, with SERVICE's overrides deep-merged over it when given."""
+        if service is not None:
+            # Asked once per cell and decision (tens of thousands for `ferry status`): a pair
+            # seen before was checked then.
+            found = self._merged.get((env, service))
+            if found is not None:
+                return found
         if env not in self.environments:
             raise PolicyError(f"unknown environment {env!r}: ferry.yaml defines {self._defined()}")
         if service is None:
