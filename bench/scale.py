@@ -40,6 +40,7 @@ from ferry.core.events import CiResult, PromotionCommand
 
 ENVS = ("dev", "staging", "prod")
 MARK_BEGIN, MARK_END = "<!-- bench:scale begin -->", "<!-- bench:scale end -->"
+DEFAULT_OUT = Path(__file__).parent / "RESULTS.md"
 
 
 # ---------------------------------------------------------------------------- the repository
@@ -265,20 +266,33 @@ def _med(values: list[float]) -> float:
 
 
 def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
-    bare_ms = [b["total_ms"]["mean"] for b in res["bare"]]
-    bare_rate = [1000 / m for m in bare_ms]
-    pw1 = [p["rate"] for p in res["pw1"]]
-    pw3 = [p["rate"] for p in res["pw3"]]
-    n_p = res["pw1"][0]["promotions"]
+    runs = (
+        f"Medians over {len(res['pw1'])} runs; each run's figure beside it." if res["pw1"] else ""
+    )
     lines = [
         "<!-- bench:scale begin -->",
         "## (p) pr-writer: promotions a second, and (s) flat cost to 10,000 services",
         "",
         f"Run: `{command}` on {info['date']}, {info['nproc']} CPUs ({info['cpu']}), "
         f"{info['git']}, 1-minute load average {info['load']} when it started, "
-        f"{res['load_end']} at the end (the machine is shared). Medians over {len(pw1)} runs; "
-        "each run's figure beside it.",
+        f"{res['load_end']} at the end (the machine is shared). {runs}".rstrip(),
         "",
+    ]
+    if res["pw1"]:
+        lines += _render_p(res)
+    if res["flat"]:
+        lines += _render_s(res)
+    lines.append("<!-- bench:scale end -->")
+    return "\n".join(lines) + "\n"
+
+
+def _render_p(res: dict[str, Any]) -> list[str]:
+    bare_ms = [b["total_ms"]["mean"] for b in res["bare"]]
+    bare_rate = [1000 / m for m in bare_ms]
+    pw1 = [p["rate"] for p in res["pw1"]]
+    pw3 = [p["rate"] for p in res["pw3"]]
+    n_p = res["pw1"][0]["promotions"]
+    return [
         f"**(p)** {n_p} promotion commands (`open`, into dev, auto-merged) published at once to "
         "`ferry:promotions`, drained by pr-writer on the local forge; rate = promotions / (first "
         "command id to last `pr_merged` id, server clock). Baseline, in the same run: the bare git "
@@ -300,10 +314,13 @@ def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
         f"promotions {sum(p['failed'] for p in res['pw1'] + res['pw3'])}.",
         "",
     ]
+
+
+def _render_s(res: dict[str, Any]) -> list[str]:
     flat = res["flat"]
     sizes = sorted(flat)
     small, big = flat[sizes[0]], flat[sizes[-1]]
-    lines += [
+    lines = [
         f"**(s)** For each size a bare GitOps repository with the scaffold's files "
         "(`ferry.yaml`, `envs/<env>/<service>/values.yaml` for dev, staging, prod), written by "
         "`git fast-import`, staging pinning a digest for every service. Gate: "
@@ -398,8 +415,7 @@ def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
         )
     if missed:
         lines += ["", "Where a goal is missed, why, and what would close it:", "", *missed]
-    lines.append("<!-- bench:scale end -->")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,8 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
     p.add_argument("--events", type=int, default=1000, help="(s) CI entries per size")
     p.add_argument("--flat-promotions", type=int, default=40, help="(s) promotions per size")
-    p.add_argument("--only", choices=["p", "s"], help="run one part (no RESULTS.md written)")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    p.add_argument(
+        "--only", choices=["p", "s"], help="run one part (written only to an --out of your own)"
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     if args.quick:
@@ -428,10 +446,11 @@ def main(argv: list[str] | None = None) -> int:
             res = run(url, Path(tmp), args)
     finally:
         server.stop()
+    command = " ".join([".venv/bin/python -m bench.scale", *map(shlex.quote, argv)])
     if args.only:
         print(json.dumps(res, indent=1, default=str))
-        return 0
-    command = " ".join([".venv/bin/python -m bench.scale", *map(shlex.quote, argv)])
+        if args.out == DEFAULT_OUT:
+            return 0  # one part alone never replaces bench/RESULTS.md's section
     text = render(res, info, command)
     print(text)
     errors = [p["errors"] for p in res["pw1"] + res["pw3"]]

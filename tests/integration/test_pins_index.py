@@ -83,6 +83,7 @@ def test_pins_follow_a_person_editing_adding_and_removing_values_files(tmp_path:
     assert answers(repo, ["api", "web", "db"]) == answers(
         fresh(remote, tmp_path / "fresh"), ["api", "web", "db"]
     )
+    assert not (tmp_path / "work.pins").exists()  # a worker keeps its pins in memory only
 
 
 def test_pins_carried_over_many_changes_agree_with_reading_afresh(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_a_new_process_reads_only_blobs_it_has_not_read_before(tmp_path: Path) -
     one that is not such a file at all, is not used."""
     remote, work = tmp_path / "gitops", tmp_path / "work"
     scaffold(remote, ["api"])
-    repo = GitOpsRepo(remote=str(remote), workdir=work)
+    repo = GitOpsRepo(remote=str(remote), workdir=work, keep_pins=True)
     commit = repo.main_commit()
     index = repo.pins(commit)
     kept = tmp_path / "work.pins"
@@ -153,15 +154,18 @@ def test_a_new_process_reads_only_blobs_it_has_not_read_before(tmp_path: Path) -
     assert known[blob] == (None, "registry.example.com/shop/api")
     # Told otherwise about that blob, a new process believes it: it did not read the file.
     pins.save(kept, layout, {**known, blob: (digest_of("kept"), "elsewhere")})
-    assert GitOpsRepo(remote=str(remote), workdir=work).at_main().pinned("api", "dev") == (
-        digest_of("kept")
-    )
+    assert GitOpsRepo(remote=str(remote), workdir=work, keep_pins=True).at_main().pinned(
+        "api", "dev"
+    ) == (digest_of("kept"))
     # Kept for other keys, or not a pins file at all: read afresh.
     other = pins.Layout(layout.template, "image.tag", layout.repository_key)
     pins.save(kept, other, {blob: (digest_of("other keys"), "x")})
-    assert GitOpsRepo(remote=str(remote), workdir=work).at_main().pinned("api", "dev") is None
-    kept.write_bytes(b"not marshal data")
-    assert GitOpsRepo(remote=str(remote), workdir=work).at_main().repository("api", "dev") == (
-        "registry.example.com/shop/api"
+    assert (
+        GitOpsRepo(remote=str(remote), workdir=work, keep_pins=True).at_main().pinned("api", "dev")
+        is None
     )
+    kept.write_bytes(b"not marshal data")
+    assert GitOpsRepo(remote=str(remote), workdir=work, keep_pins=True).at_main().repository(
+        "api", "dev"
+    ) == ("registry.example.com/shop/api")
     assert pins.load(kept, layout)[blob] == (None, "registry.example.com/shop/api")

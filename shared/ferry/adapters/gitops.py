@@ -16,6 +16,7 @@ import shutil
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -70,12 +71,16 @@ def _looks_remote(remote: str) -> bool:
 class GitOpsRepo:
     """One GitOps repository, seen through one private working clone (thread-safe)."""
 
-    def __init__(self, remote: str | Path, workdir: Path) -> None:
+    def __init__(self, remote: str | Path, workdir: Path, *, keep_pins: bool = False) -> None:
+        """KEEP_PINS: keep what main pins on disk beside WORKDIR for the next process (the CLI,
+        a process per command, reads only the values files it has not seen before; a worker
+        reads them once when it starts and keeps them in memory)."""
         remote = str(remote)
         if not _looks_remote(remote) and Path(remote).is_dir():
             remote = str(Path(remote).resolve())
         self.remote = remote
         self.workdir = Path(workdir)
+        self.keep_pins = keep_pins
         self._lock = threading.RLock()
         self._gitdir: str | None = None
         self._gitdir_known = False
@@ -494,16 +499,18 @@ class GitOpsRepo:
         commit = self.main_commit()
         return self.pins(commit).services(self.effective_policy(commit)[0].env_names())
 
-    def _list(self, commit: str) -> dict[str, str]:
-        """Every file at COMMIT and its blob id (one `git ls-tree -r`), not remembered."""
+    def _list(self, commit: str) -> Iterator[tuple[str, str]]:
+        """(path, blob id) of every file at COMMIT (one `git ls-tree -r`), as they come."""
         out = git_bytes(*self._object_git_args(), "ls-tree", "-r", "-z", "--full-tree", commit)
-        listing: dict[str, str] = {}
-        for entry in out.split(b"\0"):
-            meta, _, name = entry.partition(b"\t")
+        at = 0
+        while at < len(out):
+            end = out.find(b"\0", at)
+            end = len(out) if end < 0 else end
+            meta, _, name = out[at:end].partition(b"\t")
+            at = end + 1
             fields = meta.split()
             if len(fields) == 3 and fields[1] == b"blob":
-                listing[name.decode("utf-8", "surrogateescape")] = fields[2].decode()
-        return listing
+                yield name.decode("utf-8", "surrogateescape"), fields[2].decode()
 
     def pins(self, commit: str) -> pin_index.Pins:
         """What every values file pins at COMMIT (a commit of main), kept in memory: built once
@@ -534,18 +541,23 @@ class GitOpsRepo:
                 except GitError:
                     made = None  # the old commit is gone (a forced push, a gc): read it all
             if made is None:
-                # What an earlier process read is kept by blob id beside the workdir.
-                kept = self.workdir.parent / f"{self.workdir.name}.pins"
-                known = pin_index.load(kept, layout)
-                listing = self._list(commit)
-                made, by_oid = pin_index.build(commit, layout, listing, self._read_ids, known)
-                if by_oid != known:
-                    pin_index.save(kept, layout, by_oid)
+                made = self._build_pins(commit, layout)
             self._pins[commit] = made
             self._pins.move_to_end(commit)
             while len(self._pins) > 2:
                 self._pins.popitem(last=False)
             return made
+
+    def _build_pins(self, commit: str, layout: pin_index.Layout) -> pin_index.Pins:
+        if not self.keep_pins:
+            return pin_index.build(commit, layout, self._list(commit), self._read_ids)[0]
+        # What an earlier process read is kept by blob id beside the workdir.
+        kept = self.workdir.parent / f"{self.workdir.name}.pins"
+        known = pin_index.load(kept, layout)
+        made, by_oid = pin_index.build(commit, layout, self._list(commit), self._read_ids, known)
+        if by_oid != known:
+            pin_index.save(kept, layout, by_oid)
+        return made
 
     def _read_ids(self, names: list[str]) -> list[tuple[str, str, bytes] | None]:
         return self._objects(self._object_git_args(), names)

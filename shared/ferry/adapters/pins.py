@@ -20,7 +20,7 @@ import marshal
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,45 +117,61 @@ def _parse(raw: bytes, layout: Layout, path: str, repositories: dict[str, str]) 
 
 
 def _read(
-    read: Reader, files: list[tuple[str, str, str, str]], layout: Layout, into: dict[str, Any]
+    read: Reader,
+    files: list[tuple[str, str, str, str]],
+    layout: Layout,
+    into: dict[str, Any],
+    by_oid: dict[str, Entry] | None = None,
 ) -> None:
-    """Read FILES ((env, service, path, blob id)) into INTO (env -> service -> Entry)."""
+    """Read FILES ((env, service, path, blob id)) into INTO (env -> service -> Entry), and into
+    BY_OID (blob id -> Entry) when given."""
     repositories: dict[str, str] = {}
     for at in range(0, len(files), CHUNK):
         chunk = files[at : at + CHUNK]
-        for (env, service, path, _), obj in zip(
+        for (env, service, path, oid), obj in zip(
             chunk, read([oid for _, _, _, oid in chunk]), strict=True
         ):
             if obj is None or obj[1] != "blob":
                 into.setdefault(env, {}).pop(service, None)
                 continue
-            into.setdefault(env, {})[service] = _parse(obj[2], layout, path, repositories)
+            entry = into.setdefault(env, {})[service] = _parse(obj[2], layout, path, repositories)
+            if by_oid is not None:
+                by_oid[oid] = entry
 
 
 def build(
-    commit: str, layout: Layout, listing: dict[str, str], read: Reader, known: dict[str, Entry]
+    commit: str,
+    layout: Layout,
+    listing: Iterable[tuple[str, str]],
+    read: Reader,
+    known: dict[str, Entry] | None = None,
 ) -> tuple[Pins, dict[str, Entry]]:
-    """The pins at COMMIT from LISTING (every file at COMMIT and its blob id), reading only the
-    values files whose blob is not in KNOWN (blob id -> Entry, see `load`); and the Entry of
-    every values file's blob at COMMIT (what `save` keeps)."""
+    """The pins at COMMIT from LISTING ((path, blob id) of every file at COMMIT, read as it
+    comes: a worker's peak memory must not hold 30,000 paths twice), reading the blobs CHUNK at
+    a time. With KNOWN (blob id -> Entry, see `load`), only the values files whose blob is not
+    in it are read, and the Entry of every values file's blob at COMMIT is returned too (what
+    `save` keeps); else that map is empty."""
     pattern = template_regex(layout.template)
     by_env: dict[str, dict[str, Entry]] = {}
     by_oid: dict[str, Entry] = {}
-    files = []
-    for path, oid in listing.items():
-        names = _names(pattern, path)
-        if names is None:
+    keep = by_oid if known is not None else None
+    names: dict[str, str] = {}  # one string per service name, whatever its environments
+    files: list[tuple[str, str, str, str]] = []
+    for path, oid in listing:
+        found = _names(pattern, path)
+        if found is None:
             continue
-        entry = known.get(oid)
-        if entry is None:
-            files.append((*names, path, oid))
-        else:
-            by_env.setdefault(names[0], {})[names[1]] = by_oid[oid] = entry
-    _read(read, files, layout, by_env)
-    for env, service, _, oid in files:
-        entry = by_env.get(env, {}).get(service)
+        env = names.setdefault(found[0], found[0])
+        service = names.setdefault(found[1], found[1])
+        entry = known.get(oid) if known is not None else None
         if entry is not None:
-            by_oid[oid] = entry
+            by_env.setdefault(env, {})[service] = by_oid[oid] = entry
+            continue
+        files.append((env, service, path, oid))
+        if len(files) == CHUNK:
+            _read(read, files, layout, by_env, keep)
+            files.clear()
+    _read(read, files, layout, by_env, keep)
     return Pins(commit, layout, by_env), by_oid
 
 

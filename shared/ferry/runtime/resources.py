@@ -129,4 +129,6 @@ def open_repo(settings: Settings):  # noqa: ANN201 - a GitOpsRepo
     """The GitOps repository as the CLI reads it (its own clone under FERRY_HOME)."""
     from ferry.adapters.gitops import GitOpsRepo
 
-    return GitOpsRepo(remote=gitops_remote(settings), workdir=settings.home / "work" / "cli")
+    return GitOpsRepo(
+        remote=gitops_remote(settings), workdir=settings.home / "work" / "cli", keep_pins=True
+    )
