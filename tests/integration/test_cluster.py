@@ -32,6 +32,7 @@ from ferry.adapters.state import CandidateStore, PromotionStore
 from ferry.app.replay import retry
 from ferry.core.events import CiResult, PreviewEvent, PromotionCommand
 from ferry.runtime.settings import Settings
+from tests.faults.test_lock_renewal import a_handler_slower_than_the_claim_idle_time_keeps_its_entry
 from tests.helpers import Cluster, digest_of, wait_until
 from tests.ingress_server import spawn_ingress
 from tests.servers import Server, cluster_nodes, free_port
@@ -329,6 +330,20 @@ def test_the_workers_on_a_three_node_cluster(three_nodes: list[Server], tmp_path
         for proc in live:
             assert proc.wait(timeout=15) == 0, c.log_of(proc)
             assert "worker stopped" in c.log_of(proc)
+    finally:
+        c.stop_all()
+
+
+def test_a_slow_handler_keeps_its_entry_on_a_three_node_cluster(
+    three_nodes: list[Server], tmp_path: Path
+) -> None:
+    """The readers of our own on a cluster keep the entries they are working on as FastStream's
+    subscriber does on one server: a push slower than the claim idle time, a second replica, the
+    command delivered once and not dead-lettered (tests/faults/test_lock_renewal.py)."""
+    c = Cluster(redis_url=three_nodes[0].url(), prefix="slow:", root=tmp_path, redis_cluster=True)
+    try:
+        a_handler_slower_than_the_claim_idle_time_keeps_its_entry(c)
+        assert all('"reader": "cluster"' in c.log_of(p) for p in c.procs)
     finally:
         c.stop_all()
 

@@ -70,6 +70,32 @@ return 0
 """
 
 
+# Of the ids ARGV[3..], those still pending on consumer ARGV[2] of group ARGV[1] and still in the
+# stream KEYS[1] have their idle time reset (XCLAIM JUSTID: no delivery counted), so no other
+# replica claims an entry this one is still working on. One pending on another consumer (taken
+# over) is left to it; a trimmed one is left pending (XCLAIM would drop it from the group).
+# Returns {the ids kept, the ids taken over}.
+_KEEP_CLAIMED = """
+local args, taken = {KEYS[1], ARGV[1], ARGV[2], 0}, {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p > 0 then
+    if p[1][2] ~= ARGV[2] then
+      table.insert(taken, ARGV[i])
+    elseif #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) > 0 then
+      table.insert(args, ARGV[i])
+    end
+  end
+end
+local kept = {}
+if #args > 4 then
+  table.insert(args, 'JUSTID')
+  kept = redis.call('XCLAIM', unpack(args))
+end
+return {kept, taken}
+"""
+
+
 def connect_redis(url: str, *, cluster: bool = False, **options: Any) -> Any:
     """A client for URL: one server, or with CLUSTER a Redis Cluster that URL is a node of (the
     client finds the others and sends each key's commands to the node that serves its slot).
@@ -256,6 +282,7 @@ class Bus:
         self._keeper = _Keeper(self)
         self._mine = threading.local()
         self._prune = self.redis.register_script(_PRUNE)
+        self._keep_claimed = self.redis.register_script(_KEEP_CLAIMED)
 
     def stream(self, short: str) -> str:
         return self.settings.stream(short)
@@ -331,6 +358,17 @@ class Bus:
         """Forget consumers of dead replicas: no pending entries, idle longer than IDLE_MS."""
         removed = self._prune(keys=[self.stream(short)], args=[group, idle_ms])
         return [name.decode() for name in removed]
+
+    def keep_claimed(
+        self, short: str, group: str, entry_ids: list[str]
+    ) -> tuple[list[str], list[str]]:
+        """Reset the idle time of ENTRY_IDS, entries of SHORT this replica is working on, without
+        counting a delivery, so that no other replica claims them: (the ids kept, still pending
+        here and in the stream; the ids another replica took over, left to it)."""
+        kept, taken = self._keep_claimed(
+            keys=[self.stream(short)], args=[group, self.settings.consumer, *entry_ids]
+        )
+        return [i.decode() for i in kept], [i.decode() for i in taken]
 
     def ack(self, short: str, group: str, *entry_ids: str) -> None:
         """Acknowledge ENTRY_IDS (one XACK for all of them), after the writes this thread has

@@ -2,11 +2,11 @@
 the worker's group reading new entries (XREADGROUP > COUNT FERRY_READ_COUNT), handled in stream
 order and acknowledged together after their effects. On a Redis Cluster (FERRY_REDIS_CLUSTER=1),
 where FastStream's broker cannot go (it speaks to one server), a read loop of our own per stream
-does the same through the cluster client and hands its batches to the same handler. And a loop
-of our own reclaiming entries idle
-longer than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM), which also turns an entry trimmed from the stream
-while pending into a dead letter (FastStream's reclaiming subscriber drops those silently). It
-also heals a lost group and runs the worker's tick."""
+does the same through the cluster client and hands its batches to the same handler. While a
+batch is handled, its entries are kept from other replicas (their idle time reset). And a loop
+of our own reclaims entries idle longer than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM), which also turns
+an entry trimmed from the stream while pending into a dead letter (FastStream's reclaiming
+subscriber drops those silently). It also heals a lost group and runs the worker's tick."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
 import redis
@@ -42,6 +42,8 @@ READ_BLOCK_MS = 1000
 READ_RETRY_S = 0.5
 # A read with no answer this long after its BLOCK ended (a node hung) fails, and is tried again.
 READ_TIMEOUT_S = READ_BLOCK_MS / 1000 + 5
+# While a batch is handled, its entries' idle time is reset this often, in claim idle times.
+KEEP_EVERY = 1 / 3
 
 
 async def serve(
@@ -63,7 +65,8 @@ async def serve(
     async def handle(short: str, entries: list[Entry]) -> None:
         try:
             # The dispatcher decodes the fields itself: a failure there is a dead letter.
-            await asyncio.to_thread(dispatcher.process_batch, short, entries)
+            with _kept(bus, spec.name, short, [e[0] for e in entries], log):
+                await asyncio.to_thread(dispatcher.process_batch, short, entries)
         except BatchInterrupted as e:  # Redis failed us; the entries stay pending
             log.warning(
                 "entries left pending; they will be reclaimed",
@@ -333,7 +336,8 @@ def _described(spec: WorkerSpec, settings: Settings, short: str) -> str:
         f"{spec.name} ({spec.description}) reads {settings.stream(short)} in consumer group "
         f"{spec.name}, one consumer per replica, up to {_entries(count)} per read "
         f"(FERRY_READ_COUNT); a reclaim loop claims entries idle longer than FERRY_CLAIM_IDLE_MS "
-        f"(XAUTOCLAIM). An entry is acknowledged after its effects; "
+        f"(XAUTOCLAIM), while a replica keeps the entries it is handling (XCLAIM JUSTID). An "
+        f"entry is acknowledged after its effects; "
         f"after FERRY_MAX_DELIVERIES deliveries, or at once if it is not a valid "
         f"{MODELS[short].__name__}, it becomes a dead letter on {settings.stream('dlq')}."
     )
@@ -358,6 +362,45 @@ def _entries(n: int) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@contextlib.contextmanager
+def _kept(bus: Bus, group: str, short: str, entry_ids: list[str], log: Any) -> Iterator[None]:
+    """While the block handles ENTRY_IDS, keep them here: a thread resets their idle time every
+    third of FERRY_CLAIM_IDLE_MS (XCLAIM JUSTID, which counts no delivery), so that a handler
+    slower than the claim idle time (a slow push, a forge call) keeps its entries instead of a
+    live replica claiming them, counting a delivery each time, toward a dead letter. An entry
+    another replica took over meanwhile (this one stalled longer than the claim idle time) is
+    left to it, not taken back: both handle it, and its effects are done once."""
+    done = threading.Event()
+    keeper = threading.Thread(
+        target=_keep, args=(bus, group, short, entry_ids, done, log), name="keep", daemon=True
+    )
+    keeper.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _keep(
+    bus: Bus, group: str, short: str, held: list[str], done: threading.Event, log: Any
+) -> None:
+    every = bus.settings.claim_idle_ms * KEEP_EVERY / 1000
+    while held and not done.wait(every):
+        try:
+            kept, taken = bus.keep_claimed(short, group, held)
+        except Exception as e:  # noqa: BLE001 - Redis away: tried again at the next turn
+            log.warning("could not keep entries being handled yet", error=one_reason(str(e)))
+            continue
+        if taken:
+            log.warning(
+                "entries being handled here were taken over by another replica; left to it",
+                stream=bus.stream(short),
+                entry_ids=taken,
+            )
+        # Acknowledged, taken over or trimmed: no longer kept.
+        held = kept
 
 
 async def _reclaim_loop(
