@@ -1,13 +1,26 @@
-"""An entry trimmed from its stream while pending on a dead replica: XAUTOCLAIM names it apart
-(and drops it from the group), so the reclaiming replica must turn it into a dead letter a person
-can act on, not drop it in silence."""
+"""An entry trimmed from its stream while pending on a dead replica: the reclaiming replica must
+turn it into a dead letter a person can act on, not drop it in silence, even when it dies itself
+before the letter is written (the entry stays pending until its letter is there)."""
 
 from __future__ import annotations
+
+import signal
 
 import pytest
 
 from ferry.app.replay import ReplayError, retry
+from ferry.runtime.runner import spawn_worker
 from tests.helpers import Cluster, digest_of, wait_until
+
+
+def a_later_build_is_decided(cluster: Cluster, service: str) -> None:
+    later = digest_of("later")
+    cluster.build(service, later)
+    wait_until(
+        lambda: any(later in a.get("subject", "") for a in cluster.entries("audit")),
+        20,
+        "a later build decided",
+    )
 
 
 def test_pending_entries_trimmed_from_the_stream_become_dead_letters(cluster: Cluster) -> None:
@@ -26,6 +39,7 @@ def test_pending_entries_trimmed_from_the_stream_become_dead_letters(cluster: Cl
     assert r.xpending(ci, "gate-evaluator")["pending"] == 2
 
     cluster.start("gate-evaluator")
+    cluster.start("gate-evaluator")  # two replicas find them: each is named once all the same
     wait_until(lambda: len(cluster.dead_letters()) >= 2, 20, "two dead letters")
     letters = {d["entry_id"]: d for d in cluster.dead_letters()}
     assert sorted(letters) == sorted(lost)
@@ -41,17 +55,47 @@ def test_pending_entries_trimmed_from_the_stream_become_dead_letters(cluster: Cl
     wait_until(lambda: cluster.entries("audit"), 20, "the kept entry decided")
     # Nothing loops: later work goes through, the trimmed entries are named once and are no
     # longer pending on anyone.
-    later = digest_of("later")
-    cluster.build("web", later)
-    wait_until(
-        lambda: any(later in a.get("subject", "") for a in cluster.entries("audit")),
-        20,
-        "a later build decided",
-    )
+    a_later_build_is_decided(cluster, "web")
+    # (Its audit record may be written a moment before its XACK.)
+    wait_until(lambda: r.xpending(ci, "gate-evaluator")["pending"] == 0, 10, "nothing pending")
     assert len(cluster.dead_letters()) == 2
-    assert r.xpending(ci, "gate-evaluator")["pending"] == 0
     # Retrying such a letter would put an empty entry back: refused, saying why and what to do.
     dlq_id = cluster.bus.redis.xrange(cluster.bus.stream("dlq"))[0][0].decode()
     with pytest.raises(ReplayError, match="was trimmed from .* re-publish the event"):
         retry(cluster.bus, [dlq_id])
     assert len(cluster.dead_letters()) == 2
+
+
+@pytest.mark.parametrize(
+    "failpoint", ["gate-evaluator.trimmed-found", "gate-evaluator.dead-letter-published"]
+)
+def test_a_replica_killed_before_a_trimmed_entrys_dead_letter_is_done_leaves_it_to_another(
+    cluster: Cluster, failpoint: str
+) -> None:
+    """Killed having found the trimmed entry (before its letter), or having published the letter
+    (before acknowledging the entry): the entry is still pending, and after a restart there is
+    its dead letter, once."""
+    cluster.init_repo(["api"])
+    r, ci = cluster.bus.redis, cluster.bus.stream("ci")
+    cluster.bus.ensure_group("ci", "gate-evaluator")
+    lost = cluster.build("api", digest_of("lost"))
+    r.xreadgroup("gate-evaluator", "gate-evaluator-dead", {ci: ">"}, count=10)
+    r.xdel(ci, lost)
+
+    # Started without waiting for it to join its groups: it may die before.
+    env = cluster.env(FERRY_CONSUMER="gate-evaluator-doomed", FERRY_FAILPOINTS=failpoint)
+    doomed = spawn_worker("gate-evaluator", env, cluster.logs / "doomed.log")
+    cluster.procs.append(doomed)
+    assert doomed.wait(timeout=20) == -signal.SIGKILL
+    assert [
+        p["message_id"].decode() for p in r.xpending_range(ci, "gate-evaluator", "-", "+", 10)
+    ] == [lost]
+    assert len(cluster.dead_letters()) == (failpoint.endswith("published"))
+
+    cluster.start("gate-evaluator")
+    wait_until(lambda: r.xpending(ci, "gate-evaluator")["pending"] == 0, 20, "it acknowledged")
+    [letter] = cluster.dead_letters()
+    assert letter["entry_id"] == lost and "data was trimmed from the stream" in letter["error"]
+    # Nothing loops: a later build is decided, and the letter is still the only one.
+    a_later_build_is_decided(cluster, "api")
+    assert len(cluster.dead_letters()) == 1

@@ -10,13 +10,14 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 
 from ferry.core.events import AuditRecord, DeadLetter, Event
+from ferry.runtime import failpoints
 from ferry.runtime.logging import get_logger, one_reason, scrub_fields
 from ferry.runtime.settings import Settings
 
@@ -69,6 +70,34 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
+
+# Claim for consumer ARGV[2] of group ARGV[1] the entries of stream KEYS[1] pending longer than
+# ARGV[3] ms (their replica died), from id ARGV[4] on, up to ARGV[5] of them. An entry trimmed from
+# the stream meanwhile is not claimed (XCLAIM and XAUTOCLAIM would drop it from the group in the
+# same step) but named apart and left pending until its dead letter is written. One atomic step,
+# so nothing is trimmed between the look and the claim. Returns {the last id looked at, or '' at
+# the end; {id, fields, deliveries} per claimed entry; the ids of the trimmed ones}.
+_CLAIM_IDLE = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', ARGV[5])
+local live, deliveries, gone = {}, {}, {}
+for _, p in ipairs(pending) do
+  if #redis.call('XRANGE', KEYS[1], p[1], p[1]) == 0 then
+    table.insert(gone, p[1])
+  else
+    table.insert(live, p[1])
+    deliveries[p[1]] = p[4] + 1
+  end
+end
+local claimed = {}
+if #live > 0 then
+  for _, e in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(live))) do
+    table.insert(claimed, {e[1], e[2], deliveries[e[1]]})
+  end
+end
+local last = ''
+if #pending == tonumber(ARGV[5]) then last = pending[#pending][1] end
+return {last, claimed, gone}
+"""
 
 # Of the ids ARGV[3..], those still pending on consumer ARGV[2] of group ARGV[1] and still in the
 # stream KEYS[1] have their idle time reset (XCLAIM JUSTID: no delivery counted), so no other
@@ -282,6 +311,7 @@ class Bus:
         self._keeper = _Keeper(self)
         self._mine = threading.local()
         self._prune = self.redis.register_script(_PRUNE)
+        self._claim_idle = self.redis.register_script(_CLAIM_IDLE)
         self._keep_claimed = self.redis.register_script(_KEEP_CLAIMED)
 
     def stream(self, short: str) -> str:
@@ -358,6 +388,30 @@ class Bus:
         """Forget consumers of dead replicas: no pending entries, idle longer than IDLE_MS."""
         removed = self._prune(keys=[self.stream(short)], args=[group, idle_ms])
         return [name.decode() for name in removed]
+
+    def claim_idle(
+        self, short: str, group: str, after: str | None, count: int
+    ) -> tuple[str | None, list[tuple[str, Mapping[Any, Any], int]], list[str]]:
+        """Claim for this replica the entries of SHORT pending in GROUP longer than
+        FERRY_CLAIM_IDLE_MS, after id AFTER (None: from the start), up to COUNT of them: (the id
+        to go on after, None once all were looked at; the claimed entries with their fields and
+        delivery counts; the ids of entries trimmed from the stream while pending, which stay
+        pending until `dead_letter` acknowledges them)."""
+        last, claimed, gone = self._claim_idle(
+            keys=[self.stream(short)],
+            args=[
+                group,
+                self.settings.consumer,
+                self.settings.claim_idle_ms,
+                "-" if after is None else f"({after}",
+                count,
+            ],
+        )
+        entries: list[tuple[str, Mapping[Any, Any], int]] = [
+            (i.decode(), dict(zip(fields[::2], fields[1::2], strict=True)), int(n))
+            for i, fields, n in claimed
+        ]
+        return last.decode() or None, entries, [i.decode() for i in gone]
 
     def keep_claimed(
         self, short: str, group: str, entry_ids: list[str]
@@ -562,6 +616,7 @@ class Bus:
             worker=group,
         )
         self.publish_once(letter.event_id, letter)
+        failpoints.hit(f"{group}.dead-letter-published")
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(self.stream(short), group, entry_id)
             pipe.delete(self._error_key(group, short, entry_id))

@@ -4,9 +4,9 @@ order and acknowledged together after their effects. On a Redis Cluster (FERRY_R
 where FastStream's broker cannot go (it speaks to one server), a read loop of our own per stream
 does the same through the cluster client and hands its batches to the same handler. While a
 batch is handled, its entries are kept from other replicas (their idle time reset). And a loop
-of our own reclaims entries idle longer than FERRY_CLAIM_IDLE_MS (XAUTOCLAIM), which also turns
-an entry trimmed from the stream while pending into a dead letter (FastStream's reclaiming
-subscriber drops those silently). It also heals a lost group and runs the worker's tick."""
+of our own reclaims entries idle longer than FERRY_CLAIM_IDLE_MS, which also turns an entry
+trimmed from the stream while pending into a dead letter (FastStream's reclaiming subscriber
+drops those silently). It also heals a lost group and runs the worker's tick."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import redis
 
 from ferry.adapters.bus import Bus, connect_redis
+from ferry.runtime import failpoints
 from ferry.runtime.dispatcher import BatchInterrupted, Dispatcher, Entry
 from ferry.runtime.health import start_http
 from ferry.runtime.logging import get_logger, one_reason, scrub_text
@@ -42,6 +43,8 @@ READ_BLOCK_MS = 1000
 READ_RETRY_S = 0.5
 # A read with no answer this long after its BLOCK ended (a node hung) fails, and is tried again.
 READ_TIMEOUT_S = READ_BLOCK_MS / 1000 + 5
+# The most entries one reclaim step looks at (one script, atomic on the server: kept short).
+CLAIM_COUNT_MAX = 1000
 # While a batch is handled, its entries' idle time is reset this often, in claim idle times.
 KEEP_EVERY = 1 / 3
 
@@ -336,8 +339,8 @@ def _described(spec: WorkerSpec, settings: Settings, short: str) -> str:
         f"{spec.name} ({spec.description}) reads {settings.stream(short)} in consumer group "
         f"{spec.name}, one consumer per replica, up to {_entries(count)} per read "
         f"(FERRY_READ_COUNT); a reclaim loop claims entries idle longer than FERRY_CLAIM_IDLE_MS "
-        f"(XAUTOCLAIM), while a replica keeps the entries it is handling (XCLAIM JUSTID). An "
-        f"entry is acknowledged after its effects; "
+        f"(XCLAIM), while a replica keeps the entries it is handling (XCLAIM JUSTID). An entry is "
+        f"acknowledged after its effects; "
         f"after FERRY_MAX_DELIVERIES deliveries, or at once if it is not a valid "
         f"{MODELS[short].__name__}, it becomes a dead letter on {settings.stream('dlq')}."
     )
@@ -412,62 +415,38 @@ async def _reclaim_loop(
     log: Any,
 ) -> None:
     """Claim entries of SHORT idle longer than FERRY_CLAIM_IDLE_MS (a replica died holding them)
-    and handle them with their delivery counts; an entry trimmed from the stream while pending
-    (XAUTOCLAIM names it apart, having dropped it from the group) becomes a dead letter."""
+    and handle them with their delivery counts. An entry trimmed from the stream while pending
+    is named apart and left pending until its dead letter is written and acknowledged, so a
+    crash in between leaves it to be named again (and its letter is published once)."""
     settings = bus.settings
     pause = max(settings.poll_ms, 500) / 1000
-    cursor = "0-0"
+    count = min(settings.read_count or spec.read_count, CLAIM_COUNT_MAX)
+    after: str | None = None
     while True:
         try:
-            cursor, claimed, trimmed = await asyncio.to_thread(
-                _claim, bus, short, spec.name, cursor, settings.read_count or spec.read_count
+            after, claimed, trimmed = await asyncio.to_thread(
+                bus.claim_idle, short, spec.name, after, count
             )
         except Exception as e:  # noqa: BLE001 - Redis away or the group lost; the heal recreates it
             log.warning("could not reclaim entries yet", stream=bus.stream(short), error=str(e))
             await asyncio.sleep(max(pause, HEAL_S))
             continue
+        if trimmed:
+            failpoints.hit(f"{spec.name}.trimmed-found")
         for entry_id in trimmed:
             try:
                 await asyncio.to_thread(dispatcher.trimmed, short, entry_id)
-            except Exception as e:  # noqa: BLE001 - logged; XAUTOCLAIM will not name it again
+            except Exception as e:  # noqa: BLE001 - still pending: named again at the next pass
                 log.error(
-                    "could not dead-letter a trimmed entry",
+                    "could not dead-letter a trimmed entry yet",
                     stream=bus.stream(short),
                     entry_id=entry_id,
                     error=str(e),
                 )
         if claimed:
             await handle(short, claimed)
-        if cursor == "0-0" and not claimed and not trimmed:
+        if after is None and not claimed:
             await asyncio.sleep(pause)
-
-
-def _claim(
-    bus: Bus, short: str, group: str, cursor: str, count: int
-) -> tuple[str, list[Entry], list[str]]:
-    """One XAUTOCLAIM step from CURSOR: (next cursor, the entries claimed with their delivery
-    counts, the ids of entries no longer in the stream). The server drops the latter from the
-    group's pending entries itself (Redis/Valkey >= 7) and names them only here."""
-    stream = bus.stream(short)
-    answer = bus.redis.xautoclaim(
-        stream, group, bus.settings.consumer, bus.settings.claim_idle_ms, cursor, count=count
-    )
-    next_cursor, messages = _text(answer[0]), answer[1]
-    trimmed = [_text(i) for i in answer[2]] if len(answer) > 2 else []
-    # Redis 6.2 names a trimmed entry with no fields instead (and keeps it pending).
-    trimmed += [_text(i) for i, data in messages if data is None]
-    messages = [(i, data) for i, data in messages if data is not None]
-    if not messages:
-        return next_cursor, [], trimmed
-    with bus.redis.pipeline(transaction=False) as pipe:
-        for i, _ in messages:
-            pipe.xpending_range(stream, group, min=i, max=i, count=1)
-        pending = pipe.execute()
-    claimed = []
-    for (i, data), info in zip(messages, pending, strict=True):
-        if info:  # acknowledged meanwhile by the replica that was slow, not dead: nothing to do
-            claimed.append((_text(i), data, int(info[0]["times_delivered"])))
-    return next_cursor, claimed, trimmed
 
 
 async def _fields_untouched(message: dict[str, Any], original: Callable[..., Any]) -> Any:
