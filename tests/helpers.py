@@ -168,6 +168,13 @@ class Cluster:
         consumers = self.bus.redis.xinfo_consumers(self.bus.stream(streams[0]), group)
         return any(c["name"].decode() == consumer for c in consumers)
 
+    def caught_up(self, short: str, group: str) -> bool:
+        """GROUP has read everything on stream SHORT and has nothing pending (each entry it took
+        was handled to its end)."""
+        groups = self.bus.redis.xinfo_groups(self.bus.stream(short))
+        info = next((g for g in groups if g["name"].decode() == group), None)
+        return info is not None and info["lag"] == 0 and info["pending"] == 0
+
     def start_all(self) -> None:
         for name in ("gate-evaluator", "pr-writer", "canary-watcher", "preview-reaper"):
             self.start(name)

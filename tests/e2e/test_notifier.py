@@ -128,7 +128,14 @@ def test_each_notice_once_retried_after_failures_and_not_again_after_a_restart(
     [chat] = receiver.notices("/slack")
     assert chat == {"text": f"Ferry: api {d[:19]} rejected for prod by release-lead: no"}
 
-    # A restart and a replay of every signal and change: nothing is sent twice.
+    # A restart and a replay of every signal and change: nothing is sent twice. The kill comes
+    # once every notice is recorded as sent: one killed between its post and that record keeps
+    # the notice marked "sending" for SENDING_S, and the replay would wait behind it.
+    wait_until(
+        lambda: all(env.caught_up(s, "notifier") for s in ("signals", "changes", "dlq")),
+        20,
+        "the notifier to finish what it took",
+    )
     env.kill(notifier)
     env.start("notifier", **hooks)
     assert run_cli(capsys, "replay", "signals")[0] == 0

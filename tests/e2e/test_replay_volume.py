@@ -17,16 +17,14 @@ EVENTS = 2000
 
 def quiet(cluster: Cluster) -> bool:
     """Every group taking part has read everything and has nothing pending."""
-    for short, group in (
-        ("ci", "gate-evaluator"),
-        ("changes", "gate-evaluator"),
-        ("promotions", "pr-writer"),
-    ):
-        groups = cluster.bus.redis.xinfo_groups(cluster.bus.stream(short))
-        info = next((g for g in groups if g["name"].decode() == group), None)
-        if info is None or info["lag"] != 0 or info["pending"] != 0:
-            return False
-    return True
+    return all(
+        cluster.caught_up(short, group)
+        for short, group in (
+            ("ci", "gate-evaluator"),
+            ("changes", "gate-evaluator"),
+            ("promotions", "pr-writer"),
+        )
+    )
 
 
 def settle(cluster: Cluster, timeout: float = 60) -> None:
