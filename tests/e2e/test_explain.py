@@ -27,6 +27,7 @@ def test_explain_follows_a_digest_from_build_to_staging(env: Cluster, capsys) ->
     d = digest_of("explain")
     env.build("api", d)
     env.wait_pinned("api", "dev", d)
+    env.merged_pr(lambda pr: pr.head.startswith("ferry/dev/api/"))  # main moves first
     dev = explain(capsys, "api", "dev")
     assert dev["state"] == "up to date" and dev["pinned"] == d
     assert dev["pull_request"]["state"] == "merged"
