@@ -13,7 +13,7 @@ import pytest
 
 from ferry.adapters import pins
 from ferry.adapters.git import git
-from ferry.adapters.gitops import GitOpsRepo
+from ferry.adapters.gitops import GitOpsRepo, MainSnapshot
 from ferry.adapters.pins import UNSURE
 from ferry.adapters.scaffold import render_files, scaffold
 from ferry.core.policy import PolicyError
@@ -137,6 +137,13 @@ def test_a_bad_name_or_unknown_environment_is_refused_as_before(tmp_path: Path) 
     assert main.pinned("nobody", "dev") is None and not main.values_exists("nobody", "dev")
 
 
+def cli_main(remote: Path, work: Path) -> MainSnapshot:
+    """Main as a new CLI process sees it after a question about every service (services())."""
+    repo = GitOpsRepo(remote=str(remote), workdir=work, keep_pins=True)
+    repo.services()
+    return repo.at_main()
+
+
 def test_a_new_process_reads_only_blobs_it_has_not_read_before(tmp_path: Path) -> None:
     """What was read is kept by blob id beside the workdir (a blob's content never changes):
     the next process takes it from there; a file written by other code or for other keys, or
@@ -144,9 +151,14 @@ def test_a_new_process_reads_only_blobs_it_has_not_read_before(tmp_path: Path) -
     remote, work = tmp_path / "gitops", tmp_path / "work"
     scaffold(remote, ["api"])
     repo = GitOpsRepo(remote=str(remote), workdir=work, keep_pins=True)
+    kept = tmp_path / "work.pins"
+    # A command about one service reads its files, not main's pins whole.
+    assert repo.at_main().pinned("api", "dev") is None and repo.at_main().values_exists(
+        "api", "dev"
+    )
+    assert not kept.exists() and repo.pins_read(repo.main_commit()) is None
     commit = repo.main_commit()
     index = repo.pins(commit)
-    kept = tmp_path / "work.pins"
     assert kept.exists()
     layout = index.layout
     known = pins.load(kept, layout)
@@ -154,18 +166,11 @@ def test_a_new_process_reads_only_blobs_it_has_not_read_before(tmp_path: Path) -
     assert known[blob] == (None, "registry.example.com/shop/api")
     # Told otherwise about that blob, a new process believes it: it did not read the file.
     pins.save(kept, layout, {**known, blob: (digest_of("kept"), "elsewhere")})
-    assert GitOpsRepo(remote=str(remote), workdir=work, keep_pins=True).at_main().pinned(
-        "api", "dev"
-    ) == (digest_of("kept"))
+    assert cli_main(remote, work).pinned("api", "dev") == digest_of("kept")
     # Kept for other keys, or not a pins file at all: read afresh.
     other = pins.Layout(layout.template, "image.tag", layout.repository_key)
     pins.save(kept, other, {blob: (digest_of("other keys"), "x")})
-    assert (
-        GitOpsRepo(remote=str(remote), workdir=work, keep_pins=True).at_main().pinned("api", "dev")
-        is None
-    )
+    assert cli_main(remote, work).pinned("api", "dev") is None
     kept.write_bytes(b"not marshal data")
-    assert GitOpsRepo(remote=str(remote), workdir=work, keep_pins=True).at_main().repository(
-        "api", "dev"
-    ) == ("registry.example.com/shop/api")
+    assert cli_main(remote, work).repository("api", "dev") == "registry.example.com/shop/api"
     assert pins.load(kept, layout)[blob] == (None, "registry.example.com/shop/api")

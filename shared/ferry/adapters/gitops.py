@@ -45,6 +45,9 @@ MAIN = "main"
 
 
 FILE_CACHE_SIZE = 1024
+# A CLI command that asks about more services than this (prefetch) reads main's pins whole, from
+# the copy kept on disk (adapters/pins.py); one about fewer reads their files.
+PREFETCH_MANY = 64
 # Trees kept by id, for walking to a file (an environment's directory at 10,000 services is
 # about 400 kB): enough for a few versions of each environment's directory.
 TREE_CACHE_BYTES = 4 << 20
@@ -72,9 +75,11 @@ class GitOpsRepo:
     """One GitOps repository, seen through one private working clone (thread-safe)."""
 
     def __init__(self, remote: str | Path, workdir: Path, *, keep_pins: bool = False) -> None:
-        """KEEP_PINS: keep what main pins on disk beside WORKDIR for the next process (the CLI,
-        a process per command, reads only the values files it has not seen before; a worker
-        reads them once when it starts and keeps them in memory)."""
+        """KEEP_PINS, for the CLI (a process per command): what main pins is read whole only for
+        a question about many services (MainSnapshot.prefetch, services()), and kept on disk
+        beside WORKDIR for the next process, which then reads only the values files it has not
+        seen before; a command about one service reads that service's files. Without it (a
+        worker), main's pins are read whole at the first question and kept in memory."""
         remote = str(remote)
         if not _looks_remote(remote) and Path(remote).is_dir():
             remote = str(Path(remote).resolve())
@@ -516,10 +521,7 @@ class GitOpsRepo:
         """What every values file pins at COMMIT (a commit of main), kept in memory: built once
         from a listing of the tree, then carried to each new main by re-reading only the values
         files `git diff-tree` says changed (see adapters/pins.py)."""
-        policy = self.effective_policy(commit)[0]
-        layout = pin_index.Layout(
-            policy.layout.values_path, policy.digest_key, policy.repository_key
-        )
+        layout = self._pin_layout(commit)
         with self._pins_lock:
             found = self._pins.get(commit)
             if found is not None and found.layout == layout:
@@ -547,6 +549,17 @@ class GitOpsRepo:
             while len(self._pins) > 2:
                 self._pins.popitem(last=False)
             return made
+
+    def pins_read(self, commit: str) -> pin_index.Pins | None:
+        """The pins at COMMIT when they are in memory already, else None (nothing is read)."""
+        layout = self._pin_layout(commit)
+        with self._pins_lock:
+            found = self._pins.get(commit)
+        return found if found is not None and found.layout == layout else None
+
+    def _pin_layout(self, commit: str) -> pin_index.Layout:
+        policy = self.effective_policy(commit)[0]
+        return pin_index.Layout(policy.layout.values_path, policy.digest_key, policy.repository_key)
 
     def _build_pins(self, commit: str, layout: pin_index.Layout) -> pin_index.Pins:
         if not self.keep_pins:
@@ -774,6 +787,7 @@ class MainSnapshot:
         # not answer for, are read.
         self._index: pin_index.Pins | None = None
         self._envs: frozenset[str] = frozenset()
+        self._many = False  # asked about many services (prefetch): read main's pins whole
         # Values files read ahead for this snapshot (prefetch): kept as long as it is.
         self._texts: dict[str, str | None] = {}
         self._paths: dict[tuple[str, str], str] = {}  # (env, service) -> values file
@@ -790,10 +804,14 @@ class MainSnapshot:
         """Why ferry.yaml at this commit is refused (file:line: reason), or None."""
         return self.repo.effective_policy(self.commit)[1]
 
-    def _pins(self) -> pin_index.Pins:
+    def _pins(self) -> pin_index.Pins | None:
+        """This commit's pins (GitOpsRepo.pins); None for a command of the CLI that asked
+        about no more than a few services (its files are read), unless they are read already."""
         index = self._index
         if index is None:
             self._envs = frozenset(self.policy.env_names())
+            if self.repo.keep_pins and not self._many:
+                return self.repo.pins_read(self.commit)
             index = self._index = self.repo.pins(self.commit)
         return index
 
@@ -801,7 +819,8 @@ class MainSnapshot:
         """SERVICE's pins in ENV from the index (UNSURE: read the file); None when there is no
         values file. A name that is not a DNS label, or an environment ferry.yaml does not
         define, is a PolicyError, as reading the file would be."""
-        entry = self._pins().entry(env, service)
+        index = self._pins()
+        entry = index.entry(env, service) if index is not None else pin_index.UNSURE
         if entry is None or env not in self._envs:
             self._path(service, env)
         return entry
@@ -823,13 +842,13 @@ class MainSnapshot:
 
     def _value(self, service: str, env: str, key: str) -> str | None:
         """The string at KEY in SERVICE's values file for ENV (remembered by this snapshot)."""
-        layout = self._pins().layout
-        if key in (layout.digest_key, layout.repository_key):
+        policy = self.policy
+        if key in (policy.digest_key, policy.repository_key):
             entry = self._entry(service, env)
             if entry is None:
                 return None
             if not isinstance(entry, pin_index.Unsure):
-                return entry[0] if key == layout.digest_key else entry[1]
+                return entry[0] if key == policy.digest_key else entry[1]
         path, text = self._values(service, env)
         if text is None:
             return None
@@ -854,7 +873,8 @@ class MainSnapshot:
 
     def pinned(self, service: str, env: str) -> str | None:
         """The digest SERVICE runs in ENV; None if absent or empty."""
-        entry = self._pins().entry(env, service)
+        index = self._pins()
+        entry = index.entry(env, service) if index is not None else None
         if entry is not None and env in self._envs and not isinstance(entry, pin_index.Unsure):
             return entry[0]  # the common case, asked tens of thousands of times by status
         return self._value(service, env, self.policy.digest_key)
@@ -875,12 +895,14 @@ class MainSnapshot:
         """Make the reads about SERVICES that follow answer from memory (a page of the board,
         or every service for `ferry status`): the digests and repositories are in the index;
         the few files it does not answer for are read in one pass of `git cat-file --batch`."""
+        self._many = self._many or len(services) > PREFETCH_MANY
         index = self._pins()
+        envs = self.policy.env_names()
         wanted = [
             path
             for s in services
-            for e in self._envs
-            if isinstance(index.entry(e, s), pin_index.Unsure)
+            for e in envs
+            if (index is None or isinstance(index.entry(e, s), pin_index.Unsure))
             and (path := self._path(s, e)) not in self._texts
         ]
         if wanted:
