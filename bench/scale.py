@@ -434,14 +434,19 @@ def _render_s(res: dict[str, Any]) -> list[str]:
             "main's pins come from the index kept beside the CLI's clone (one `ls-tree`; no "
             "values file is read when main has not changed since the last run), a cell with no "
             "digest to move is read only as far as what names it (decide's first rule answers "
-            "it), and canaries by MGET where one ran. What remains is Python for each cell that "
-            "has a digest to move (here prod, 10,000 cells: staging pins every service): "
-            "`gather` runs once per batched round (twice), then `decide`, and its eight Redis "
-            "reads go through redis-py's pipeline; about 100 us a cell together, on top of "
-            "the interpreter's start. Closing it, without storing decisions: a gather that "
-            "names the keys a cell needs from what it has read so far, so the batched read runs "
-            "it once rather than once per round (about a third less); and the cells split over "
-            "processes, one per core."
+            "it), and canaries by MGET where one ran. What remains is Python per cell: the "
+            "no-digest pass over every cell and, for each cell with a digest to move, `gather` "
+            "once per batched round and `decide`, with about eight Redis reads each through "
+            "redis-py's pipeline. Closing it, without storing decisions: a batched read that "
+            "does not run the whole of gather again for each round, a cheaper no-digest pass, "
+            "and the cells decided in one process per core."
+        )
+    if big["explain"]["median_s"] >= 1:
+        missed.append(
+            f"- **`ferry explain` at {sizes[-1]:,} services ({big['explain']['median_s']:.2f} s)"
+            f"**: it reads one service's values files, not main's pins whole; its CPU time "
+            f"({_cpu(big['explain'])}) against {_cpu(small['explain'])} at {sizes[0]:,} "
+            "says whether the size or the machine's load made it slow."
         )
     if missed:
         lines += ["", "Where a goal is missed, why, and what would close it:", "", *missed]
