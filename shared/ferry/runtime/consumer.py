@@ -17,7 +17,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import redis
@@ -64,11 +64,14 @@ async def serve(
     if spec.setup:
         spec.setup(ctx)
     dispatcher = Dispatcher(spec, ctx)
+    # The thread that keeps the entries being handled (see `_kept`).
+    keeping = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{spec.name}-keep")
 
     async def handle(short: str, entries: list[Entry]) -> None:
         try:
             # The dispatcher decodes the fields itself: a failure there is a dead letter.
-            with _kept(bus, spec.name, short, [e[0] for e in entries], log):
+            ids = [e[0] for e in entries]
+            async with _kept(bus, keeping, spec.name, short, ids, log):
                 await asyncio.to_thread(dispatcher.process_batch, short, entries)
         except BatchInterrupted as e:  # Redis failed us; the entries stay pending
             log.warning(
@@ -198,6 +201,7 @@ async def serve(
             await asyncio.gather(*reading, return_exceptions=True)
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
+        keeping.shutdown(wait=False, cancel_futures=True)
         if reads is not None:
             with contextlib.suppress(Exception):
                 reads.close()
@@ -367,32 +371,44 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@contextlib.contextmanager
-def _kept(bus: Bus, group: str, short: str, entry_ids: list[str], log: Any) -> Iterator[None]:
-    """While the block handles ENTRY_IDS, keep them here: a thread resets their idle time every
-    third of FERRY_CLAIM_IDLE_MS (XCLAIM JUSTID, which counts no delivery), so that a handler
-    slower than the claim idle time (a slow push, a forge call) keeps its entries instead of a
-    live replica claiming them, counting a delivery each time, toward a dead letter. An entry
-    another replica took over meanwhile (this one stalled longer than the claim idle time) is
-    left to it, not taken back: both handle it, and its effects are done once."""
-    done = threading.Event()
-    keeper = threading.Thread(
-        target=_keep, args=(bus, group, short, entry_ids, done, log), name="keep", daemon=True
-    )
-    keeper.start()
+@contextlib.asynccontextmanager
+async def _kept(
+    bus: Bus,
+    keeping: concurrent.futures.Executor,
+    group: str,
+    short: str,
+    entry_ids: list[str],
+    log: Any,
+) -> AsyncIterator[None]:
+    """While the block handles ENTRY_IDS, keep them here: every third of FERRY_CLAIM_IDLE_MS
+    their idle time is reset (XCLAIM JUSTID, which counts no delivery), so that a handler slower
+    than the claim idle time (a slow push, a forge call) keeps its entries instead of a live
+    replica claiming them, counting a delivery each time, toward a dead letter. An entry another
+    replica took over meanwhile (this one stalled longer than the claim idle time) is left to
+    it, not taken back: both handle it, and its effects are done once. A task of the event loop
+    waits out the intervals (a batch shorter than one, nearly all of them, costs no thread), and
+    the calls to Redis go to KEEPING, a thread of their own that busy handlers cannot hold up."""
+    task = asyncio.create_task(_keep(bus, keeping, group, short, entry_ids, log))
     try:
         yield
     finally:
-        done.set()
+        task.cancel()
 
 
-def _keep(
-    bus: Bus, group: str, short: str, held: list[str], done: threading.Event, log: Any
+async def _keep(
+    bus: Bus,
+    keeping: concurrent.futures.Executor,
+    group: str,
+    short: str,
+    held: list[str],
+    log: Any,
 ) -> None:
+    loop = asyncio.get_running_loop()
     every = bus.settings.claim_idle_ms * KEEP_EVERY / 1000
-    while held and not done.wait(every):
+    while held:
+        await asyncio.sleep(every)
         try:
-            kept, taken = bus.keep_claimed(short, group, held)
+            kept, taken = await loop.run_in_executor(keeping, bus.keep_claimed, short, group, held)
         except Exception as e:  # noqa: BLE001 - Redis away: tried again at the next turn
             log.warning("could not keep entries being handled yet", error=one_reason(str(e)))
             continue
