@@ -17,7 +17,6 @@ from typing import Any
 import redis
 
 from ferry.adapters.bus import Bus
-from ferry.core.events import PromotionCommand, promotion_id
 from ferry.runtime.runner import spawn_worker, stop_processes
 from ferry.runtime.settings import Settings
 
@@ -32,20 +31,6 @@ GIT_IDENTITY = {
 
 def digest_of(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def open_in_dev(service: str, digest: str) -> PromotionCommand:
-    """The command pr-writer gets for an auto-merged promotion of DIGEST of SERVICE into dev
-    (what gate-evaluator asks for after a green build): the benches that time pr-writer alone."""
-    return PromotionCommand(
-        kind="open",
-        promotion_id=promotion_id(service, digest, "dev"),
-        service=service,
-        digest=digest,
-        source_env="build",
-        target_env="dev",
-        auto_merge=True,
-    )
 
 
 def services(n: int) -> list[str]:

@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.env import digest_of, open_in_dev
+from bench.env import digest_of
 from ferry.adapters.bus import Bus
 from ferry.adapters.scaffold import scaffold
 from ferry.core.events import decode_fields
 from ferry.runtime.runner import spawn_worker, stop_processes
 from ferry.runtime.settings import Settings
 from tests.forgefake import FakeForge
+from tests.helpers import open_in_dev
 
 FLAVOURS = ("github", "gitea", "gitlab")
 # The fewest content-creating requests each API allows for an opened, labelled and merged PR.

@@ -31,13 +31,13 @@ from bench.env import (
     digest_of,
     id_ms,
     machine,
-    open_in_dev,
     wait_until,
     write_section,
 )
 from bench.latency import run_bare_git
 from bench.throughput import pinned_digest, publish_all
 from ferry.core.events import CiResult, PromotionCommand
+from tests.helpers import open_in_dev
 
 ENVS = ("dev", "staging", "prod")
 MARK_BEGIN, MARK_END = "<!-- bench:scale begin -->", "<!-- bench:scale end -->"

@@ -14,7 +14,7 @@ from typing import Any
 
 from ferry.adapters.bus import Bus
 from ferry.adapters.git import git
-from ferry.core.events import CiResult, decode_fields
+from ferry.core.events import CiResult, PromotionCommand, decode_fields, promotion_id
 from ferry.core.values import set_digest
 from ferry.runtime.runner import spawn_worker, stop_processes
 from ferry.runtime.settings import Settings
@@ -55,6 +55,21 @@ def pin_digest(clone: Path, env: str, service: str, digest: str) -> None:
 
 def digest_of(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def open_in_dev(service: str, digest: str) -> PromotionCommand:
+    """The command pr-writer gets for an auto-merged promotion of DIGEST of SERVICE into dev
+    (what gate-evaluator asks for after a green build), for the tests and benches that ask
+    pr-writer directly."""
+    return PromotionCommand(
+        kind="open",
+        promotion_id=promotion_id(service, digest, "dev"),
+        service=service,
+        digest=digest,
+        source_env="build",
+        target_env="dev",
+        auto_merge=True,
+    )
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -13,12 +13,12 @@ import pytest
 from ferry.adapters.forge.base import PermanentForgeError
 from ferry.adapters.git import GitError, git
 from ferry.adapters.gitops import GitOpsRepo
-from ferry.core.events import PromotionCommand, promotion_id
+from ferry.core.events import PromotionCommand
 from ferry.runtime.resources import forge as build_forge
 from tests.e2e.test_forge_providers import on_fake, secrets_found
 from tests.forgefake import FakeForge
 from tests.forgefake.setup import fake_settings
-from tests.helpers import Cluster, digest_of, pin_digest, run_cli, wait_until
+from tests.helpers import Cluster, digest_of, open_in_dev, pin_digest, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +31,7 @@ PATIENT = {"FERRY_CLAIM_IDLE_MS": "20000", "FERRY_LOCK_TTL_MS": "15000"}
 def promote(env: Cluster, service: str, tag: str = "1") -> PromotionCommand:
     """Ask pr-writer directly for an auto-merged promotion of SERVICE to dev."""
     digest = digest_of(f"{service}-{tag}")
-    cmd = PromotionCommand(
-        kind="open",
-        promotion_id=promotion_id(service, digest, "dev"),
-        service=service,
-        digest=digest,
-        source_env="build",
-        target_env="dev",
-        auto_merge=True,
-    )
+    cmd = open_in_dev(service, digest)
     env.bus.publish(cmd)
     return cmd
 
