@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -570,3 +571,64 @@ def test_loose_objects_take_the_compression_the_repository_sets(tmp_path: Path) 
     git("--git-dir", str(gitdir), "config", "core.looseCompression", "9")
     assert written(large + b"\n") < len(large) // 4
     git("--git-dir", str(gitdir), "fsck", "--strict", "--no-progress")
+
+
+def count_objects(gitdir: str) -> dict[str, int]:
+    out = git(f"--git-dir={gitdir}", "count-objects", "-v")
+    return {k: int(v) for k, v in (line.split(": ") for line in out.splitlines()) if v.isdigit()}
+
+
+def test_objects_ferry_writes_get_packed_as_git_would(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ferry writes objects and moves refs without the git commands that start `git gc --auto`,
+    so it starts it itself, every GC_EVERY commits; git's gc settings then decide (here: more
+    than one pack is too many, so the first `git gc --auto` packs everything), and promotions go
+    on reading from the pack."""
+    import ferry.adapters.git as git_module
+
+    monkeypatch.setattr(git_module, "GC_EVERY", 3)
+    gitdir = str(remote) if remote.suffix == ".git" else str(remote / ".git")
+    git(f"--git-dir={gitdir}", "config", "gc.autoPackLimit", "1")
+    git(f"--git-dir={gitdir}", "config", "gc.autoDetach", "false")  # done when the call returns
+    git(f"--git-dir={gitdir}", "repack", "-d", "-q")
+    blob = git(f"--git-dir={gitdir}", "hash-object", "-w", "--stdin", input="another pack\n")
+    git(f"--git-dir={gitdir}", "tag", "another", blob)
+    git(f"--git-dir={gitdir}", "repack", "-d", "-q")
+    assert count_objects(gitdir)["packs"] == 2
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+
+    def promote(n: int) -> str | None:
+        return repo.prepare_promotion(
+            branch=f"ferry/api/staging-{n}",
+            service="api",
+            env="staging",
+            digest="sha256:" + f"{n + 4:x}" * 64,
+            message=f"Promote api to staging ({n})",
+        )
+
+    heads = [promote(0), promote(1)]
+    assert count_objects(gitdir)["count"] == 2 * 6  # a blob, four trees and a commit each
+    heads.append(promote(2))  # the third commit: `git gc --auto`, which packs the first two
+    counted = count_objects(gitdir)
+    # left loose: the third's own objects, which no ref named yet when git looked (the next
+    # `git gc --auto` packs them; unreachable objects are kept two weeks, gc.pruneExpire)
+    assert (counted["count"], counted["packs"]) == (6, 1), counted
+    assert git(f"--git-dir={gitdir}", "fsck", "--strict", "--no-progress") == ""
+    for n, head in enumerate(heads):
+        assert git(f"--git-dir={gitdir}", "rev-parse", f"ferry/api/staging-{n}") == head
+    assert promote(0) == heads[0]  # the commit is found in the pack, not written anew
+
+
+def test_writing_an_object_again_freshens_it_as_git_does(tmp_path: Path) -> None:
+    """An object written again is not rewritten, but its time is brought up to now, so that a
+    `git gc` pruning old unreachable objects does not take it just as a new tree names it."""
+    gitdir = tmp_path / "r.git"
+    git("init", "-q", "--bare", str(gitdir))
+    oid = write_object(gitdir, "blob", b"kept\n")
+    path = gitdir / "objects" / oid[:2] / oid[2:]
+    month_ago = path.stat().st_mtime - 30 * 86400
+    os.utime(path, (month_ago, month_ago))
+    assert write_object(gitdir, "blob", b"kept\n") == oid
+    assert path.stat().st_mtime > month_ago + 29 * 86400
+    assert git_bytes(f"--git-dir={gitdir}", "cat-file", "blob", oid) == b"kept\n"

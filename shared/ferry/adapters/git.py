@@ -142,7 +142,11 @@ def write_object(gitdir: str | Path, kind: str, content: bytes, *, id_len: int =
     folder = Path(gitdir) / "objects" / oid[:2]
     target = folder / oid[2:]
     if target.exists():
-        return oid  # the same content is the same object: nothing to write
+        # The same content is the same object: nothing to write. Its time is brought up to now,
+        # as git does, so that a `git gc` pruning old unreachable objects keeps it.
+        with contextlib.suppress(OSError):
+            os.utime(target)
+        return oid
     level = loose_compression(gitdir)
     if level is None:
         level = 0 if len(raw) >= STORED_FROM else 1
@@ -232,11 +236,34 @@ def write_commit(
         args = ["commit-tree", tree]
         for parent in parents:
             args += ["-p", parent]
-        return git(*args, cwd=cwd, input=message)
-    lines = [f"tree {tree}", *[f"parent {p}" for p in parents]]
-    lines += [f"author {_ident('AUTHOR')}", f"committer {_ident('COMMITTER')}"]
-    content = ("\n".join(lines) + "\n\n" + message).encode("utf-8")
-    return write_object(gitdir, "commit", content, id_len=len(tree))
+        commit = git(*args, cwd=cwd, input=message)
+    else:
+        lines = [f"tree {tree}", *[f"parent {p}" for p in parents]]
+        lines += [f"author {_ident('AUTHOR')}", f"committer {_ident('COMMITTER')}"]
+        content = ("\n".join(lines) + "\n\n" + message).encode("utf-8")
+        commit = write_object(gitdir, "commit", content, id_len=len(tree))
+    _housekeep(gitdir)
+    return commit
+
+
+# Ferry writes its objects itself, and moves refs by `git update-ref`, so git's own
+# housekeeping never starts (`git commit`, `merge` and `receive-pack` run `git gc --auto`;
+# update-ref and commit-tree do not), and loose objects would pile up for ever. Every GC_EVERY
+# commits Ferry writes into a repository, it runs `git gc --auto` there: it returns at once
+# while the repository holds fewer loose objects than gc.auto (6,700 by default), else packs
+# them, in the background unless gc.autoDetach is false. Everything git's defaults and the
+# repository's gc.* settings say applies (gc.auto=0 turns it off).
+GC_EVERY = 64
+_WRITTEN: dict[str, int] = {}  # gitdir -> commits written since its last `git gc --auto`
+_WRITTEN_LOCK = threading.Lock()
+
+
+def _housekeep(gitdir: str | Path) -> None:
+    with _WRITTEN_LOCK:
+        n = _WRITTEN.get(str(gitdir), 0) + 1
+        _WRITTEN[str(gitdir)] = 0 if n >= GC_EVERY else n
+    if n >= GC_EVERY:
+        git(f"--git-dir={gitdir}", "gc", "--auto", "--quiet", check=False)
 
 
 OBJECT_ID = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
