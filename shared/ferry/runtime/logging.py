@@ -14,8 +14,6 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import structlog
-
 from ferry.core.errors import one_line
 
 MASK = "***"
@@ -101,6 +99,8 @@ class _CurrentStderr:
 
 
 def configure(level: str = "INFO", fmt: str = "json") -> None:
+    import structlog  # here, not at the top: a CLI command that logs nothing never loads it
+
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -131,4 +131,6 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
 
 
 def get_logger(**bound: Any) -> Any:
+    import structlog
+
     return structlog.get_logger(**bound)
