@@ -499,10 +499,12 @@ class Policy(_Model):
 
     def environment(self, env: str, service: str | None = None) -> EnvironmentPolicy:
         """ENV's policy, with SERVICE's overrides deep-merged over it when given."""
+        # Asked once per cell and decision (tens of thousands for `ferry status`): a pair seen
+        # before was checked then. (A private attribute of a pydantic model is read through
+        # __getattr__: once here, not four times.)
+        merged = self._merged
         if service is not None:
-            # Asked once per cell and decision (tens of thousands for `ferry status`): a pair
-            # seen before was checked then.
-            found = self._merged.get((env, service))
+            found = merged.get((env, service))
             if found is not None:
                 return found
         if env not in self.environments:
@@ -513,10 +515,8 @@ class Policy(_Model):
             check_label(service, "service name")
         except ValueError as exc:
             raise PolicyError(str(exc)) from None
-        key = (env, service)
-        if key not in self._merged:
-            self._merged[key] = self._merge(env, service)
-        return self._merged[key]
+        found = merged[(env, service)] = self._merge(env, service)
+        return found
 
     def targets_from(self, source: str, service: str | None = None) -> list[str]:
         """Environments promoted from SOURCE ('build' for a fresh build), in file order."""
