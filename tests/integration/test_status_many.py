@@ -15,15 +15,20 @@ from ferry.adapters.canary_state import VerifiedStore
 from ferry.adapters.gitops import GitOpsRepo, MainSnapshot
 from ferry.adapters.state import (
     CandidateStore,
+    DeployStore,
     EvidenceStore,
     HoldStore,
+    LiveStore,
     PromotionStore,
     RollbackStore,
     SignalStore,
 )
+from ferry.app import batch, bulk
 from ferry.app.canary import canary_state
 from ferry.app.explain import explanation
 from ferry.app.reports import Status, status
+from ferry.app.snapshot import gather
+from ferry.core.deployments import Deployment
 from ferry.core.events import promotion_id
 from ferry.core.evidence import Word
 from tests.helpers import Cluster, digest_of, pin_digest, run_cli
@@ -118,14 +123,24 @@ def test_status_says_what_each_cell_says(env: Cluster, capsys) -> None:  # noqa:
     assert len(states) >= 4, states
 
 
-def random_situation(env: Cluster, rnd: random.Random, services: list[str]) -> None:
+# Staging counts a digest live only when Argo CD reports it synced: status then reads what Argo
+# CD reported about each service there, and when each digest went live.
+POLICY_SYNCED = POLICY.replace(
+    "staging: {promote_from: dev,", "staging: {promote_from: dev, live_when: synced,"
+)
+
+
+def random_situation(
+    env: Cluster, rnd: random.Random, services: list[str], policy: str = POLICY
+) -> None:
     """Generated states: any environment pinned or not, candidates for environments promoted
-    from builds or not, holds, evidence, words, promotions in every state, rollbacks, canaries."""
+    from builds or not, holds, evidence, words, promotions in every state, rollbacks, canaries,
+    live times and Argo CD's reports."""
     now = datetime.now(UTC)
     envs = ("dev", "staging", "prod")
 
     def change(clone: Path) -> None:
-        (clone / "ferry.yaml").write_text(POLICY)
+        (clone / "ferry.yaml").write_text(policy)
         for s in services:
             for e in envs:
                 if rnd.random() < 0.5:
@@ -157,22 +172,37 @@ def random_situation(env: Cluster, rnd: random.Random, services: list[str]) -> N
                 RollbackStore(env.bus).mark(s, e, d, actor="carol", reason="bad")
             if rnd.random() < 0.1:
                 VerifiedStore(env.bus).set(s, e, d)
+            if rnd.random() < 0.3:
+                LiveStore(env.bus).mark(s, e, d, now - timedelta(minutes=rnd.randint(0, 9)))
+            if rnd.random() < 0.3:
+                since = now - timedelta(minutes=5)
+                DeployStore(env.bus).put(
+                    s, e, Deployment(d, f"{s}-{e}", "Synced", "Healthy", now, since, since)
+                )
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("seed", "policy"), [(1, POLICY), (2, POLICY), (3, POLICY), (4, POLICY_SYNCED)]
+)
 def test_status_over_generated_states_says_what_each_cell_says(
-    env: Cluster, seed: int, capsys
+    env: Cluster, seed: int, policy: str, capsys
 ) -> None:  # noqa: ANN001
     """`ferry status` reads a cell with no digest to move only as far as what names the digest,
-    and canaries only where one ran: over generated states, every cell must still say what
+    canaries only where one ran, and the other cells' keys planned and fetched in bulk before
+    `gather` runs on them (app/bulk.py): over generated states, every cell must still say what
     `ferry explain` says, and every canary must be shown."""
     rnd = random.Random(seed)
     services = [f"svc-{i:02d}" for i in range(30)]
     env.init_repo(services)
-    random_situation(env, rnd, services)
+    random_situation(env, rnd, services, policy)
 
     found = status(env.settings)
     main = GitOpsRepo(str(env.repo_path), env.root / "cell-by-cell").at_main()
+    # What bulk.py plans is all that gather reads: two round trips, no cell gathered twice.
+    cost = bulk.Cost()
+    cells = [(s, e) for s in services for e in ("dev", "staging", "prod")]
+    bulk.snapshots(env.bus, main, cells, datetime.now(UTC), cost)
+    assert cost.round_trips <= 2 and cost.again == 0, cost
     states: dict[str, int] = {}
     for s in services:
         for e in ("dev", "staging", "prod"):
@@ -181,3 +211,21 @@ def test_status_over_generated_states_says_what_each_cell_says(
             shown = found.watched.get(s, {}).get(e)
             assert shown == canary_state(env.bus, main.policy, s, e), (s, e)
     assert states.get("nothing to promote", 0) and len(states) >= 4, states
+
+
+def test_a_key_the_plan_does_not_know_is_fetched_and_the_cell_gathered_again(env: Cluster) -> None:
+    """bulk.py serves `gather` from keys it planned; a read it did not plan (here: none planned
+    at all) is noted by `gather`, fetched, and that cell gathered again: every snapshot is still
+    what `gather` reads alone."""
+    rnd = random.Random(5)
+    services = [f"svc-{i:02d}" for i in range(30)]
+    env.init_repo(services)
+    random_situation(env, rnd, services, POLICY_SYNCED)
+    main = GitOpsRepo(str(env.repo_path), env.root / "cell-by-cell").at_main()
+    now = datetime.now(UTC)
+    cells = [(s, e) for s in services for e in ("dev", "staging", "prod")]
+
+    cost = bulk.Cost()
+    got = bulk._Reads(env.bus, cost).each(cells, lambda view, c: gather(view, main, *c, now))
+    assert got == {(s, e): gather(env.bus, main, s, e, now) for s, e in cells}
+    assert cost.again >= len(cells) and 2 <= cost.round_trips <= batch.MAX_ROUNDS, cost

@@ -105,6 +105,17 @@ def _fetch(wanted: list[tuple[str, bytes, bytes]], pipe: Any) -> None:
             getattr(pipe, command)(key)
 
 
+def _keep(stand: _Stand, wanted: list[tuple[str, bytes, bytes]], answers: list[Any]) -> None:
+    """Keep the ANSWERS to the WANTED reads where STAND answers them from."""
+    for (command, key, field), answer in zip(wanted, answers, strict=True):
+        if command == "get":
+            stand.strings[key] = answer
+        elif command == "hget":
+            stand.fields[(key, field)] = answer
+        else:
+            stand.hashes[key] = answer
+
+
 def read_batched(bus: Bus, read: Callable[[Bus], T], cost: Cost | None = None) -> T:
     """READ(bus) with every GET and hash read it makes served by pipelined round trips. On a bus
     that is already such a view (a batched read calling another), READ runs on it as it is."""
@@ -123,11 +134,5 @@ def read_batched(bus: Bus, read: Callable[[Bus], T], cost: Cost | None = None) -
         answers = bus.round_trip(partial(_fetch, wanted))
         cost.round_trips += 1
         cost.commands += len(wanted)
-        for (command, key, field), answer in zip(wanted, answers, strict=True):
-            if command == "get":
-                stand.strings[key] = answer
-            elif command == "hget":
-                stand.fields[(key, field)] = answer
-            else:
-                stand.hashes[key] = answer
+        _keep(stand, wanted, answers)
     raise RuntimeError(f"a batched read still lacked keys after {MAX_ROUNDS} rounds")

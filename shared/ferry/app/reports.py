@@ -31,11 +31,10 @@ def _decisions(
     bus: Bus, main: MainSnapshot, services: list[str]
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """What gate-evaluator decides now for every service and environment (the same `decide` on
-    the same snapshot as `ferry explain`): main read once (prefetch), Redis in a few pipelined
-    rounds for all the cells together (app/batch.py), then `decide` on each snapshot. A cell
+    the same snapshot as `ferry explain`): main read once (prefetch), Redis in a few bulk
+    rounds for all the cells together (app/bulk.py), then `decide` on each snapshot. A cell
     with no digest to move is read only as far as what names the digest (without_digest)."""
-    from ferry.app.batch import read_batched
-    from ferry.app.snapshot import gather, without_digest
+    from ferry.app.bulk import snapshots as read_snapshots
     from ferry.core.decision import decide
 
     main.prefetch(services)
@@ -46,10 +45,7 @@ def _decisions(
         for env in main.policy.env_names()
         if main.values_exists(service, env)
     ]
-    snapshots = without_digest(bus, main, cells, now)
-    rest = [cell for cell in cells if cell not in snapshots]
-    gathered = read_batched(bus, lambda b: [gather(b, main, s, e, now) for s, e in rest])
-    snapshots.update(zip(rest, gathered, strict=True))
+    snapshots = read_snapshots(bus, main, cells, now)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for service, env in cells:
         d = decide(snapshots[(service, env)])
