@@ -87,14 +87,12 @@ class _Plan:
         self.holds = HoldStore(bus)
         self.deployed = DeployStore(bus)
         self.wanted: list[Wanted] = []
-        self.seen: set[Wanted] = set()
+        self.held: set[str] = set()  # the environments whose holds are planned (one hash each)
         self.by_candidate: list[Cell] = []
 
     def _want(self, command: str, key: str, field: str = "") -> None:
-        item = (command, key.encode(), field.encode())
-        if item not in self.seen:
-            self.seen.add(item)
-            self.wanted.append(item)
+        # A key planned twice (the same build's time for two cells) is only fetched twice.
+        self.wanted.append((command, key.encode(), field.encode()))
 
     def cell(self, service: str, target: str) -> None:
         _, src, pinned_source = _source(self.main, service, target, None)
@@ -129,7 +127,9 @@ class _Plan:
         want("hgetall", self.words._key(service, target, digest))
         want("hgetall", self.promotions._key(promotion_id(service, digest, target)))
         want("hget", self.rollbacks._key(service, target), digest)
-        want("hgetall", self.holds._key(target))
+        if target not in self.held:
+            self.held.add(target)
+            want("hgetall", self.holds._key(target))
 
 
 class _Reads:

@@ -109,8 +109,13 @@ def short(digest: str | None) -> str:
 
 def print_rows(rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    # One write: `ferry status` prints a line per service (10,000 and more).
+    typer.echo(
+        "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        )
+    )
 
 
 def _print_version(value: bool) -> None:
