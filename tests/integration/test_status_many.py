@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -229,3 +231,34 @@ def test_a_key_the_plan_does_not_know_is_fetched_and_the_cell_gathered_again(env
     got = bulk._Reads(env.bus, cost).each(cells, lambda view, c: gather(view, main, *c, now))
     assert got == {(s, e): gather(env.bus, main, s, e, now) for s, e in cells}
     assert cost.again >= len(cells) and 2 <= cost.round_trips <= batch.MAX_ROUNDS, cost
+
+
+def test_status_decided_in_two_processes_says_the_same(env: Cluster, capsys) -> None:  # noqa: ANN001
+    """With many cells, status reads and decides the second half in a forked child (app/
+    split.py): as a process of its own, made to split 90 cells, it prints what one process
+    prints."""
+    rnd = random.Random(6)
+    services = [f"svc-{i:02d}" for i in range(30)]
+    env.init_repo(services)
+    random_situation(env, rnd, services, POLICY_SYNCED)
+    code, out, err = run_cli(capsys, "status", "--json")
+    assert code == 0, err
+
+    script = """if True:
+        import os, sys
+        from ferry.app import split
+        split.SPLIT_AT, split._core_free = 2, lambda: True
+        forks, fork = [], os.fork
+        os.fork = lambda: forks.append(1) or fork()
+        from ferry.cli.main import main
+        try:
+            main(["status", "--json"])
+        finally:
+            print(len(forks), file=sys.stderr)
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env.env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "1"  # one child forked
+    assert json.loads(proc.stdout) == json.loads(out)

@@ -33,9 +33,10 @@ def _decisions(
     """What gate-evaluator decides now for every service and environment (the same `decide` on
     the same snapshot as `ferry explain`): main read once (prefetch), Redis in a few bulk
     rounds for all the cells together (app/bulk.py), then `decide` on each snapshot. A cell
-    with no digest to move is read only as far as what names the digest (without_digest)."""
-    from ferry.app.bulk import snapshots as read_snapshots
-    from ferry.core.decision import decide
+    with no digest to move is read only as far as what names the digest (without_digest).
+    With many cells, the second half is read and decided in a child process on another core
+    (app/split.py)."""
+    from ferry.app.split import in_two
 
     main.prefetch(services)
     now = datetime.now(UTC)
@@ -45,16 +46,32 @@ def _decisions(
         for env in main.policy.env_names()
         if main.values_exists(service, env)
     ]
-    snapshots = read_snapshots(bus, main, cells, now)
+    decided = in_two(cells, lambda part: _decide(bus, main, part, now))
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for service, env in cells:
-        d = decide(snapshots[(service, env)])
-        out.setdefault(service, {})[env] = {
-            "state": d.state,
-            "digest": d.digest,
-            "reasons": list(d.reasons),
-            "actions": [a.kind for a in d.actions if a.kind not in ("wait", "nothing")],
-        }
+    for (service, env), d in zip(cells, decided, strict=True):
+        out.setdefault(service, {})[env] = d
+    return out
+
+
+def _decide(
+    bus: Bus, main: MainSnapshot, cells: list[tuple[str, str]], now: datetime
+) -> list[dict[str, Any]]:
+    """The decision of each of CELLS, as status shows it."""
+    from ferry.app.bulk import snapshots as read_snapshots
+    from ferry.core.decision import decide
+
+    snapshots = read_snapshots(bus, main, cells, now)
+    out = []
+    for cell in cells:
+        d = decide(snapshots[cell])
+        out.append(
+            {
+                "state": d.state,
+                "digest": d.digest,
+                "reasons": list(d.reasons),
+                "actions": [a.kind for a in d.actions if a.kind not in ("wait", "nothing")],
+            }
+        )
     return out
 
 
