@@ -6,10 +6,9 @@ and its results come back pickled through a pipe, while the parent works on the 
 Only where forking is safe and pays: on Linux, in a process with one thread (a forked child gets
 only the thread that forked, and any lock another thread held stays held), with enough items to be
 worth a process (forking and pickling the results cost about a tenth of the work), and with a core
-to spare: two CPUs or more, and a load average (one minute) that leaves one idle. On a machine
-whose cores are all busy, a child only competes with the parent and the answer comes later than
-from one process. A child that fails leaves its half to the parent, which then raises the error
-itself if there is one."""
+to spare (see `_core_free`). On a machine whose cores are all busy, a child only competes with
+the parent and the answer comes later than from one process. A child that fails leaves its half
+to the parent, which then raises the error itself if there is one."""
 
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -68,6 +68,14 @@ def _can_fork() -> bool:
 
 
 def _core_free() -> bool:
-    """Is a core idle for the child (two or more, and the load leaves one)?"""
+    """Is a core idle for the child? Two or more, no more processes running right now than
+    leave one idle (/proc/loadavg's running count, this one included), and the machine not
+    saturated over the last minute (the load average below the cores: a busy machine may
+    show a free core for an instant)."""
     cores = len(os.sched_getaffinity(0))
-    return cores >= 2 and os.getloadavg()[0] <= cores - 1
+    try:
+        fields = Path("/proc/loadavg").read_text().split()
+        minute, running = float(fields[0]), int(fields[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    return cores >= 2 and running <= cores - 1 and minute < cores
