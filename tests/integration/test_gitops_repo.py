@@ -432,6 +432,38 @@ def test_reads_survive_the_reader_dying(remote: Path, editor: Path, tmp_path: Pa
     assert reader._proc is None
 
 
+def test_a_forked_child_reads_through_its_own_git(remote: Path, tmp_path: Path) -> None:
+    """A child forked after the first read (`ferry status` on two cores) must not write to its
+    parent's `git cat-file --batch`, whose answers the parent is waiting for: it starts its own,
+    and the parent's goes on answering the parent."""
+    repo = GitOpsRepo(str(remote), tmp_path / "work")
+    assert repo.read_main("README.md") == "hi\n"
+    reader = repo._reader
+    assert reader is not None and reader._proc is not None
+    parents_git = reader._proc.pid
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            text = repo.read_main("ferry.yaml") or ""
+            own = reader._proc.pid if reader._proc is not None else 0
+            with os.fdopen(write_end, "w") as out:
+                out.write(f"{own}\n{text}")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as inp:
+        childs_git, _, text = inp.read().partition("\n")
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert text == POLICY
+    assert int(childs_git) not in (0, parents_git)
+    assert reader._proc is not None and reader._proc.pid == parents_git
+    assert repo.read_main("README.md") == "hi\n"
+
+
 # ------------------------------------------------------------------ a directory of many services
 
 

@@ -322,13 +322,16 @@ class CatFile:
     """One long-lived `git cat-file --batch` for a repository: each read costs a write and a read
     on its pipes, not a process (a process is about a millisecond and a half; a read from a warm
     one, tens of microseconds). Thread-safe; a process that died is started again once. Names
-    are read as git reads them at each request (objects and refs are looked up afresh)."""
+    are read as git reads them at each request (objects and refs are looked up afresh). A process
+    forked after the first read (`ferry status` on two cores) starts its own git: the pipes it
+    inherited are its parent's, whose answers it would take."""
 
     CHUNK = 256  # names written before their answers are read, so neither pipe fills up
 
     def __init__(self, *args: str) -> None:
         self.args = args
         self._proc: subprocess.Popen[bytes] | None = None
+        self._owner = 0  # the process that started self._proc
         self._lock = threading.Lock()
 
     def read(self, names: Sequence[str]) -> list[tuple[str, str, bytes] | None]:
@@ -336,6 +339,8 @@ class CatFile:
         if any("\n" in n for n in names):
             raise ValueError(f"bad object name in {list(names)!r}")
         with self._lock:
+            if self._owner != os.getpid():
+                self._proc = None  # the parent's git, left to the parent
             try:
                 return self._read(names)
             except (OSError, ValueError, EOFError):
@@ -378,11 +383,12 @@ class CatFile:
             stderr=subprocess.DEVNULL,
             env=env,
         )
+        self._owner = os.getpid()
         return self._proc
 
     def _close(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
+        if proc is None or self._owner != os.getpid():
             return
         with contextlib.suppress(OSError):
             assert proc.stdin is not None
