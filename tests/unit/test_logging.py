@@ -93,3 +93,30 @@ def test_scrubbing_a_megabyte_finishes(text: str) -> None:
     # The old pattern took 4.8 s on 40k letters and grew with the square: a megabyte would not
     # finish within the test run. A linear scrubber does it in milliseconds (see bench/).
     assert len(scrub_text(text)) <= len(text)
+
+
+def test_a_cli_command_that_logs_nothing_does_not_load_structlog() -> None:
+    """structlog (with rich and pygments, about 50 ms) is loaded when a logger is first used,
+    not when the CLI starts or a Bus (which asks for a logger) is made: `ferry status` logs
+    nothing. In a process of its own: this one has loaded structlog already."""
+    import subprocess
+    import sys
+
+    script = """if True:
+        import sys
+        import ferry.cli.main
+        from ferry.adapters.bus import Bus
+        from ferry.runtime.logging import get_logger
+        from ferry.runtime.settings import Settings
+
+        url = "redis://127.0.0.1:9"
+        Bus(Settings(redis_url=url), url)  # no connection is made before a command is sent
+        log = get_logger(worker="w")
+        before = "structlog" in sys.modules
+        log.info("first use")
+        print(before, "structlog" in sys.modules)
+    """
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-2:] == ["False", "True"]
+    assert "first use" in proc.stdout + proc.stderr

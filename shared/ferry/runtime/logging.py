@@ -131,6 +131,19 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
 
 
 def get_logger(**bound: Any) -> Any:
-    import structlog
+    """A structlog logger with BOUND context, made when first used: a Bus asks for one when it is
+    made, and a CLI command that never logs does not load structlog for it."""
+    return _Lazy(bound)
 
-    return structlog.get_logger(**bound)
+
+class _Lazy:
+    def __init__(self, bound: dict[str, Any]) -> None:
+        self._bound = bound
+        self._logger: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._logger is None:
+            import structlog
+
+            self._logger = structlog.get_logger(**self._bound)
+        return getattr(self._logger, name)
