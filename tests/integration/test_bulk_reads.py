@@ -1,0 +1,79 @@
+"""app/bulk.py sends `ferry status`'s reads packed by hand and parses the replies itself: they must
+be what redis-py's own pipeline answers, in RESP2 and RESP3, across reads of the socket, and an
+error reply must raise with the connection still fit for use."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from ferry.app import bulk
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_bulk_replies_are_what_redis_py_answers(redis_url: str, prefix: str, protocol: int) -> None:
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    k = [f"{prefix}bulk:{i}".encode() for i in range(6)]
+    big = b"x" * (3 << 20)  # longer than one read of the socket
+    client.set(k[0], b"plain")
+    client.set(k[1], big)
+    client.hset(k[2], mapping={b"a": b"1", b"b": b"", b"c\r\n": b"\r\n$3"})
+    wanted = [("get", k[1], b"")] + [
+        ("get", k[0], b""),
+        ("get", k[5], b""),  # missing
+        ("hget", k[2], b"a"),
+        ("hget", k[2], b"z"),  # missing field
+        ("hgetall", k[2], b""),
+        ("hgetall", k[5], b""),  # missing hash
+    ] * 3000
+    with client.pipeline(transaction=False) as pipe:
+        for command, key, field in wanted:
+            getattr(pipe, command)(key, field) if command == "hget" else getattr(pipe, command)(key)
+        expected = pipe.execute()
+    assert bulk._pipelined(client, wanted) == expected
+
+    # A wrong type: the error is raised once every reply is read; the next read works.
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        bulk._pipelined(client, [("get", k[0], b""), ("hgetall", k[0], b""), ("get", k[0], b"")])
+    assert bulk._pipelined(client, [("get", k[0], b"")]) == [b"plain"]
+    client.delete(*k)
+
+
+class _Chunks:
+    """A socket that hands out DATA a few bytes per read, so that replies end anywhere."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        self.data, self.size = data, size
+
+    def recv(self, _: int) -> bytes:
+        chunk, self.data = self.data[: self.size], self.data[self.size :]
+        return chunk
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13])
+def test_replies_cut_anywhere_are_parsed_whole(size: int) -> None:
+    raw = (
+        b"$5\r\nplain\r\n"
+        b"$-1\r\n"
+        b"_\r\n"
+        b"$4\r\n\r\n$3\r\n"
+        b"*4\r\n$1\r\na\r\n$1\r\n1\r\n$0\r\n\r\n$-1\r\n"
+        b"%1\r\n$1\r\na\r\n$2\r\nbc\r\n"
+        b"*0\r\n"
+        b":42\r\n"
+        b"+OK\r\n"
+        b"-WRONGTYPE no\r\n"
+    )
+    got = bulk._replies(_Chunks(raw, size), 10)
+    assert got[:9] == [
+        b"plain",
+        None,
+        None,
+        b"\r\n$3",
+        [b"a", b"1", b"", None],
+        {b"a": b"bc"},
+        [],
+        42,
+        b"OK",
+    ]
+    assert isinstance(got[9], redis.ResponseError) and str(got[9]) == "WRONGTYPE no"
