@@ -3,12 +3,15 @@ on the bus, the repo and the forge. Everything real: Redis, git, separate OS pro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from ferry.core.events import CiResult, PromotionCommand, decode_fields, promoti
 from ferry.core.values import set_digest
 from ferry.runtime.runner import spawn_worker, stop_processes
 from ferry.runtime.settings import Settings
+from ferry.runtime.worker import WorkerSpec
 
 REGISTRY = "registry.example.com/shop"
 
@@ -154,17 +158,23 @@ class Cluster:
         }
 
     def start(self, name: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        self._n += 1
-        log = self.logs / f"{name}-{self._n}.log"
-        proc = spawn_worker(name, self.env(FERRY_CONSUMER=f"{name}-{self._n}", **extra_env), log)
-        proc.log_path = log  # type: ignore[attr-defined]
-        self.procs.append(proc)
+        proc = self.start_doomed(name, **extra_env)
         wait_until(
             lambda: self._joined(name, f"{name}-{self._n}") or proc.poll() is not None,
             30,
             f"{name} to start",
         )
         assert proc.poll() is None, self.log_of(proc)
+        return proc
+
+    def start_doomed(self, name: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start worker NAME without waiting for it to join its groups: armed with a failpoint
+        (FERRY_FAILPOINTS in EXTRA_ENV), it may die before."""
+        self._n += 1
+        log = self.logs / f"{name}-{self._n}.log"
+        proc = spawn_worker(name, self.env(FERRY_CONSUMER=f"{name}-{self._n}", **extra_env), log)
+        proc.log_path = log  # type: ignore[attr-defined]
+        self.procs.append(proc)
         return proc
 
     def _joined(self, group: str, consumer: str) -> bool:
@@ -275,3 +285,31 @@ def start_board(cluster: Cluster) -> str:
 
     wait_until(answers, 30, "the board to answer")
     return url
+
+
+@contextlib.contextmanager
+def running(spec: WorkerSpec, settings: Settings, url: str) -> Iterator[Callable[[], None]]:
+    """One replica of SPEC served in this process (a thread with its own event loop) for the
+    block, which gets a function that asks it to stop (as SIGTERM does); stopped at the end."""
+    from ferry.runtime.consumer import serve
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    started = threading.Event()
+    thread = threading.Thread(
+        target=lambda: loop.run_until_complete(
+            serve(spec, settings, url, stop=stop, ready=started.set)
+        ),
+        daemon=True,
+    )
+    thread.start()
+    assert started.wait(15)
+
+    def ask_to_stop() -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    try:
+        yield ask_to_stop
+    finally:
+        ask_to_stop()
+        thread.join(15)

@@ -20,7 +20,7 @@ def test_crash_mid_batch_leaves_the_whole_batch_pending_and_each_is_finished_onc
     ci = cluster.bus.stream("ci")
     # It reads the four entries in one batch, handles one (services at once: maybe more) and
     # dies before the batch's XACK: every entry of the batch is still pending.
-    doomed = cluster.start("gate-evaluator", FERRY_FAILPOINTS="gate-evaluator.mid-batch")
+    doomed = cluster.start_doomed("gate-evaluator", FERRY_FAILPOINTS="gate-evaluator.mid-batch")
     doomed.wait(timeout=20)
     assert doomed.returncode == -signal.SIGKILL
     assert cluster.bus.redis.xpending(ci, "gate-evaluator")["pending"] == 4

@@ -9,7 +9,6 @@ import signal
 import pytest
 
 from ferry.app.replay import ReplayError, retry
-from ferry.runtime.runner import spawn_worker
 from tests.helpers import Cluster, digest_of, wait_until
 
 
@@ -82,10 +81,7 @@ def test_a_replica_killed_before_a_trimmed_entrys_dead_letter_is_done_leaves_it_
     r.xreadgroup("gate-evaluator", "gate-evaluator-dead", {ci: ">"}, count=10)
     r.xdel(ci, lost)
 
-    # Started without waiting for it to join its groups: it may die before.
-    env = cluster.env(FERRY_CONSUMER="gate-evaluator-doomed", FERRY_FAILPOINTS=failpoint)
-    doomed = spawn_worker("gate-evaluator", env, cluster.logs / "doomed.log")
-    cluster.procs.append(doomed)
+    doomed = cluster.start_doomed("gate-evaluator", FERRY_FAILPOINTS=failpoint)
     assert doomed.wait(timeout=20) == -signal.SIGKILL
     assert [
         p["message_id"].decode() for p in r.xpending_range(ci, "gate-evaluator", "-", "+", 10)

@@ -3,22 +3,16 @@ after N deliveries, immediate dead letters for what can never succeed, publish-o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
-from collections.abc import Iterator
-
 import pytest
 
 from ferry.adapters.bus import Bus
 from ferry.core.errors import Rejected
 from ferry.core.events import CiResult, Event, decode_fields
-from ferry.runtime.consumer import serve
 from ferry.runtime.dispatcher import Dispatcher
 from ferry.runtime.logging import get_logger
 from ferry.runtime.settings import Settings
 from ferry.runtime.worker import WorkerContext, WorkerSpec
-from tests.helpers import digest_of, wait_until
+from tests.helpers import digest_of, running, wait_until
 
 D = digest_of("bus")
 
@@ -39,26 +33,6 @@ def settings(redis_url: str, prefix: str, tmp_path) -> Settings:  # noqa: ANN001
 @pytest.fixture
 def bus(settings: Settings, redis_url: str) -> Bus:
     return Bus(settings, redis_url)
-
-
-@contextlib.contextmanager
-def running(spec: WorkerSpec, settings: Settings, url: str) -> Iterator[None]:
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    started = threading.Event()
-    thread = threading.Thread(
-        target=lambda: loop.run_until_complete(
-            serve(spec, settings, url, stop=stop, ready=started.set)
-        ),
-        daemon=True,
-    )
-    thread.start()
-    assert started.wait(15)
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(15)
 
 
 def letters(bus: Bus) -> list[dict[str, str]]:
