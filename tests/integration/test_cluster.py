@@ -337,13 +337,13 @@ def test_the_workers_on_a_three_node_cluster(three_nodes: list[Server], tmp_path
 def test_a_slow_handler_keeps_its_entry_on_a_three_node_cluster(
     three_nodes: list[Server], tmp_path: Path
 ) -> None:
-    """The readers of our own on a cluster keep the entries they are working on as FastStream's
-    subscriber does on one server: a push slower than the claim idle time, a second replica, the
+    """The readers of our own on a cluster keep the entries they are working on as they do on
+    one server: a push slower than the claim idle time, a second replica, the
     command delivered once and not dead-lettered (tests/faults/test_lock_renewal.py)."""
     c = Cluster(redis_url=three_nodes[0].url(), prefix="slow:", root=tmp_path, redis_cluster=True)
     try:
         a_handler_slower_than_the_claim_idle_time_keeps_its_entry(c)
-        assert all('"reader": "cluster"' in c.log_of(p) for p in c.procs)
+        assert all('"reader": "ferry"' in c.log_of(p) for p in c.procs)
     finally:
         c.stop_all()
 

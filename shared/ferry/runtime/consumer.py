@@ -1,23 +1,24 @@
-"""The consumer loop of one worker replica, on FastStream: each stream gets a batch subscriber in
-the worker's group reading new entries (XREADGROUP > COUNT FERRY_READ_COUNT), handled in stream
-order and acknowledged together after their effects. On a Redis Cluster (FERRY_REDIS_CLUSTER=1),
-where FastStream's broker cannot go (it speaks to one server), a read loop of our own per stream
-does the same through the cluster client and hands its batches to the same handler. While a
-batch is handled, its entries are kept from other replicas (their idle time reset). And a loop
-of our own reclaims entries idle longer than FERRY_CLAIM_IDLE_MS, which also turns an entry
-trimmed from the stream while pending into a dead letter (FastStream's reclaiming subscriber
-drops those silently). It also heals a lost group and runs the worker's tick."""
+"""The consumer loop of one worker replica: each stream's new entries are read in the worker's
+group (XREADGROUP > COUNT FERRY_READ_COUNT), handled in stream order and acknowledged together
+after their effects. By default (FERRY_READER=ferry, and always on a Redis Cluster) a read loop of
+Ferry's own per stream does it, in a thread that handles each read itself; FERRY_READER=faststream
+reads through FastStream's batch subscribers instead, the same handler behind them (their broker,
+`build_broker`, is also what the AsyncAPI document describes). While a batch is handled, its
+entries are kept from other replicas (their idle time reset). And a loop of our own reclaims
+entries idle longer than FERRY_CLAIM_IDLE_MS, which also turns an entry trimmed from the stream
+while pending into a dead letter (FastStream's reclaiming subscriber drops those silently). It
+also heals a lost group and runs the worker's tick."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
 import redis
@@ -36,7 +37,7 @@ HEAL_S = 2.0
 PRUNE_CHANCE = 1 / 30
 # A consumer idle this long (and at least 10 x the claim idle time) belongs to a dead replica.
 CONSUMER_IDLE_MIN_MS = 15 * 60 * 1000
-# On a Redis Cluster, each read of new entries waits at most this long for one: how long a
+# Each read of new entries by Ferry's own readers waits at most this long for one: how long a
 # stopping replica may wait for its readers.
 READ_BLOCK_MS = 1000
 # After a failed read (a node away, a connection reset), the reader tries again this much later.
@@ -64,15 +65,15 @@ async def serve(
     if spec.setup:
         spec.setup(ctx)
     dispatcher = Dispatcher(spec, ctx)
-    # The thread that keeps the entries being handled (see `_kept`).
-    keeping = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{spec.name}-keep")
+    # Keeps the entries being handled from other replicas (see `Keeper`).
+    keeper = Keeper(bus, spec.name, log)
 
-    async def handle(short: str, entries: list[Entry]) -> None:
+    def handle_now(short: str, entries: list[Entry]) -> None:
+        """Handle one read's ENTRIES in this thread (the dispatcher decodes the fields itself: a
+        failure there is a dead letter)."""
         try:
-            # The dispatcher decodes the fields itself: a failure there is a dead letter.
-            ids = [e[0] for e in entries]
-            async with _kept(bus, keeping, spec.name, short, ids, log):
-                await asyncio.to_thread(dispatcher.process_batch, short, entries)
+            with keeper.holding(short, [e[0] for e in entries]):
+                dispatcher.process_batch(short, entries)
         except BatchInterrupted as e:  # Redis failed us; the entries stay pending
             log.warning(
                 "entries left pending; they will be reclaimed",
@@ -81,6 +82,9 @@ async def serve(
                 left=e.left,
                 error=one_reason(str(e.__cause__)),
             )
+
+    async def handle(short: str, entries: list[Entry]) -> None:
+        await asyncio.to_thread(handle_now, short, entries)
 
     def consumer_for(short: str) -> Callable[[Any], Awaitable[None]]:
         async def consume(message: Any) -> None:
@@ -99,36 +103,32 @@ async def serve(
         bus.ensure_group(short, spec.name)
     broker: Any = None
     subscribers: list[tuple[str, Any]] = []
-    readers: list[ClusterReader] = []
-    halt_readers = asyncio.Event()
-    reading: list[asyncio.Task[None]] = []
-    executor = None
+    readers: list[StreamReader] = []
+    halt_readers = threading.Event()
     reads: Any = None
-    if settings.redis_cluster and spec.handlers:
-        # The readers' own cluster client, whose reads time out (Ferry's other calls do not).
-        reads = connect_redis(url, cluster=True, socket_timeout=READ_TIMEOUT_S)
-        readers = [ClusterReader(bus, reads, spec, s, handle, log) for s in spec.handlers]
-    else:
+    own = settings.redis_cluster or settings.reader == "ferry"
+    if own and spec.handlers:
+        # The readers' own client (on a cluster, a cluster client), whose reads time out (Ferry's
+        # other calls do not); each reader thread holds one connection of it.
+        reads = connect_redis(url, cluster=settings.redis_cluster, socket_timeout=READ_TIMEOUT_S)
+        readers = [StreamReader(bus, reads, spec, s, handle_now, log) for s in spec.handlers]
+    elif not own:
         broker, subscribers = build_broker(spec, settings, url, consumer_for)
     reclaimers = [
         asyncio.create_task(_reclaim_loop(bus, spec, short, handle, dispatcher, log))
         for short in spec.handlers
     ]
+    keeping = threading.Thread(target=keeper.run, name=f"{spec.name}-keep", daemon=True)
+    keeping.start()
 
     if subscribers:
         await broker.start()
-    if readers:
-        # A thread per stream, so that blocked reads never hold up the handlers' threads.
-        executor = concurrent.futures.ThreadPoolExecutor(
-            len(readers), thread_name_prefix=f"{spec.name}-read"
-        )
-        reading = [asyncio.create_task(r.run(halt_readers, executor)) for r in readers]
     http = None
     if settings.http_port is not None:
 
         async def readiness() -> str | None:
             stopped = [bus.stream(s) for s, sub in subscribers if not getattr(sub, "running", True)]
-            stopped += [bus.stream(r.short) for r in readers if r.failing]
+            stopped += [bus.stream(r.short) for r in readers if r.failing or not r.alive]
             if stopped:
                 return f"not consuming {', '.join(stopped)}"
             try:
@@ -147,7 +147,7 @@ async def serve(
         joined=[settings.stream(s) for s in spec.joins],
         group=spec.name,
         redis=scrub_text(url),
-        reader="cluster" if readers else "faststream",
+        reader="ferry" if own else "faststream",
     )
     background = None
     halt = threading.Event()
@@ -159,12 +159,15 @@ async def serve(
             daemon=True,
         )
         background.start()
-    if ready:
-        ready()
     stop = stop or asyncio.Event()
     next_tick = time.monotonic() + settings.tick_s
     next_heal = time.monotonic() + HEAL_S
     try:
+        # Started here, so that the threads (not daemons) are stopped whatever happens.
+        for r in readers:
+            r.start(halt_readers)
+        if ready:
+            ready()
         while not stop.is_set():
             sleep = min(HEAL_S, settings.tick_s, max(0.0, next_heal - time.monotonic()))
             with contextlib.suppress(asyncio.TimeoutError):
@@ -191,31 +194,28 @@ async def serve(
         await asyncio.gather(*reclaimers, return_exceptions=True)
         if subscribers:
             await broker.stop()
-        if reading:
-            # Each read returns within READ_BLOCK_MS and its batch is handled; a batch still
-            # under way then finishes in its thread (acknowledged) while the task is cancelled.
-            halt_readers.set()
-            _, late = await asyncio.wait(reading, timeout=READ_BLOCK_MS / 1000 + 1)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*reading, return_exceptions=True)
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
-        keeping.shutdown(wait=False, cancel_futures=True)
-        if reads is not None:
+        # Each read returns within READ_BLOCK_MS and its batch is handled; a batch still under
+        # way then finishes in its thread (acknowledged: the threads are not daemons, so the
+        # process waits for them before it exits).
+        halt_readers.set()
+        for r in readers:
+            await asyncio.to_thread(r.join, READ_BLOCK_MS / 1000 + 1)
+        keeper.halt.set()
+        if reads is not None and not any(r.alive for r in readers):
             with contextlib.suppress(Exception):
                 reads.close()
         log.info("worker stopped")
 
 
-class ClusterReader:
-    """The new entries of one stream SHORT, read in the worker's group on a Redis Cluster where
-    FastStream's broker cannot go: a blocking XREADGROUP of this one key through CLIENT, the
-    readers' cluster client (it sends the read to the node that serves the stream's slot, and
-    follows MOVED there), up to FERRY_READ_COUNT entries, each batch handed to HANDLE as the
-    FastStream subscriber hands its own: handled in stream order, acknowledged after its
-    effects, dead letters alike. A failed read is logged and tried again; a lost group is
-    created again."""
+class StreamReader:
+    """The new entries of one stream SHORT, read in the worker's group by a loop of Ferry's own
+    in a thread of its own: a blocking XREADGROUP of this one key through CLIENT, the readers'
+    client (on a Redis Cluster, a cluster client, which sends the read to the node that serves
+    the stream's slot and follows MOVED there), up to FERRY_READ_COUNT entries, each batch
+    handed to HANDLE in the same thread: handled in stream order and acknowledged after its
+    effects before the next read, dead letters alike. A failed read is logged and tried again;
+    a lost group is created again. It is FastStream's subscriber without the event loop's hops
+    between the read and the handler (FERRY_READER=ferry, the default; on a cluster, always)."""
 
     def __init__(
         self,
@@ -223,7 +223,7 @@ class ClusterReader:
         client: Any,
         spec: WorkerSpec,
         short: str,
-        handle: Callable[[str, list[Entry]], Awaitable[None]],
+        handle: Callable[[str, list[Entry]], None],
         log: Any,
     ) -> None:
         self.bus, self.client, self.spec, self.short = bus, client, spec, short
@@ -231,13 +231,29 @@ class ClusterReader:
         self.count = bus.settings.read_count or spec.read_count
         # Why the last read failed, until one succeeds (readiness says so).
         self.failing: str | None = None
+        self.thread: threading.Thread | None = None
 
-    async def run(self, halt: asyncio.Event, executor: concurrent.futures.Executor) -> None:
-        loop = asyncio.get_running_loop()
+    def start(self, halt: threading.Event) -> None:
+        # Not a daemon: a stopping process finishes (and acknowledges) the batch under way.
+        self.thread = threading.Thread(
+            target=self.run, args=(halt,), name=f"{self.spec.name}-read-{self.short}"
+        )
+        self.thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def run(self, halt: threading.Event) -> None:
         stream = self.bus.stream(self.short)
+        read, handle, short = self.read, self.handle, self.short
         while not halt.is_set():
             try:
-                entries = await loop.run_in_executor(executor, self.read)
+                entries = read()
             except Exception as e:  # noqa: BLE001 - a node away, a reset, a lost group: again
                 reason = one_reason(f"{type(e).__name__}: {e}")
                 if reason != self.failing:  # once per reason, not once a second
@@ -245,18 +261,23 @@ class ClusterReader:
                 self.failing = reason
                 if "NOGROUP" in str(e):
                     with contextlib.suppress(Exception):
-                        await loop.run_in_executor(
-                            executor, self.bus.ensure_group, self.short, self.spec.name
-                        )
+                        self.bus.ensure_group(short, self.spec.name)
                         self.log.warning("consumer group recreated", stream=stream)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(halt.wait(), READ_RETRY_S)
+                halt.wait(READ_RETRY_S)
                 continue
             if self.failing:
                 self.log.info("reading new entries again", stream=stream)
                 self.failing = None
-            if entries:
-                await self.handle(self.short, entries)
+            if not entries:
+                continue
+            try:
+                handle(short, entries)
+            except Exception as e:  # noqa: BLE001 - pending, to be reclaimed; keep reading
+                self.log.error(
+                    "could not handle a read; its entries stay pending",
+                    stream=stream,
+                    error=one_reason(f"{type(e).__name__}: {e}"),
+                )
 
     def read(self) -> list[Entry]:
         """One XREADGROUP of new entries (`>`: each delivered for the first time)."""
@@ -270,6 +291,64 @@ class ClusterReader:
         if isinstance(answer, dict):  # RESP3
             answer = list(answer.items())
         return [(_text(i), data, 1) for _, messages in answer or [] for i, data in messages]
+
+
+class Keeper:
+    """Keeps the entries this replica is handling from the others: every third of
+    FERRY_CLAIM_IDLE_MS, the idle time of the entries a batch holds is reset (XCLAIM JUSTID,
+    which counts no delivery), so that a handler slower than the claim idle time (a slow push, a
+    forge call) keeps its entries instead of a live replica claiming them, counting a delivery
+    each time, toward a dead letter. An entry another replica took over meanwhile (this one
+    stalled longer than the claim idle time) is left to it, not taken back: both handle it, and
+    its effects are done once. One thread per process (`run`) looks at the held batches a few
+    times per interval; holding a batch (`holding`) costs a dict entry, no thread and no call
+    to Redis, so a batch shorter than the interval, nearly all of them, costs next to
+    nothing."""
+
+    def __init__(self, bus: Bus, group: str, log: Any) -> None:
+        self.bus, self.group, self.log = bus, group, log
+        self.every = bus.settings.claim_idle_ms * KEEP_EVERY / 1000
+        # token -> (stream short name, the ids still kept, when they are kept next)
+        self.held: dict[int, tuple[str, list[str], float]] = {}
+        self.tokens = itertools.count()
+        self.lock = threading.Lock()
+        self.halt = threading.Event()
+
+    @contextlib.contextmanager
+    def holding(self, short: str, entry_ids: list[str]) -> Iterator[None]:
+        token = next(self.tokens)
+        self.held[token] = (short, entry_ids, time.monotonic() + self.every)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.held.pop(token, None)
+
+    def run(self) -> None:
+        while not self.halt.wait(self.every / 4):
+            now = time.monotonic()
+            for token, (short, ids, due) in list(self.held.items()):
+                if due <= now:
+                    self.keep(token, short, ids)
+
+    def keep(self, token: int, short: str, held: list[str]) -> None:
+        try:
+            kept, taken = self.bus.keep_claimed(short, self.group, held)
+        except Exception as e:  # noqa: BLE001 - Redis away: tried again at the next turn
+            self.log.warning("could not keep entries being handled yet", error=one_reason(str(e)))
+            return
+        if taken:
+            self.log.warning(
+                "entries being handled here were taken over by another replica; left to it",
+                stream=self.bus.stream(short),
+                entry_ids=taken,
+            )
+        # Acknowledged, taken over or trimmed: no longer kept.
+        with self.lock:
+            if token in self.held and kept:
+                self.held[token] = (short, kept, time.monotonic() + self.every)
+            else:
+                self.held.pop(token, None)
 
 
 # The handler of one subscriber, given the stream's short name.
@@ -369,57 +448,6 @@ def _entries(n: int) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@contextlib.asynccontextmanager
-async def _kept(
-    bus: Bus,
-    keeping: concurrent.futures.Executor,
-    group: str,
-    short: str,
-    entry_ids: list[str],
-    log: Any,
-) -> AsyncIterator[None]:
-    """While the block handles ENTRY_IDS, keep them here: every third of FERRY_CLAIM_IDLE_MS
-    their idle time is reset (XCLAIM JUSTID, which counts no delivery), so that a handler slower
-    than the claim idle time (a slow push, a forge call) keeps its entries instead of a live
-    replica claiming them, counting a delivery each time, toward a dead letter. An entry another
-    replica took over meanwhile (this one stalled longer than the claim idle time) is left to
-    it, not taken back: both handle it, and its effects are done once. A task of the event loop
-    waits out the intervals (a batch shorter than one, nearly all of them, costs no thread), and
-    the calls to Redis go to KEEPING, a thread of their own that busy handlers cannot hold up."""
-    task = asyncio.create_task(_keep(bus, keeping, group, short, entry_ids, log))
-    try:
-        yield
-    finally:
-        task.cancel()
-
-
-async def _keep(
-    bus: Bus,
-    keeping: concurrent.futures.Executor,
-    group: str,
-    short: str,
-    held: list[str],
-    log: Any,
-) -> None:
-    loop = asyncio.get_running_loop()
-    every = bus.settings.claim_idle_ms * KEEP_EVERY / 1000
-    while held:
-        await asyncio.sleep(every)
-        try:
-            kept, taken = await loop.run_in_executor(keeping, bus.keep_claimed, short, group, held)
-        except Exception as e:  # noqa: BLE001 - Redis away: tried again at the next turn
-            log.warning("could not keep entries being handled yet", error=one_reason(str(e)))
-            continue
-        if taken:
-            log.warning(
-                "entries being handled here were taken over by another replica; left to it",
-                stream=bus.stream(short),
-                entry_ids=taken,
-            )
-        # Acknowledged, taken over or trimmed: no longer kept.
-        held = kept
 
 
 async def _reclaim_loop(

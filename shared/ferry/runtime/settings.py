@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # worker's own (gate-evaluator 100, whose decisions take a millisecond; the others 1, which
     # spreads slow work such as a promotion evenly over replicas).
     read_count: int | None = Field(default=None, ge=1)
+    # What reads the workers' new entries: a loop of Ferry's own (a blocking XREADGROUP per
+    # stream in a thread that handles what it read), or FastStream's subscribers (one server
+    # only; see docs/redis.md for why the default is Ferry's).
+    reader: Literal["ferry", "faststream"] = "ferry"
     # Below the claim idle time: an entry reclaimed from a dead replica must find its lock free.
     lock_ttl_ms: int = Field(default=10_000, ge=100)
     # Stream retention (docs/architecture.md, "Retention"): every XADD trims its stream to about
@@ -144,6 +148,15 @@ class Settings(BaseSettings):
     def _register_secrets(self) -> Settings:
         # As soon as a secret is known, no log line or error sentence of this process shows it.
         add_secrets(self.secret_values())
+        return self
+
+    @model_validator(mode="after")
+    def _faststream_on_one_server(self) -> Settings:
+        if self.reader == "faststream" and self.redis_cluster:
+            raise ValueError(
+                "FERRY_READER=faststream cannot read a Redis Cluster (FERRY_REDIS_CLUSTER=1): "
+                "FastStream's broker speaks to one server only; use FERRY_READER=ferry"
+            )
         return self
 
     @model_validator(mode="after")
