@@ -185,6 +185,7 @@ async def serve(
                     log.warning("tick failed", error=f"{type(e).__name__}: {e}")
     finally:
         halt.set()
+        halt_readers.set()  # first: a replica asked to stop reads nothing more
         if background is not None:
             await asyncio.to_thread(background.join, 10)
         if http is not None:
@@ -197,7 +198,6 @@ async def serve(
         # Each read returns within READ_BLOCK_MS and its batch is handled; a batch still under
         # way then finishes in its thread (acknowledged: the threads are not daemons, so the
         # process waits for them before it exits).
-        halt_readers.set()
         for r in readers:
             await asyncio.to_thread(r.join, READ_BLOCK_MS / 1000 + 1)
         keeper.halt.set()
