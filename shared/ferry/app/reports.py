@@ -27,30 +27,47 @@ def _table(main: MainSnapshot, services: list[str]) -> dict[str, dict[str, str |
     return {service: {env: main.pinned(service, env) for env in envs} for service in services}
 
 
-def _decisions(
+def _cells(
     bus: Bus, main: MainSnapshot, services: list[str]
-) -> dict[str, dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
     """What gate-evaluator decides now for every service and environment (the same `decide` on
-    the same snapshot as `ferry explain`): main read once (prefetch), Redis in a few bulk
-    rounds for all the cells together (app/bulk.py), then `decide` on each snapshot. A cell
-    with no digest to move is read only as far as what names the digest (without_digest).
-    With many cells, the second half is read and decided in a child process on another core
-    (app/split.py)."""
+    the same snapshot as `ferry explain`), and every canary: main read once (prefetch), Redis in
+    a few bulk rounds for all the cells together (app/bulk.py), then `decide` on each snapshot.
+    A cell with no digest to move is read only as far as what names the digest
+    (without_digest). With many cells, the second half is read and decided in a child process
+    on another core (app/split.py)."""
     from ferry.app.split import in_two
 
     main.prefetch(services)
     now = datetime.now(UTC)
-    cells = [
-        (service, env)
-        for service in services
-        for env in main.policy.env_names()
-        if main.values_exists(service, env)
-    ]
-    decided = in_two(cells, lambda part: _decide(bus, main, part, now))
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for (service, env), d in zip(cells, decided, strict=True):
-        out.setdefault(service, {})[env] = d
-    return out
+    cells = [(s, e) for s in services for e in main.policy.env_names()]
+    found = in_two(cells, lambda part: _read_cells(bus, main, part, now))
+    decided: dict[str, dict[str, dict[str, Any]]] = {}
+    watched: dict[str, dict[str, Any]] = {}
+    for (service, env), (decision, canary) in zip(cells, found, strict=True):
+        if decision is not None:
+            decided.setdefault(service, {})[env] = decision
+        if canary is not None:
+            watched.setdefault(service, {})[env] = canary
+    return decided, watched
+
+
+def _read_cells(
+    bus: Bus, main: MainSnapshot, cells: list[tuple[str, str]], now: datetime
+) -> list[tuple[dict[str, Any] | None, Any]]:
+    """For each of CELLS, its decision (None without a values file) and its canary (None where
+    none ran)."""
+    from ferry.adapters.canary_state import cells_with_state
+    from ferry.app.batch import read_batched
+    from ferry.app.canary import canaries
+
+    kept = [cell for cell in cells if main.values_exists(*cell)]
+    decided = dict(zip(kept, _decide(bus, main, kept, now), strict=True))
+    # Only the cells where a canary ran (or verified a digest) have a state to read.
+    present = cells_with_state(bus, cells)
+    ran = [cell for cell in cells if cell in present]
+    watched = read_batched(bus, lambda b: canaries(b, main.policy, ran))
+    return [(decided.get((s, e)), watched.get(s, {}).get(e)) for s, e in cells]
 
 
 def _decide(
@@ -89,10 +106,7 @@ def status(settings: Settings) -> Status:
     read once) and batched reads of Redis; without Redis, the table alone."""
     import redis
 
-    from ferry.adapters.canary_state import cells_with_state
     from ferry.adapters.embedded import NoRedis
-    from ferry.app.batch import read_batched
-    from ferry.app.canary import canaries
 
     repo = open_repo(settings)
     main = repo.at_main()
@@ -104,13 +118,7 @@ def status(settings: Settings) -> Status:
     try:
         table = _table(main, services)
         try:
-            bus = connect(settings)
-            decided = _decisions(bus, main, services)
-            # Only the cells where a canary ran (or verified a digest) have a state to read.
-            cells = [(s, e) for s in services for e in main.policy.env_names()]
-            present = cells_with_state(bus, cells)
-            ran = [cell for cell in cells if cell in present]
-            watched = read_batched(bus, lambda b: canaries(b, main.policy, ran))
+            decided, watched = _cells(connect(settings), main, services)
         except (redis.RedisError, NoRedis):
             decided, watched = {}, {}  # no Ferry running: what main pins is still worth showing
     finally:
