@@ -793,16 +793,25 @@ class MainSnapshot:
         self._paths: dict[tuple[str, str], str] = {}  # (env, service) -> values file
         self._read: dict[tuple[str, str], str | None] = {}  # (path, key) -> value
         self._env_policies: dict[tuple[str, str], EnvironmentPolicy] = {}
+        self._effective: tuple[Policy, str | None] | None = None
 
     @property
     def policy(self) -> Policy:
         """The policy in force: ferry.yaml at this commit, or the last valid one before it."""
-        return self.repo.effective_policy(self.commit)[0]
+        return self._policy()[0]
 
     @property
     def policy_error(self) -> str | None:
         """Why ferry.yaml at this commit is refused (file:line: reason), or None."""
-        return self.repo.effective_policy(self.commit)[1]
+        return self._policy()[1]
+
+    def _policy(self) -> tuple[Policy, str | None]:
+        # Kept by the snapshot (its commit's answer never changes): every decision asks for it,
+        # and `ferry status` decides every cell; the repository's cache takes a lock per ask.
+        found = self._effective
+        if found is None:
+            found = self._effective = self.repo.effective_policy(self.commit)
+        return found
 
     def _pins(self) -> pin_index.Pins | None:
         """This commit's pins (GitOpsRepo.pins); None for a command of the CLI that asked
