@@ -1,13 +1,13 @@
-"""app/bulk.py sends `ferry status`'s reads packed by hand and parses the replies itself: they must
-be what redis-py's own pipeline answers, in RESP2 and RESP3, across reads of the socket, and an
-error reply must raise with the connection still fit for use."""
+"""adapters/pipelined.py sends `ferry status`'s reads packed by hand and parses the replies
+itself: they must be what redis-py's own pipeline answers, in RESP2 and RESP3, across reads of
+the socket, and an error reply must raise with the connection still fit for use."""
 
 from __future__ import annotations
 
 import pytest
 import redis
 
-from ferry.app import bulk
+from ferry.adapters import pipelined
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
@@ -30,12 +30,12 @@ def test_bulk_replies_are_what_redis_py_answers(redis_url: str, prefix: str, pro
         for command, key, field in wanted:
             getattr(pipe, command)(key, field) if command == "hget" else getattr(pipe, command)(key)
         expected = pipe.execute()
-    assert bulk._pipelined(client, wanted) == expected
+    assert pipelined.read(client, wanted) == expected
 
     # A wrong type: the error is raised once every reply is read; the next read works.
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        bulk._pipelined(client, [("get", k[0], b""), ("hgetall", k[0], b""), ("get", k[0], b"")])
-    assert bulk._pipelined(client, [("get", k[0], b"")]) == [b"plain"]
+        pipelined.read(client, [("get", k[0], b""), ("hgetall", k[0], b""), ("get", k[0], b"")])
+    assert pipelined.read(client, [("get", k[0], b"")]) == [b"plain"]
     client.delete(*k)
 
 
@@ -64,7 +64,7 @@ def test_replies_cut_anywhere_are_parsed_whole(size: int) -> None:
         b"+OK\r\n"
         b"-WRONGTYPE no\r\n"
     )
-    got = bulk._replies(_Chunks(raw, size), 10)
+    got = pipelined._replies(_Chunks(raw, size), 10)
     assert got[:9] == [
         b"plain",
         None,
