@@ -77,3 +77,16 @@ def test_replies_cut_anywhere_are_parsed_whole(size: int) -> None:
         b"OK",
     ]
     assert isinstance(got[9], redis.ResponseError) and str(got[9]) == "WRONGTYPE no"
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_mget_is_what_redis_py_answers(redis_url: str, prefix: str, protocol: int) -> None:
+    """Many MGETs in one write (cells_with_state's 60,000 keys at 10,000 services): a missing
+    key and a key of another type are None, as MGET says."""
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    keys = [f"{prefix}mget:{i}".encode() for i in range(2500)]
+    client.mset({k: f"v{i}" for i, k in enumerate(keys) if i % 3})
+    client.hset(keys[3], "a", "1")
+    assert pipelined.mget(client, keys, per=1000) == client.mget(keys)
+    assert pipelined.mget(client, []) == []
+    client.delete(*keys)

@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
+from ferry.adapters import pipelined
 from ferry.adapters.bus import Bus
 from ferry.core.canary import Measurement
 
@@ -113,13 +114,16 @@ class VerifiedStore:
 def cells_with_state(bus: Bus, cells: list[tuple[str, str]]) -> set[tuple[str, str]]:
     """The (service, environment) CELLS that have a canary analysis or a verified digest: the
     other cells have no canary to show. One MGET per thousand keys, rather than two reads per
-    cell (on a Redis Cluster, redis-py's mget_nonatomic splits it by slot)."""
+    cell, all sent in one write (adapters/pipelined.py; on a Redis Cluster, redis-py's
+    mget_nonatomic splits them by slot)."""
     analyses, verified = CanaryStore(bus), VerifiedStore(bus)
     keys = [k for s, e in cells for k in (analyses._key(s, e), verified._key(s, e))]
-    mget = getattr(bus.redis, "mget_nonatomic", None) or bus.redis.mget
     found: list[object] = []
-    for at in range(0, len(keys), 1000):
-        found += mget(keys[at : at + 1000])
+    if bus.settings.redis_cluster:
+        for at in range(0, len(keys), 1000):
+            found += bus.redis.mget_nonatomic(keys[at : at + 1000])
+    else:
+        found = list(pipelined.mget(bus.redis, [k.encode() for k in keys]))
     return {
         cell
         for cell, analysis, digest in zip(cells, found[::2], found[1::2], strict=True)
