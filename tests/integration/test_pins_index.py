@@ -174,3 +174,34 @@ def test_a_new_process_reads_only_blobs_it_has_not_read_before(tmp_path: Path) -
     kept.write_bytes(b"not marshal data")
     assert cli_main(remote, work).repository("api", "dev") == "registry.example.com/shop/api"
     assert pins.load(kept, layout)[blob] == (None, "registry.example.com/shop/api")
+
+
+def test_a_new_process_at_the_same_main_takes_its_pins_whole_from_disk(tmp_path: Path) -> None:
+    """The pins of the last commit a process read whole are kept too: a new process at that
+    commit (`ferry status` again) lists no tree and reads no file; once main moves, they are not
+    used, and the new main's are kept instead."""
+    remote, work = tmp_path / "gitops", tmp_path / "work"
+    scaffold(remote, ["api", "web"])
+    first = cli_main(remote, work)
+    kept = tmp_path / "work.pins"
+    index = first._pins()
+    assert index is not None
+    layout, commit = index.layout, first.commit
+    # Told otherwise about that commit, a new process believes it: it did not list the tree.
+    told = {env: dict(found) for env, found in index.by_env.items()}
+    told["dev"]["api"] = (digest_of("told"), "elsewhere")
+    pins.save(kept, layout, pins.load(kept, layout), pins.Pins(commit, layout, told))
+    assert cli_main(remote, work).pinned("api", "dev") == digest_of("told")
+    # Main moves: the new main is read (its files, by blob id), and kept whole in turn.
+    commit_by_hand(
+        remote,
+        tmp_path / "person",
+        "pin web",
+        lambda c: pin_digest(c, "dev", "web", digest_of("w")),
+    )
+    moved = cli_main(remote, work)
+    assert moved.commit != commit
+    assert moved.pinned("api", "dev") is None and moved.pinned("web", "dev") == digest_of("w")
+    last = pins.load_pins(kept, layout, moved.commit)
+    assert last is not None and last.by_env == moved._pins().by_env  # type: ignore[union-attr]
+    assert pins.load_pins(kept, layout, commit) is None

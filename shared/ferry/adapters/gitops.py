@@ -564,12 +564,15 @@ class GitOpsRepo:
     def _build_pins(self, commit: str, layout: pin_index.Layout) -> pin_index.Pins:
         if not self.keep_pins:
             return pin_index.build(commit, layout, self._list(commit), self._read_ids)[0]
-        # What an earlier process read is kept by blob id beside the workdir.
+        # What an earlier process read is kept by blob id beside the workdir, with the pins of
+        # the last commit it read whole: at that commit again, no tree is listed.
         kept = self.workdir.parent / f"{self.workdir.name}.pins"
+        last = pin_index.load_pins(kept, layout, commit)
+        if last is not None:
+            return last
         known = pin_index.load(kept, layout)
         made, by_oid = pin_index.build(commit, layout, self._list(commit), self._read_ids, known)
-        if by_oid != known:
-            pin_index.save(kept, layout, by_oid)
+        pin_index.save(kept, layout, by_oid, made)
         return made
 
     def _read_ids(self, names: list[str]) -> list[tuple[str, str, bytes] | None]:

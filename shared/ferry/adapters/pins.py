@@ -182,7 +182,7 @@ def build(
 # names the reader's code (a hash of this module and of core/values.py) and the keys: a file
 # written by other code, or for other keys, is not used.
 
-_FORMAT = "ferry-pins-1"
+_FORMAT = "ferry-pins-2"
 
 
 @functools.cache
@@ -195,24 +195,49 @@ def _reader_code() -> str:
     return digest.hexdigest()
 
 
+def _kept(path: Path, layout: Layout) -> tuple[dict[str, Any], Any]:
+    """The blob ids and the last commit's pins `save` left in PATH for LAYOUT's keys."""
+    try:
+        head, code, keys, entries, last = marshal.loads(path.read_bytes())
+    except (OSError, ValueError, EOFError, TypeError):
+        return {}, None
+    if (head, code, keys) != (_FORMAT, _reader_code(), [layout.digest_key, layout.repository_key]):
+        return {}, None
+    return (entries if isinstance(entries, dict) else {}), last
+
+
 def load(path: Path, layout: Layout) -> dict[str, Entry]:
     """Blob id -> Entry, as `save` left it for LAYOUT's keys; empty when there is none to use."""
-    try:
-        head, code, keys, entries = marshal.loads(path.read_bytes())
-    except (OSError, ValueError, EOFError, TypeError):
-        return {}
-    if (head, code, keys) != (_FORMAT, _reader_code(), [layout.digest_key, layout.repository_key]):
-        return {}
-    if not isinstance(entries, dict):
-        return {}
+    entries = _kept(path, layout)[0]
     return {oid: UNSURE if e is None else e for oid, e in entries.items()}
 
 
-def save(path: Path, layout: Layout, by_oid: dict[str, Entry]) -> None:
-    """Keep BY_OID in PATH for the next process (nothing when it cannot be written)."""
+def load_pins(path: Path, layout: Layout, commit: str) -> Pins | None:
+    """The pins at COMMIT when `save` left them in PATH for LAYOUT (the last commit a process
+    read whole: `ferry status` again on the same main lists no tree), else None."""
+    last = _kept(path, layout)[1]
+    if not isinstance(last, tuple) or len(last) != 2 or last[0] != commit:
+        return None
+    by_env = {
+        env: {service: UNSURE if e is None else e for service, e in services.items()}
+        for env, services in last[1].items()
+    }
+    return Pins(commit, layout, by_env)
+
+
+def save(path: Path, layout: Layout, by_oid: dict[str, Entry], pins: Pins | None = None) -> None:
+    """Keep BY_OID in PATH for the next process, and PINS whole when given (nothing when it
+    cannot be written)."""
     entries = {oid: None if isinstance(e, Unsure) else e for oid, e in by_oid.items()}
+    last = None
+    if pins is not None:
+        by_env = {
+            env: {service: None if isinstance(e, Unsure) else e for service, e in found.items()}
+            for env, found in pins.by_env.items()
+        }
+        last = (pins.commit, by_env)
     data = marshal.dumps(
-        (_FORMAT, _reader_code(), [layout.digest_key, layout.repository_key], entries)
+        (_FORMAT, _reader_code(), [layout.digest_key, layout.repository_key], entries, last)
     )
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
