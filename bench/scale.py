@@ -431,15 +431,19 @@ def _render_s(res: dict[str, Any]) -> list[str]:
     if big["status"]["median_s"] >= 1:
         missed.append(
             f"- **`ferry status` at {sizes[-1]:,} services ({big['status']['median_s']:.1f} s)**: "
-            "main's pins come from the index kept beside the CLI's clone (one `ls-tree`; no "
-            "values file is read when main has not changed since the last run), a cell with no "
-            "digest to move is read only as far as what names it (decide's first rule answers "
-            "it), and canaries by MGET where one ran. What remains is Python per cell: the "
-            "no-digest pass over every cell and, for each cell with a digest to move, `gather` "
-            "once per batched round and `decide`, with about eight Redis reads each through "
-            "redis-py's pipeline. Closing it, without storing decisions: a batched read that "
-            "does not run the whole of gather again for each round, a cheaper no-digest pass, "
-            "and the cells decided in one process per core."
+            "main's pins come whole from the CLI's kept copy when main has not moved (no "
+            "`ls-tree`), every cell's Redis keys are planned and fetched in two round trips "
+            "packed by hand (app/bulk.py, adapters/pipelined.py), `gather` runs once per cell on "
+            "what came back and `decide` once per cell; with a core idle, the second half of the "
+            "cells is read and decided in a forked child (app/split.py: the CPU time then "
+            "exceeds the wall time). What remains is the interpreter and the imports (about a "
+            "quarter of a second: pydantic-settings, redis-py, which imports its asyncio client, "
+            "the policy's models) and Python per cell: about 75 us for each cell with a digest "
+            "to move (its nine reads, `gather`'s snapshot, `decide`'s gates), about 15 us for "
+            "the others. "
+            "Closing it, without storing decisions: fewer objects per cell (no snapshot for a "
+            "cell whose source pins nothing), a lighter import of the CLI, or a process per "
+            "core on a machine with more of them."
         )
     if big["explain"]["median_s"] >= 1:
         missed.append(
