@@ -3,6 +3,7 @@ commit, so they can never be stale."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ferry.adapters.git import git
@@ -41,3 +42,27 @@ def test_main_is_read_right_whether_its_ref_is_loose_or_packed(tmp_path: Path) -
     assert (remote / ".git" / "refs" / "heads" / "main").exists()
     assert repo.main_commit() == git("rev-parse", "main", cwd=remote)
     assert repo.pinned("api", "dev") == digest_of("loose")
+
+
+def test_while_main_stays_one_snapshot_answers_and_a_move_is_seen_at_once(tmp_path: Path) -> None:
+    """gate-evaluator asks for main twice per decision: while main's ref file is unchanged the
+    same snapshot answers (with what it read so far); the first question after main moves gets
+    the new commit, also when the ref is moved back to an older one with its times put back."""
+    remote = tmp_path / "gitops"
+    scaffold(remote, ["api"])
+    repo = GitOpsRepo(remote=str(remote), workdir=tmp_path / "work")
+    first, second = digest_of("1"), digest_of("2")
+    pin_by_hand(remote, tmp_path / "clone", first)
+    old = repo.at_main()
+    assert old.pinned("api", "dev") == first
+    assert repo.at_main() is old
+    pin_by_hand(remote, tmp_path / "clone", second)
+    new = repo.at_main()
+    assert new is not old and new.pinned("api", "dev") == second
+    assert repo.at_main() is new
+    ref = remote / ".git" / "refs" / "heads" / "main"
+    times = ref.stat()
+    git("update-ref", "refs/heads/main", old.commit, cwd=remote)
+    os.utime(ref, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert repo.at_main().commit == old.commit
+    assert repo.pinned("api", "dev") == first

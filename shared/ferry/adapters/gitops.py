@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -71,6 +72,10 @@ def _looks_remote(remote: str) -> bool:
     return "://" in remote or bool(re.match(r"^[^/\\]+@[^/\\]+:", remote))
 
 
+# How long main's commit, read from its ref file, is trusted while the file looks unchanged.
+MAIN_REF_TRUST_S = 1.0
+
+
 class GitOpsRepo:
     """One GitOps repository, seen through one private working clone (thread-safe)."""
 
@@ -102,6 +107,9 @@ class GitOpsRepo:
         # snapshots still answering from it.
         self._pins: OrderedDict[str, pin_index.Pins] = OrderedDict()
         self._pins_lock = threading.Lock()
+        # main's ref file as last read: (its stat stamp, the commit, when read: monotonic)
+        self._main_seen: tuple[tuple[int, int, int, int], str, float] | None = None
+        self._at_main: MainSnapshot | None = None  # the newest, answered again while main stays
 
     # ------------------------------------------------------------------ plumbing
 
@@ -373,13 +381,33 @@ class GitOpsRepo:
         """The commit `main` points to on the remote."""
         gitdir = self._local_gitdir()
         if gitdir is not None:
-            found = read_ref(Path(gitdir), f"refs/heads/{MAIN}")
+            found = self._main_ref(gitdir)
             if found is not None:
                 return found
             return git(
                 f"--git-dir={gitdir}", "rev-parse", "--verify", f"refs/heads/{MAIN}^{{commit}}"
             )
         return self._fetch()
+
+    def _main_ref(self, gitdir: str) -> str | None:
+        """main's commit from its loose ref file, read again only when the file looks changed
+        (git replaces it whole, by rename: a new inode and new times) or MAIN_REF_TRUST_S after
+        it was last read (a bound on a change that coarse file times and a reused inode could
+        hide); a packed or missing ref is read every time (read_ref)."""
+        ref = f"refs/heads/{MAIN}"
+        try:
+            st = os.stat(os.path.join(gitdir, ref))
+        except OSError:
+            return read_ref(Path(gitdir), ref)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        now = time.monotonic()
+        seen = self._main_seen
+        if seen is not None and seen[0] == stamp and now - seen[2] < MAIN_REF_TRUST_S:
+            return seen[1]
+        found = read_ref(Path(gitdir), ref)
+        if found is not None:
+            self._main_seen = (stamp, found, now)
+        return found
 
     def read_at(self, commit: str, relpath: str) -> str | None:
         """RELPATH's content at COMMIT, or None when there is no such file."""
@@ -394,8 +422,14 @@ class GitOpsRepo:
         return self.effective_policy(self.main_commit())[0]
 
     def at_main(self) -> MainSnapshot:
-        """Main as it is now, read through one commit: several questions, one `rev-parse`."""
-        return MainSnapshot(self, self.main_commit())
+        """Main as it is now, read through one commit: several questions, one `rev-parse`. The
+        same snapshot while main stays at that commit, with what it has read so far (a commit's
+        content never changes)."""
+        commit = self.main_commit()
+        snapshot = self._at_main
+        if snapshot is None or snapshot.commit != commit:
+            snapshot = self._at_main = MainSnapshot(self, commit)
+        return snapshot
 
     def values_exists(self, service: str, env: str) -> bool:
         return self.at_main().values_exists(service, env)
