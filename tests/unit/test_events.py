@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ferry.core.events import (
+    AuditRecord,
     Change,
     CiResult,
     DeadLetter,
@@ -174,3 +176,36 @@ def test_a_dead_letter_without_a_reason_still_reads_back(reason: str) -> None:
     letter = DeadLetter(stream="ferry:ci", entry_id="1-0", error=reason, deliveries=1, worker="w")
     assert letter.error == "no reason given"
     assert parse("dlq", letter.to_fields()) == letter
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(
+    fields=st.tuples(_TEXT, _TEXT, _TEXT, _TEXT, _TEXT, st.none() | _TEXT),
+    at=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))]))
+    | st.datetimes(),
+)
+def test_an_audit_record_built_without_the_model_is_the_models_byte_for_byte(
+    fields: tuple[str, str, str, str, str, str | None], at: datetime
+) -> None:
+    """Bus.audit builds a decision's record without pydantic (AuditRecord.wire_fields): the same
+    fields as the model's, or the model's refusal."""
+    names = ("worker", "action", "subject", "outcome", "reason", "caused_by")
+    kwargs: dict[str, Any] = dict(zip(names, fields, strict=True))
+    try:
+        expected = AuditRecord(**kwargs, event_id="e1", occurred_at=at).to_fields()
+    except ValueError as e:
+        with pytest.raises(type(e)):
+            AuditRecord.wire_fields(*fields, event_id="e1", occurred_at=at)
+        return
+    assert AuditRecord.wire_fields(*fields, event_id="e1", occurred_at=at) == expected
+
+
+def test_an_audit_record_built_without_the_model_reads_back() -> None:
+    fields = AuditRecord.wire_fields("gate-evaluator", "promote", "api", "skip", "up to date", "c1")
+    record = parse("audit", fields)
+    assert isinstance(record, AuditRecord)
+    assert (record.outcome, record.caused_by) == ("skip", "c1")
+    assert record.occurred_at.tzinfo is not None
+    assert record.to_fields() == fields

@@ -637,17 +637,10 @@ class Bus:
         """Record a decision on the audit stream (PIPE: queue the XADD there, with other writes
         the caller executes in one round trip; else a write that needs no answer, see
         `write`)."""
-        record = AuditRecord(
-            worker=worker,
-            action=action,
-            subject=subject,
-            outcome=outcome,
-            reason=reason,
-            caused_by=caused_by,
-        )
-        stream = self.stream(record.on_stream)
+        fields = AuditRecord.wire_fields(worker, action, subject, outcome, reason, caused_by)
+        stream = self.stream(AuditRecord.on_stream)
         (pipe if pipe is not None else self.write()).xadd(
-            stream, _fields(record), **self.trimming()
+            stream, scrub_fields(fields), **self.trimming()
         )
         self.trim_old(stream)
 

@@ -462,6 +462,51 @@ class AuditRecord(Event):
     reason: str
     caused_by: str | None = None
 
+    @classmethod
+    def wire_fields(
+        cls,
+        worker: str,
+        action: str,
+        subject: str,
+        outcome: str,
+        reason: str,
+        caused_by: str | None = None,
+        *,
+        event_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> dict[str, str]:
+        """`AuditRecord(...).to_fields()` built without the model's validation, for a worker's
+        every decision; the same fields, byte for byte (tests/unit/test_events.py). A record
+        the model would refuse (an empty field besides CAUSED_BY) is built by the model, which
+        refuses it; one at a time other than UTC's is too."""
+        utc = occurred_at is None or occurred_at.tzinfo is UTC
+        if not (worker and action and subject and outcome and reason and utc):
+            given: dict[str, Any] = {"event_id": event_id, "occurred_at": occurred_at}
+            record = cls(
+                worker=worker,
+                action=action,
+                subject=subject,
+                outcome=outcome,
+                reason=reason,
+                caused_by=caused_by,
+                **{k: v for k, v in given.items() if v is not None},
+            )
+            return record.to_fields()
+        at = occurred_at or now_utc()
+        fields = {
+            "kind": "decision",
+            "event_id": event_id if event_id is not None else new_event_id(),
+            "occurred_at": at.isoformat()[:-6] + "Z",  # +00:00 as pydantic writes it
+            "worker": worker,
+            "action": action,
+            "subject": subject,
+            "outcome": outcome,
+            "reason": reason,
+        }
+        if caused_by:
+            fields["caused_by"] = caused_by
+        return fields
+
 
 NO_REASON = "no reason given"
 
