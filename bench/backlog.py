@@ -13,36 +13,17 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import throughput
 from bench.env import Site, digest_of, machine, services, write_section
 from ferry.core.events import CiResult
+from tests.helpers import counting_round_trips
 
 MARK_BEGIN = "<!-- bench.backlog: begin -->"
 MARK_END = "<!-- bench.backlog: end -->"
-
-
-@contextmanager
-def counting_round_trips() -> Iterator[list[int]]:
-    """Count the requests this process sends to Redis: one per command, one per pipeline."""
-    import redis.connection
-
-    box = [0]
-    original = redis.connection.Connection.send_packed_command
-
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        box[0] += 1
-        return original(self, *args, **kwargs)
-
-    redis.connection.Connection.send_packed_command = counted  # type: ignore[method-assign]
-    try:
-        yield box
-    finally:
-        redis.connection.Connection.send_packed_command = original  # type: ignore[method-assign]
 
 
 def round_trips(url: str, root: Path, names: list[str], n: int) -> dict[str, dict[str, float]]:

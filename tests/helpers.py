@@ -313,3 +313,22 @@ def running(spec: WorkerSpec, settings: Settings, url: str) -> Iterator[Callable
     finally:
         ask_to_stop()
         thread.join(15)
+
+
+@contextlib.contextmanager
+def counting_round_trips() -> Iterator[list[int]]:
+    """Count the requests this process sends to Redis: one per command, one per pipeline."""
+    import redis.connection
+
+    box = [0]
+    original = redis.connection.Connection.send_packed_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        box[0] += 1
+        return original(self, *args, **kwargs)
+
+    redis.connection.Connection.send_packed_command = counted  # type: ignore[method-assign]
+    try:
+        yield box
+    finally:
+        redis.connection.Connection.send_packed_command = original  # type: ignore[method-assign]

@@ -18,7 +18,7 @@ from ferry.runtime.logging import get_logger
 from ferry.runtime.settings import Settings
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 from gate_evaluator.worker import WORKER
-from tests.helpers import Cluster, digest_of, pin_digest
+from tests.helpers import Cluster, counting_round_trips, digest_of, pin_digest
 
 
 @pytest.fixture
@@ -116,9 +116,11 @@ environments:
 def test_entries_of_one_subject_in_one_read_each_see_the_ones_before(env: Cluster) -> None:
     """One read holds two green checks in dev for one digest, staging needing both: the first
     decision waits (its evidence write queued), the second sees that write and asks for the
-    promotion; then a repeat finds it requested. In stream order, one lock at a time."""
+    promotion; then a repeat finds it requested. In stream order, one lock at a time. (After a
+    warm-up read: the second decision keeps the first's lock and reads, and sees the write its
+    own handler queued in what was read.)"""
     d = digest_of("two-checks")
-    env.init_repo(["api"])
+    env.init_repo(["api", "web"])
 
     def change(clone: Path) -> None:
         (clone / "ferry.yaml").write_text(POLICY)
@@ -127,10 +129,13 @@ def test_entries_of_one_subject_in_one_read_each_see_the_ones_before(env: Cluste
     env.commit_by_hand("staging needs two checks; dev runs d", change)
     bus = env.bus
     bus.ensure_group("ci", WORKER.name)
+    ctx = WorkerContext(name=WORKER.name, settings=env.settings, bus=bus, log=get_logger())
+    dispatcher = Dispatcher(WORKER, ctx)
+    bus.publish(CiResult(service="web", digest=d, env="dev", check="integration"))
+    assert dispatcher.process_batch("ci", read(bus, WORKER.name)) == ["done"]
     for check in ("integration", "e2e", "e2e"):
         bus.publish(CiResult(service="api", digest=d, env="dev", check=check))
-    ctx = WorkerContext(name=WORKER.name, settings=env.settings, bus=bus, log=get_logger())
-    outcomes = Dispatcher(WORKER, ctx).process_batch("ci", read(bus, WORKER.name))
+    outcomes = dispatcher.process_batch("ci", read(bus, WORKER.name))
 
     assert outcomes == ["done"] * 3
     audit = [a["outcome"] for a in env.entries("audit") if a["subject"].startswith("api@")]
@@ -138,3 +143,66 @@ def test_entries_of_one_subject_in_one_read_each_see_the_ones_before(env: Cluste
     assert [c["kind"] for c in env.entries("promotions")] == ["open"]
     assert bus.redis.xpending(bus.stream("ci"), WORKER.name)["pending"] == 0
     assert not bus.redis.keys(env.settings.key("lock", "*"))
+
+
+def test_a_reads_decisions_about_one_subject_share_its_lock_and_reads(env: Cluster) -> None:
+    """Four green checks in dev for the digest staging already pins, in one read: the first
+    decision takes the lock and reads the state in one round trip, the other three keep both
+    (their evidence writes followed in what was read) and send nothing until the XACK's round
+    trip, which carries every decision's writes and then the lock's release. Each says 'skip'."""
+    d = digest_of("kept")
+    env.init_repo(["api"])
+    env.commit_by_hand("staging runs d", lambda clone: pin_digest(clone, "staging", "api", d))
+    bus = env.bus
+    bus.ensure_group("ci", WORKER.name)
+    ctx = WorkerContext(name=WORKER.name, settings=env.settings, bus=bus, log=get_logger())
+    dispatcher = Dispatcher(WORKER, ctx)
+    # Warm: main read, the audit stream trimmed once, the server's cluster mode asked.
+    bus.publish(CiResult(service="api", digest=d, env="dev", check="warm"))
+    assert dispatcher.process_batch("ci", read(bus, WORKER.name)) == ["done"]
+    for check in ("integration", "e2e", "integration", "smoke"):
+        bus.publish(CiResult(service="api", digest=d, env="dev", check=check))
+    entries = read(bus, WORKER.name)
+    with counting_round_trips() as sent:
+        outcomes = dispatcher.process_batch("ci", entries)
+
+    assert outcomes == ["done"] * 4
+    assert sent[0] == 2
+    audit = [a["outcome"] for a in env.entries("audit") if a["subject"].startswith("api@")]
+    assert audit == ["skip"] * 5
+    evidence = bus.redis.hgetall(env.settings.key("evidence", "api", "dev", d))
+    assert sorted(evidence) == [b"e2e", b"integration", b"smoke", b"warm"]
+    assert bus.redis.xpending(bus.stream("ci"), WORKER.name)["pending"] == 0
+    assert not bus.redis.keys(env.settings.key("lock", "*"))
+
+
+def test_a_kept_lock_serves_its_subject_only_and_is_let_go_for_another(settings: Settings) -> None:
+    """Entries about subjects A, A, B, A of one service in one read: the second decision about A
+    holds the lock the first took (the same token); B's takes its own lock after A's is released
+    (never two at once); the last about A takes A's lock afresh. None is left behind."""
+    bus, other = Bus(settings, settings.redis_url), Bus(settings, settings.redis_url)
+    bus.ensure_group("ci", "k")
+    cells = ["a", "a", "b", "a"]
+    for n, cell in enumerate(cells):
+        bus.publish(CiResult(service="api", digest=digest_of(f"k-{n}"), check=cell))
+    seen: list[tuple[str, dict[bytes, bytes]]] = []
+
+    def handle(event: Event, ctx: WorkerContext) -> None:
+        assert isinstance(event, CiResult) and event.check is not None
+
+        def work(_: Held) -> None:
+            ctx.bus.check_locks()  # sends a queued SET NX
+            held = {k: other.redis.get(k) for k in other.redis.keys(settings.key("lock", "*"))}
+            seen.append((event.check or "", held))
+
+        ctx.bus.locked(f"cell:{event.check}", work)
+
+    spec = WorkerSpec(name="k", handlers={"ci": handle})
+    ctx = WorkerContext(name="k", settings=settings, bus=bus, log=get_logger())
+    assert Dispatcher(spec, ctx).process_batch("ci", read(bus, "k")) == ["done"] * 4
+
+    key = {c: settings.key("lock", f"cell:{c}").encode() for c in "ab"}
+    assert [sorted(held) for _, held in seen] == [[key[c]] for c in cells]
+    tokens = [held[key[c]] for c, held in seen]
+    assert tokens[0] == tokens[1] and len(set(tokens)) == 3
+    assert not other.redis.keys(settings.key("lock", "*"))

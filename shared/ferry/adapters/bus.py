@@ -26,6 +26,9 @@ STREAM_MAXLEN = 1_000_000
 # How often one process trims a stream it writes to by age (at most; less for a short max age).
 TRIM_EVERY_S = 60.0
 ONCE_TTL_S = 30 * 24 * 3600
+# How long the reads kept with a lock across a batch's decisions (Bus.keeping) serve: a bound on
+# how late a decision sees what others wrote without the lock (a hold, a check's result).
+KEPT_READS_S = 0.05
 
 # Trim KEYS[1] to the entries of the last ARGV[1] ms by the server's clock (MINID, approximate:
 # whole nodes only, so it costs next to nothing when there is nothing to trim).
@@ -249,6 +252,12 @@ class _Queued(threading.local):
         # For each round trip that carried queued writes, in order: did it succeed? (Cleared
         # when the outermost `deferring` block ends.)
         self.fates: list[bool] = []
+        # Inside `Bus.keeping`: the lock kept after its work, and the reads made under it
+        # (`Bus.kept_reads`: an object with `apply(name, args, kwargs)` for each queued write).
+        self.keeping = False
+        self.kept: Held | None = None
+        self.reads: Any = None
+        self.reads_until = 0.0  # monotonic: read again after that
 
 
 class _Recorder:
@@ -259,7 +268,10 @@ class _Recorder:
 
     def __getattr__(self, name: str) -> Callable[..., _Recorder]:
         def queue(*args: Any, **kwargs: Any) -> _Recorder:
-            self._queued.ops.append((name, args, kwargs))
+            q = self._queued
+            q.ops.append((name, args, kwargs))
+            if q.reads is not None:
+                q.reads.apply(name, args, kwargs)
             return self
 
         return queue
@@ -275,7 +287,9 @@ class _Ordered:
         self._bus = bus
 
     def __getattr__(self, name: str) -> Any:
-        if self._bus._queued.ops:
+        q = self._bus._queued
+        q.reads = None  # a command sent directly may change what was read: read again
+        if q.ops:
             self._bus.flush()
         return getattr(self._client, name)
 
@@ -554,6 +568,7 @@ class Bus:
         """Forget this thread's queue after a round trip that failed (what it sent may or may
         not have run): its locks' SET NX count as refused, its releases are left to the TTL."""
         q = self._queued
+        q.reads = None
         if q.ops:
             q.fates.append(False)
         for _, held in q.acquiring:
@@ -668,10 +683,15 @@ class Bus:
         key = self.settings.key("lock", name)
         token = uuid.uuid4().hex
         q = self._queued
+        if q.kept is not None and q.kept not in self._held_here():
+            self._let_go()  # one lock at a time: the one kept (see `keeping`) goes first
+        keep = queued and q.keeping and q.depth > 0 and not self._held_here()
         if queued and q.depth:
             held = Held(name, key, token, taken=None, bus=self)
             q.acquiring.append((len(q.ops), held))
             q.ops.append(("set", (key, token), {"nx": True, "px": self.settings.lock_ttl_ms}))
+            if keep:
+                q.kept = held
         else:
             deadline = time.monotonic() + wait_s
             while not self.redis.set(key, token, nx=True, px=self.settings.lock_ttl_ms):
@@ -682,25 +702,80 @@ class Bus:
             self._keeper.add(held)
         mine = self._held_here()
         mine.append(held)
+        done = False
         try:
             yield held
+            done = True
         finally:
             mine.remove(held)
             if held.taken is None:
                 self.flush()  # its SET NX never went out: send it, to know whether to release
-            if held.taken:
-                if q.depth:
-                    q.ops.append(("execute_command", ("EVAL", _UNLOCK, 1, key, token), {}))
-                    q.releasing.append(held)
-                else:
-                    self._keeper.remove(held)
-                    self._unlock(keys=[key], args=[token])
+            if q.kept is held and not (done and held.taken and not held.lost):
+                q.kept, q.reads = None, None
+            if held.taken and q.kept is not held:
+                self._release(held)
+
+    def _release(self, held: Held) -> None:
+        """Let go of HELD: queued after this thread's writes while it is `deferring`."""
+        if self._queued.depth:
+            self._queued.ops.append(
+                ("execute_command", ("EVAL", _UNLOCK, 1, held.key, held.token), {})
+            )
+            self._queued.releasing.append(held)
+        else:
+            self._keeper.remove(held)
+            self._unlock(keys=[held.key], args=[held.token])
+
+    @contextlib.contextmanager
+    def keeping(self) -> Iterator[None]:
+        """While the block runs (inside `deferring`; a worker's batch, entries about one service
+        one after the other), the lock `locked` took is kept after its work, with the reads
+        made under it (`kept_reads`), until this thread asks `locked` for another lock or the
+        block ends: then its release is queued after the writes. The next decision about the
+        same subject takes no lock and reads, from what was read (for KEPT_READS_S at most), only
+        what it lacks. The kept reads follow this thread's queued writes (`apply`), and are
+        dropped after a command sent directly (it may write) or a failed round trip. So at most
+        one lock is kept at a time, never while another is taken: two replicas' batches cannot
+        wait on each other. Nothing is kept on a Redis Cluster (nothing is queued there)."""
+        q = self._queued
+        if q.keeping or not q.depth or self.settings.redis_cluster:
+            yield
+            return
+        q.keeping = True
+        try:
+            yield
+        finally:
+            q.keeping = False
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Release the lock `keeping` kept, and forget the reads made under it."""
+        q = self._queued
+        held, q.kept, q.reads = q.kept, None, None
+        if held is not None and held.taken:
+            self._release(held)
+
+    def kept_reads(self, make: Callable[[], Any]) -> Any:
+        """The reads kept with the lock this thread holds through `keeping` (MAKE() when there
+        are none yet), or None when it holds no such lock."""
+        q = self._queued
+        if q.kept is None or q.kept not in self._held_here():
+            return None
+        now = time.monotonic()
+        if q.reads is None or now > q.reads_until:
+            q.reads, q.reads_until = make(), now + KEPT_READS_S
+        return q.reads
 
     def locked(self, name: str, work: Callable[[Held], Any], *, wait_s: float = 10.0) -> Any:
         """WORK(held) under lock NAME, its SET NX queued (see `lock`): WORK reads, calls
-        `check_locks`, then acts. When another held the lock, WORK runs again once it is free."""
+        `check_locks`, then acts. When another held the lock, WORK runs again once it is free.
+        Inside `keeping`, a lock kept from an earlier WORK in this thread is used again."""
         deadline = time.monotonic() + wait_s
+        q = self._queued
         while True:
+            kept = q.kept
+            if kept is not None and kept.name == name and not self._held_here():
+                return self._with_kept(kept, work)
             try:
                 with self.lock(name, wait_s=wait_s, queued=True) as held:
                     return work(held)
@@ -708,6 +783,18 @@ class Bus:
                 if time.monotonic() > deadline:
                     raise LockTimeout(f"lock {name!r} still held after {wait_s:.0f}s") from None
                 time.sleep(0.01)
+
+    def _with_kept(self, held: Held, work: Callable[[Held], Any]) -> Any:
+        mine = self._held_here()
+        mine.append(held)
+        try:
+            held.check()  # lost since the last work: LockLost, retried later
+            return work(held)
+        except BaseException:
+            self._let_go()
+            raise
+        finally:
+            mine.remove(held)
 
     def check_locks(self) -> None:
         """Raise LockLost if a lock this thread holds expired or was taken meanwhile: called

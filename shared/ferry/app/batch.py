@@ -76,6 +76,40 @@ class _Stand:
         names = [fields, *more] if isinstance(fields, str | bytes) else [*fields, *more]
         return [self.hget(key, f) for f in names]
 
+    def apply(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A write queued after these values were fetched (see `Bus.keeping`): what it changes
+        of them. HSET and HSETNX of one field, SET (NX): followed; other writes forget the keys
+        they name (a script's keys), or everything when their keys are not known."""
+        text = all(isinstance(a, str | bytes) for a in args)
+        if name in ("hset", "hsetnx") and len(args) == 3 and not kwargs and text:
+            k, f, v = (_key(a) for a in args)
+            if k in self.hashes:
+                if name == "hset" or f not in self.hashes[k]:
+                    self.hashes[k] = {**self.hashes[k], f: v}
+            elif (k, f) in self.fields and (name == "hset" or self.fields[(k, f)] is None):
+                self.fields[(k, f)] = v
+        elif name == "set" and len(args) == 2 and set(kwargs) <= {"nx", "ex", "px"} and text:
+            k, v = _key(args[0]), _key(args[1])
+            if k in self.strings and not (kwargs.get("nx") and self.strings[k] is not None):
+                self.strings[k] = v
+        elif name in ("xadd", "xack", "zadd", "zrem", "hdel", "hincrby", "expire", "pexpire"):
+            self._forget([args[0]])
+        elif name == "delete":
+            self._forget(list(args))
+        elif name == "execute_command" and str(args[0]).upper() in ("EVAL", "EVALSHA"):
+            self._forget(list(args[3 : 3 + int(args[2])]))
+        else:
+            self.strings.clear()
+            self.hashes.clear()
+            self.fields.clear()
+
+    def _forget(self, keys: list[Any]) -> None:
+        for k in map(_key, keys):
+            self.strings.pop(k, None)
+            self.hashes.pop(k, None)
+            for kf in [kf for kf in self.fields if kf[0] == k]:
+                del self.fields[kf]
+
     def register_script(self, script: str) -> Callable[..., Any]:
         def refuse(*_: Any, **__: Any) -> Any:
             raise RuntimeError("a batched read ran a script: reads only")
@@ -121,7 +155,8 @@ def read_batched(bus: Bus, read: Callable[[Bus], T], cost: Cost | None = None) -
     that is already such a view (a batched read calling another), READ runs on it as it is."""
     if isinstance(bus, _ReadBus):
         return read(cast(Bus, bus))
-    stand = _Stand()
+    # Under a lock kept across a batch's decisions (Bus.keeping): what was read under it.
+    stand = bus.kept_reads(_Stand) or _Stand()
     view = cast(Bus, _ReadBus(bus, stand))
     cost = cost if cost is not None else Cost()
     for _ in range(MAX_ROUNDS):

@@ -105,20 +105,25 @@ class Dispatcher:
             marks: list[tuple[int, int, int]] = []
             with bus.deferring():
                 try:
-                    for k, n in enumerate(group):
-                        entry_id, raw, deliveries = entries[n]
-                        start = bus.mark()
-                        try:
-                            outcomes[n] = self.process(short, entry_id, raw, deliveries, ack=False)
-                        except Exception as e:  # noqa: BLE001 - raised below, after the others
-                            with contextlib.suppress(Exception):
-                                bus.flush()  # the writes made before the failure
-                            failed.append((n, len(group) - k, e))
-                            return None
-                        marks.append((n, start, bus.mark()))
-                        handled[0] += 1
-                        if handled[0] < len(entries):
-                            failpoints.hit(f"{self.spec.name}.mid-batch")
+                    # The entries of one service one after the other: a decision's lock and
+                    # reads are kept for the next decision about the same subject.
+                    with bus.keeping():
+                        for k, n in enumerate(group):
+                            entry_id, raw, deliveries = entries[n]
+                            start = bus.mark()
+                            try:
+                                outcomes[n] = self.process(
+                                    short, entry_id, raw, deliveries, ack=False
+                                )
+                            except Exception as e:  # noqa: BLE001 - raised below, after the others
+                                with contextlib.suppress(Exception):
+                                    bus.flush()  # the writes made before the failure
+                                failed.append((n, len(group) - k, e))
+                                return None
+                            marks.append((n, start, bus.mark()))
+                            handled[0] += 1
+                            if handled[0] < len(entries):
+                                failpoints.hit(f"{self.spec.name}.mid-batch")
                     # In a thread of the pool: its queued writes go with the XACK below.
                     return bus.detach() if len(groups) > 1 else None
                 finally:
