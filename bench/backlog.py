@@ -360,10 +360,10 @@ def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
 ## (b') gate-evaluator: one at a time, a backlog in batches, round trips per decision
 
 Run: `{command}` on {info["date"]}, {info["nproc"]} CPUs ({info["cpu"]}), {info["server"]},
-1-minute load average {res["load_start"]} when it started and {res["load_end"]} when it ended
-(the machine is shared with other engineers' test runs: figures of tens of percent apart between
-runs are noise; each ratio is taken between runs made one right after the other). Whole run:
-{res["elapsed_s"]:.0f} s.
+{info["client"]}, 1-minute load average {res["load_start"]} when it started and
+{res["load_end"]} when it ended (the machine is shared with other engineers' test runs: figures
+of tens of percent apart between runs are noise; each ratio is taken between runs made one right
+after the other). Whole run: {res["elapsed_s"]:.0f} s.
 
 Each run publishes the entries to `ferry:ci` of its own prefix and scaffolded repository before one
 gate-evaluator process starts (`python -m ferry worker gate-evaluator`, `FERRY_LOG_LEVEL=WARNING`);
@@ -416,12 +416,14 @@ a pipeline of many commands being one):
 def gap(fl: dict[str, Any]) -> str:
     return f"""
 
-Where the gap is, and what would close it. A 'skip' decision makes one round trip in a read of
-many entries and two besides its read one at a time (the table above; 5 and 6 before): while a
-read is handled, a decision's writes that need no answer (evidence, live mark, due time, audit
-record) and its lock's release are queued and go in front of the next round trip, the next
-decision's lock SET NX and snapshot reads, in one pipeline, and the last ones with the XACK in
-one MULTI/EXEC; a failed build's audit record makes no round trip of its own. What is left:
+Where the gap is, and what would close it. One at a time, a 'skip' decision makes two round
+trips besides its read (the table above): the lock's SET NX with the snapshot's reads, then its
+writes that need no answer (evidence, live mark, due time, audit record), the lock's release and
+the XACK in one MULTI/EXEC. In a read of many entries the writes go in front of the next round
+trip, and the entries about one (service, environment) share one lock and one snapshot read
+(`Bus.keeping`): a decision after the first about the same subject reads only what it lacks, from
+what was read with what the earlier ones wrote; so a read of 100 entries about 40 services makes
+about 40 round trips, not 100. What is left:
 
 - One at a time, the read: FastStream's subscriber by itself, with a handler that only decodes
   and XACKs, reaches {100 * fl["faststream_ratio"]:.0f}% of the bare COUNT 1 loop, Ferry's own
@@ -432,17 +434,17 @@ one MULTI/EXEC; a failed build's audit record makes no round trip of its own. Wh
   its round trips and its Python, below.
 - Backlog, Python: the round trips of different services' decisions overlap (8 threads), their
   Python does not (one interpreter lock). Per 'skip' entry: the dispatcher, pydantic parsing of
-  the entry and of the audit record, structlog's context, main's snapshot read twice (the
-  handler's and the decision's: a ref file and values files), `gather` run twice against the
-  caching stand-in, about 20 commands packed and parsed by redis-py, `decide`, the queued
-  writes. The bare COUNT 100 loop spends about 25 us per entry; 25% of it leaves about 100 us
-  per decision, less than redis-py alone spends on a decision's 20 commands. What would close
-  part of it: one snapshot read per (service, environment) of a read instead of one per entry
-  (the entries of one subject decided in order against a write-through view of what the earlier
-  ones wrote: 40 snapshots for a read of 100 entries about 40 services, not 100), main's pins
-  kept in memory per commit, the audit record's fields built without pydantic and structlog's
-  context bound once per read. A backlog is also shared by replicas (one decision at a time per
-  subject across them), which this figure, one process, leaves out."""
+  the entry, structlog's context, the handler (the image check, the evidence write), `gather`
+  against the kept reads, `decide`, the queued writes (the audit record's fields are built
+  without pydantic, main's snapshot is one object per commit), and for the first decision about
+  a subject in a read its round trip of a dozen commands: several hundred us of CPU per
+  decision. The bare COUNT 100 loop, with hiredis parsing the read in C, spends under 10 us per
+  entry (about 40 us with redis-py's own parser: see the client above); 25% of it leaves about
+  30 us per decision, less than the dispatcher and the entry's parsing alone. What would close
+  part of it: fewer Python layers per entry (the entry parsed without pydantic, structlog's
+  context bound once per read, the dispatcher's bookkeeping per read rather than per entry). A
+  backlog is also shared by replicas (one decision at a time per subject across them), which
+  this figure, one process, leaves out."""
 
 
 def replay_section(rp: dict[str, Any]) -> str:
