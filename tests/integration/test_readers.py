@@ -132,3 +132,27 @@ def test_a_replica_asked_to_stop_finishes_and_acks_its_batch_and_reads_no_more(
 def test_faststream_cannot_be_chosen_on_a_cluster() -> None:
     with pytest.raises(ValueError, match="FERRY_READER=faststream cannot read a Redis Cluster"):
         Settings(redis_cluster=True, reader="faststream")
+
+
+def test_after_a_full_read_the_next_read_rides_with_its_xack(redis_url: str, prefix: str) -> None:
+    settings = settings_for(redis_url, prefix, "ferry", read_count=1)
+    bus = Bus(settings, redis_url)
+    handled: list[str] = []
+    spec = WorkerSpec(name="reader-test", handlers={"ci": lambda e, _: handled.append(e.digest)})
+    digests = [digest_of(f"ahead-{n}") for n in range(30)]
+    for d in digests:
+        bus.publish(CiResult(service="api", digest=d))
+    with running(spec, settings, redis_url):
+        wait_until(lambda: len(handled) == 30 and pending(bus) == 0, 20, "30 entries acked")
+        # The reader's own connection, blocked on the next read now: it read the first entry,
+        # and each next one came with the XACK before it, on the bus's connection.
+        blocked = wait_until(
+            lambda: [
+                c for c in bus.redis.client_list() if c["cmd"] == "xreadgroup" and "b" in c["flags"]
+            ],
+            10,
+            "the reader blocked on its next read",
+        )
+        assert len(blocked) == 1
+        assert int(blocked[0]["tot-cmds"]) < 15  # one read each second idle, not one per entry
+    assert handled == digests

@@ -299,6 +299,17 @@ class _Ordered:
         return Script(cast(Any, self), script)
 
 
+@dataclass
+class _ReadAhead:
+    """A read of new entries that rides with a batch's XACK (see `Bus.reading_ahead`)."""
+
+    stream: str
+    group: str
+    count: int
+    more: Callable[[], bool]
+    answers: list[Any]
+
+
 def _cross_slot(error: Exception) -> bool:
     return "CROSSSLOT" in str(error) or "same slot" in str(error)
 
@@ -324,6 +335,8 @@ class Bus:
         self._next_trim: dict[str, float] = {}
         self._keeper = _Keeper(self)
         self._mine = threading.local()
+        # This thread's `reading_ahead`, if any.
+        self._ahead = threading.local()
         self._prune = self.redis.register_script(_PRUNE)
         self._claim_idle = self.redis.register_script(_CLAIM_IDLE)
         self._keep_claimed = self.redis.register_script(_KEEP_CLAIMED)
@@ -440,9 +453,37 @@ class Bus:
 
     def ack(self, short: str, group: str, *entry_ids: str) -> None:
         """Acknowledge ENTRY_IDS (one XACK for all of them), after the writes this thread has
-        queued, in the same round trip."""
+        queued, in the same round trip; and, inside `reading_ahead`, the next new entries."""
         stream = self.stream(short)
-        self.round_trip(lambda pipe: pipe.xack(stream, group, *entry_ids), atomic=True)
+        ahead = getattr(self._ahead, "read", None)
+        if ahead is None or ahead.stream != stream or ahead.group != group or not ahead.more():
+            self.round_trip(lambda pipe: pipe.xack(stream, group, *entry_ids), atomic=True)
+            return
+
+        def ack_then_read(pipe: Any) -> None:
+            pipe.xack(stream, group, *entry_ids)
+            pipe.xreadgroup(group, self.settings.consumer, {stream: ">"}, count=ahead.count)
+
+        ahead.answers.append(self.round_trip(ack_then_read, atomic=True)[1])
+
+    @contextlib.contextmanager
+    def reading_ahead(
+        self, short: str, group: str, count: int, more: Callable[[], bool]
+    ) -> Iterator[list[Any]]:
+        """While the block runs, this thread's XACK of SHORT for GROUP (a batch's last round
+        trip) also reads the next COUNT new entries for this consumer, after the XACK in the
+        same round trip (XREADGROUP without BLOCK), when MORE() still says so: the block gets a
+        list where that read's answer lands, for the caller to handle next. Not on a Redis
+        Cluster."""
+        answers: list[Any] = []
+        if self.settings.redis_cluster:
+            yield answers
+            return
+        self._ahead.read = _ReadAhead(self.stream(short), group, count, more, answers)
+        try:
+            yield answers
+        finally:
+            self._ahead.read = None
 
     # --- writes queued for the next round trip ---------------------------------------------
 

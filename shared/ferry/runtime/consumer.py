@@ -208,14 +208,15 @@ async def serve(
 
 
 class StreamReader:
-    """The new entries of one stream SHORT, read in the worker's group by a loop of Ferry's own
-    in a thread of its own: a blocking XREADGROUP of this one key through CLIENT, the readers'
-    client (on a Redis Cluster, a cluster client, which sends the read to the node that serves
-    the stream's slot and follows MOVED there), up to FERRY_READ_COUNT entries, each batch
-    handed to HANDLE in the same thread: handled in stream order and acknowledged after its
-    effects before the next read, dead letters alike. A failed read is logged and tried again;
-    a lost group is created again. It is FastStream's subscriber without the event loop's hops
-    between the read and the handler (FERRY_READER=ferry, the default; on a cluster, always)."""
+    """The new entries of one stream SHORT, read in the worker's group by a loop of Ferry's own in a
+    thread of its own: a blocking XREADGROUP of this one key through CLIENT, the readers' client (on
+    a Redis Cluster, a cluster client, which sends the read to the node that serves the stream's
+    slot and follows MOVED there), up to FERRY_READ_COUNT entries, each batch handed to HANDLE in
+    the same thread: handled in stream order and acknowledged after its effects before the next
+    read, dead letters alike; after a full read, the next rides with its XACK. A failed read is
+    logged and tried again; a lost group is created again. It is FastStream's subscriber without the
+    event loop's hops between the read and the handler (FERRY_READER=ferry, the default; on a
+    cluster, always)."""
 
     def __init__(
         self,
@@ -250,47 +251,78 @@ class StreamReader:
 
     def run(self, halt: threading.Event) -> None:
         stream = self.bus.stream(self.short)
-        read, handle, short = self.read, self.handle, self.short
-        while not halt.is_set():
-            try:
-                entries = read()
-            except Exception as e:  # noqa: BLE001 - a node away, a reset, a lost group: again
-                reason = one_reason(f"{type(e).__name__}: {e}")
-                if reason != self.failing:  # once per reason, not once a second
-                    self.log.warning("could not read new entries yet", stream=stream, error=reason)
-                self.failing = reason
-                if "NOGROUP" in str(e):
-                    with contextlib.suppress(Exception):
-                        self.bus.ensure_group(short, self.spec.name)
-                        self.log.warning("consumer group recreated", stream=stream)
-                halt.wait(READ_RETRY_S)
-                continue
-            if self.failing:
-                self.log.info("reading new entries again", stream=stream)
-                self.failing = None
+        handle, short, group = self.handle, self.short, self.spec.name
+        # Entries read with the last batch's XACK (`Bus.reading_ahead`): this replica's now, so
+        # handled even by a replica asked to stop.
+        ahead: list[Entry] = []
+
+        def more() -> bool:  # a replica asked to stop reads no more
+            return not halt.is_set()
+
+        while ahead or not halt.is_set():
+            entries, ahead = ahead or self.read_or_wait(halt), []
             if not entries:
                 continue
-            try:
-                handle(short, entries)
-            except Exception as e:  # noqa: BLE001 - pending, to be reclaimed; keep reading
-                self.log.error(
-                    "could not handle a read; its entries stay pending",
-                    stream=stream,
-                    error=one_reason(f"{type(e).__name__}: {e}"),
-                )
+            # A full read: more may be waiting, so the next read rides with this one's XACK
+            # instead of a round trip of its own (after a short one, the next read blocks).
+            full = len(entries) >= self.count
+            with self.bus.reading_ahead(
+                short, group, self.count, more if full else _no_more
+            ) as answers:
+                try:
+                    handle(short, entries)
+                except Exception as e:  # noqa: BLE001 - pending, to be reclaimed; keep reading
+                    self.log.error(
+                        "could not handle a read; its entries stay pending",
+                        stream=stream,
+                        error=one_reason(f"{type(e).__name__}: {e}"),
+                    )
+            ahead = [e for answer in answers for e in _new_entries(answer)]
+
+    def read_or_wait(self, halt: threading.Event) -> list[Entry]:
+        """The next read's entries; none after a failed read, logged once per reason, half a
+        second later (a lost group created again first)."""
+        stream = self.bus.stream(self.short)
+        try:
+            entries = self.read()
+        except Exception as e:  # noqa: BLE001 - a node away, a reset, a lost group: again
+            reason = one_reason(f"{type(e).__name__}: {e}")
+            if reason != self.failing:  # once per reason, not once a second
+                self.log.warning("could not read new entries yet", stream=stream, error=reason)
+            self.failing = reason
+            if "NOGROUP" in str(e):
+                with contextlib.suppress(Exception):
+                    self.bus.ensure_group(self.short, self.spec.name)
+                    self.log.warning("consumer group recreated", stream=stream)
+            halt.wait(READ_RETRY_S)
+            return []
+        if self.failing:
+            self.log.info("reading new entries again", stream=stream)
+            self.failing = None
+        return entries
 
     def read(self) -> list[Entry]:
         """One XREADGROUP of new entries (`>`: each delivered for the first time)."""
-        answer = self.client.xreadgroup(
-            self.spec.name,
-            self.bus.settings.consumer,
-            {self.bus.stream(self.short): ">"},
-            count=self.count,
-            block=READ_BLOCK_MS,
+        return _new_entries(
+            self.client.xreadgroup(
+                self.spec.name,
+                self.bus.settings.consumer,
+                {self.bus.stream(self.short): ">"},
+                count=self.count,
+                block=READ_BLOCK_MS,
+            )
         )
-        if isinstance(answer, dict):  # RESP3
-            answer = list(answer.items())
-        return [(_text(i), data, 1) for _, messages in answer or [] for i, data in messages]
+
+
+def _no_more() -> bool:
+    return False
+
+
+def _new_entries(answer: Any) -> list[Entry]:
+    """The entries of an XREADGROUP's ANSWER (`>`: each delivered for the first time)."""
+    if isinstance(answer, dict):  # RESP3
+        answer = list(answer.items())
+    return [(_text(i), data, 1) for _, messages in answer or [] for i, data in messages]
 
 
 class Keeper:
