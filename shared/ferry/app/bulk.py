@@ -68,7 +68,10 @@ def snapshots(
     for service, target in plan.by_candidate:
         plan.after_candidate(reads.stand, service, target)
     reads.fetch(plan.wanted)
-    out = reads.run(lambda view: without_digest(view, main, cells, now))
+    # The cells the plan found no digest for are read as far as what names it; any other, and
+    # any of those that has one after all, is gathered whole.
+    still = [cell for cell in cells if cell not in plan.moving]
+    out = reads.run(lambda view: without_digest(view, main, still, now))
     rest = [cell for cell in cells if cell not in out]
     out.update(reads.each(rest, lambda view, c: gather(view, main, c[0], c[1], now)))
     return out
@@ -90,6 +93,7 @@ class _Plan:
         self.wanted: list[Wanted] = []
         self.held: set[str] = set()  # the environments whose holds are planned (one hash each)
         self.by_candidate: list[Cell] = []
+        self.moving: set[Cell] = set()  # the cells with a digest to move, as far as planned
 
     def _want(self, command: str, key: str, field: str = "") -> None:
         # A key planned twice (the same build's time for two cells) is only fetched twice.
@@ -117,6 +121,7 @@ class _Plan:
 
     def digest(self, service: str, target: str, src: str, digest: str) -> None:
         """The keys read about moving DIGEST from SRC into TARGET."""
+        self.moving.add((service, target))
         want, key = self._want, self.key
         if src != BUILD:
             want("hget", key("live", service, src), digest)
