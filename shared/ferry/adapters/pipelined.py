@@ -1,12 +1,11 @@
-"""Many GET, HGET, HGETALL and MGET reads sent in one write on one connection, their replies
-parsed as they come: redis-py's pipeline packs and reads each command through several layers,
-which costs more than the server does for `ferry status`'s 90,000 reads at 10,000 services."""
+"""Many GET, HGET, HGETALL and MGET reads packed by hand and sent in one write on one connection,
+their replies read back in order: redis-py's pipeline packs each command and keeps each reply
+through several layers, which costs more than the server does for `ferry status`'s 90,000 reads
+at 10,000 services (six times what this costs, with hiredis parsing the replies)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-import redis
 
 Wanted = tuple[str, bytes, bytes]  # (command, key, field: b"" but for HGET)
 
@@ -47,81 +46,17 @@ def _bulk(value: bytes) -> bytes:
 
 def _exchange(client: Any, parts: list[bytes]) -> list[Any]:
     """Send the packed commands PARTS on one connection of CLIENT's pool; their replies, in
-    order (an error reply raised once every reply is read: the connection stays in step)."""
+    order (an error reply raised)."""
     if not parts:
         return []
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
         conn.send_packed_command([b"".join(parts)])
-        sock = getattr(conn, "_sock", None)  # redis-py's socket, connected by the send
-        if sock is not None:
-            answers = _replies(sock, len(parts))
-        else:
-            answers = [conn.read_response() for _ in parts]
+        # Each reply parsed by the connection's parser (hiredis's, in C, when installed).
+        return [conn.read_response() for _ in parts]
     except BaseException:
-        conn.disconnect()  # replies may be left unread on it
+        conn.disconnect()  # an error reply, or a failure: replies may be left unread on it
         raise
     finally:
         pool.release(conn)
-    for answer in answers:
-        if isinstance(answer, redis.ResponseError):
-            raise answer
-    return answers
-
-
-class _Short(Exception):
-    """The bytes received so far end inside a reply."""
-
-
-def _replies(sock: Any, count: int) -> list[Any]:
-    """COUNT replies read from SOCK: redis-py's parser reads a reply through several calls per
-    line, about as long as the rest of a cell's read; this one parses the bytes as they come,
-    the answers of GET, HGET, HGETALL and MGET (RESP2 and RESP3) and errors."""
-    out: list[Any] = []
-    data, at = b"", 0
-    while True:
-        try:
-            while len(out) < count:
-                value, at = _reply(data, at)
-                out.append(value)
-            return out
-        except _Short:
-            pass
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            raise redis.ConnectionError("Connection closed by server.")
-        data, at = data[at:] + chunk, 0
-
-
-def _reply(data: bytes, at: int) -> tuple[Any, int]:
-    """The reply that starts at AT in DATA, and where the next one starts."""
-    end = data.find(b"\r\n", at)
-    if end < 0:
-        raise _Short
-    kind, line, after = data[at], data[at + 1 : end], end + 2
-    if kind == 36:  # $: a bulk string, or null (RESP2)
-        size = int(line)
-        if size < 0:
-            return None, after
-        if after + size + 2 > len(data):
-            raise _Short
-        return data[after : after + size], after + size + 2
-    if kind in (42, 37):  # *: an array, %: a map (RESP3)
-        n = int(line)
-        if n < 0:
-            return None, after
-        items = []
-        for _ in range(2 * n if kind == 37 else n):
-            item, after = _reply(data, after)
-            items.append(item)
-        return (dict(zip(items[::2], items[1::2], strict=True)) if kind == 37 else items), after
-    if kind == 95:  # _: null (RESP3)
-        return None, after
-    if kind == 43:  # +: a simple string
-        return line, after
-    if kind == 58:  # :: an integer
-        return int(line), after
-    if kind == 45:  # -: an error
-        return redis.ResponseError(line.decode("utf-8", "replace")), after
-    raise redis.InvalidResponse(f"unexpected reply type {chr(kind)!r}")
