@@ -429,9 +429,10 @@ about 40 round trips, not 100. What is left:
   and XACKs, reaches {100 * fl["faststream_ratio"]:.0f}% of the bare COUNT 1 loop, Ferry's own
   reader {100 * fl["ferry_ratio"]:.0f}% (above). The workers therefore read with Ferry's own
   loop on one server too (`FERRY_READER=ferry`, the default), each read handed to the
-  dispatcher in the thread that read it, no event loop in between; the FastStream apps are
-  still built for the AsyncAPI document. What is left of the 40% goal is the decision itself:
-  its round trips and its Python, below.
+  dispatcher in the thread that read it, no event loop in between, and after a full read the
+  next one rides with the XACK (`Bus.reading_ahead`: while entries wait, an entry's read costs
+  no round trip of its own); the FastStream apps are still built for the AsyncAPI document.
+  What is left of the 40% goal is the decision itself: its round trips and its Python, below.
 - Backlog, Python: the round trips of different services' decisions overlap (8 threads), their
   Python does not (one interpreter lock). Per 'skip' entry: the dispatcher, pydantic parsing of
   the entry, structlog's context, the handler (the image check, the evidence write), `gather`
