@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ferry.core.events import PreviewEvent
 from ferry.core.policy import PolicyError, Previews, load_policy
-from ferry.core.previews import Mark, admit, preview_status
+from ferry.core.previews import Mark, admit, ordered, preview_status
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -234,18 +234,79 @@ def test_a_warning_always_comes_before_the_expiry(
         assert status.warn_at is not None and now >= status.warn_at
 
 
+def _bare(item: PreviewEvent | Mark) -> bool:
+    return (
+        isinstance(item, PreviewEvent)
+        and item.kind == "updated"
+        and not item.labels
+        and not item.until
+    )
+
+
 @settings(max_examples=200, deadline=None)
-@given(POLICIES, histories(), NOWS)
-def test_a_record_keeps_one_bare_update_and_the_same_answer(
-    policy: Previews, history: list, now: datetime
+@given(POLICIES, histories(), NOWS, st.data())
+def test_a_record_keeps_one_bare_update_of_a_run_and_the_same_answer(
+    policy: Previews, history: list, now: datetime, data: st.DataObject
 ) -> None:
-    from ferry.adapters.preview_store import Record
+    from ferry.adapters.preview_store import SETTLED, Record
 
     record = Record(repo="shop/web", pr=7)
+    # Events arrive in the order they happened, each up to SETTLED late (a webhook retried).
+    events = [e for e in history if isinstance(e, PreviewEvent)]
+    late = data.draw(st.lists(st.integers(0, 3), min_size=len(events), max_size=len(events)))
+    arrival = sorted(
+        range(len(events)), key=lambda n: events[n].occurred_at + late[n] * SETTLED / 4
+    )
+    for n in arrival:
+        record.add_event(events[n])
+    record.marks = [m for m in history if isinstance(m, Mark)]
+    # Of bare updates with nothing else between them (in the rule's order), one is kept once
+    # the later is settled.
+    items = ordered(record.history())
+    settled = max(e.occurred_at for e in record.events) - SETTLED
+    for a, b in zip(items, items[1:], strict=False):
+        if _bare(a) and _bare(b):
+            assert b.occurred_at > settled, (a, b)
+    assert preview_status(policy, record.history(), now) == preview_status(policy, history, now)
+
+
+def test_a_record_keeps_the_last_push_before_a_period_ends() -> None:
+    """Pushes to a preview, its label removed, more pushes: of the pushes with nothing between
+    them, the record keeps the last, on each side of the removal (the ended period's last
+    activity is the last push before it; found by the property test above, when one kept update
+    for the whole PR answered 09:00), and every push of the last hour (one may still arrive late
+    between them)."""
+    from ferry.adapters.preview_store import Record
+
+    policy = Previews(ttl="1h", ttl_from="last_activity", max_ttl="12h")
+    history: list[PreviewEvent | Mark] = [
+        *opened(),
+        ev("updated", T0 + 1 * HOUR),
+        ev("updated", T0 + 2 * HOUR),
+        ev("unlabeled", T0 + 3 * HOUR, ("preview",)),
+        ev("updated", T0 + 4 * HOUR),
+        ev("updated", T0 + 5 * HOUR),
+    ]
+    record = Record(repo="shop/web", pr=7)
+    record.marks = [m for m in history if isinstance(m, Mark)]
     for item in history:
         if isinstance(item, PreviewEvent):
             record.add_event(item)
-    record.marks = [m for m in history if isinstance(m, Mark)]
-    bare = [e for e in record.events if e.kind == "updated" and not e.labels and not e.until]
-    assert len(bare) <= 1
-    assert preview_status(policy, record.history(), now) == preview_status(policy, history, now)
+    bare = [e.occurred_at for e in record.events if e.kind == "updated"]
+    assert bare == [T0 + 2 * HOUR, T0 + 4 * HOUR, T0 + 5 * HOUR]
+    status = preview_status(policy, record.history(), T0 + 6 * HOUR)
+    assert status.last_activity == T0 + 2 * HOUR
+    assert status == preview_status(policy, history, T0 + 6 * HOUR)
+
+
+def test_a_busy_pr_keeps_a_small_record() -> None:
+    from ferry.adapters.preview_store import SETTLED, Record
+
+    record = Record(repo="shop/web", pr=7)
+    record.add_event(ev("opened", T0, ("preview",)))
+    minute = timedelta(minutes=1)
+    for n in range(1, 501):
+        record.add_event(ev("updated", T0 + n * minute))
+    kept = [e.occurred_at for e in record.events if e.kind == "updated"]
+    assert len(kept) == SETTLED // minute + 1  # the last hour's, and the one before it
+    assert kept[-1] == T0 + 500 * minute

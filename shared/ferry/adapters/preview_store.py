@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
@@ -22,7 +22,7 @@ import redis
 from ferry.adapters.bus import Bus
 from ferry.adapters.due import DueTimes
 from ferry.core.events import PreviewEvent
-from ferry.core.previews import Mark
+from ferry.core.previews import Mark, ordered
 
 T = TypeVar("T")
 
@@ -63,11 +63,9 @@ class Record:
         if any(e.event_id == event.event_id for e in self.events):
             return False
         self.events.append(event)
-        if _bare_activity(event):
-            # Every push is an `updated`: keep only the latest one that carries nothing else, so a
-            # busy PR's record stays small. The rule reads them only for the latest activity.
-            latest = max((e for e in self.events if _bare_activity(e)), key=_when)
-            self.events = [e for e in self.events if e is latest or not _bare_activity(e)]
+        # Every push is an `updated`: of those that carry nothing else, keep only what the rule
+        # can tell apart, so a busy PR's record stays small.
+        self.events = _compacted(self.events, self.marks)
         return True
 
     def history(self) -> list[PreviewEvent | Mark]:
@@ -107,8 +105,29 @@ def _bare_activity(event: PreviewEvent) -> bool:
     return event.kind == "updated" and not event.labels and event.until is None
 
 
-def _when(event: PreviewEvent) -> tuple[datetime, str]:
-    return (event.occurred_at, event.event_id)
+# Forge events may reach the reaper out of order (a webhook retried, the ingress down a while):
+# a bare update is only dropped once no event can still arrive between it and the later one that
+# stands for it, i.e. once that later one is this much older than the newest event of the record.
+SETTLED = timedelta(hours=1)
+
+
+def _compacted(events: list[PreviewEvent], marks: list[Mark]) -> list[PreviewEvent]:
+    """EVENTS without the bare updates the rule cannot tell from a later one. The rule reads a
+    bare update only for its period's latest activity, and any other event or mark may end a
+    period; so of each run of bare updates with nothing else between them, in the order the rule
+    reads history, only the last is kept (a run across a label's removal keeps one on each
+    side), once it is SETTLED. A mark is made at the reaper's own time, after what it follows."""
+    settled = max(e.occurred_at for e in events) - SETTLED
+    dropped: set[int] = set()
+    last: PreviewEvent | None = None
+    for item in ordered([*events, *marks]):
+        if isinstance(item, PreviewEvent) and _bare_activity(item):
+            if last is not None and item.occurred_at <= settled:
+                dropped.add(id(last))
+            last = item
+        else:
+            last = None
+    return [e for e in events if id(e) not in dropped]
 
 
 def member(repo: str, pr: int) -> str:
