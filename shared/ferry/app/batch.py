@@ -37,7 +37,7 @@ def _key(value: Any) -> bytes:
 
 class _Stand:
     """Redis reads answered from fetched values (bytes, as redis-py gives them): GET, HGETALL, and
-    the fields HGET, HMGET and HEXISTS name (fetched one by one: a hash such as the live times of
+    the fields HGET and HEXISTS name (fetched one by one: a hash such as the live times of
     every digest ever merged may be large). Writes are refused: a read must not change anything."""
 
     def __init__(self) -> None:
@@ -71,10 +71,6 @@ class _Stand:
 
     def hexists(self, key: Any, field: Any) -> bool:
         return self.hget(key, field) is not None
-
-    def hmget(self, key: Any, fields: Any, *more: Any) -> list[bytes | None]:
-        names = [fields, *more] if isinstance(fields, str | bytes) else [*fields, *more]
-        return [self.hget(key, f) for f in names]
 
     def apply(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """A write queued after these values were fetched (see `Bus.keeping`): what it changes
