@@ -264,3 +264,32 @@ def test_status_decided_in_two_processes_says_the_same(env: Cluster, capsys) -> 
     printed = json.loads(out)
     assert printed["canaries"] and printed["decisions"]  # something to compare
     assert json.loads(proc.stdout) == printed
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_status_as_a_program_writes_everything_and_skips_the_teardown(
+    env: Cluster, capsys, as_json: bool
+) -> None:  # noqa: ANN001
+    """`ferry status` as a program of its own ends once its output is written, without the
+    interpreter's teardown (no atexit handler runs): what it prints, through a pipe, is all of
+    what it prints in-process."""
+    rnd = random.Random(7)
+    services = [f"svc-{i:02d}" for i in range(30)]
+    env.init_repo(services)
+    random_situation(env, rnd, services, POLICY_SYNCED)
+    argv = ["status", "--json"] if as_json else ["status"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+
+    script = """if True:
+        import atexit, sys
+        atexit.register(lambda: print("torn down", file=sys.stderr))
+        sys.argv = ["ferry", *sys.argv[1:]]
+        from ferry.cli.main import main
+        main()
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *argv], env=env.env(), capture_output=True, text=True
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == out

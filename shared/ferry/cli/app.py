@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any, NoReturn
 
 import typer
@@ -28,6 +30,25 @@ app.add_typer(pr_app, name="pr")
 
 class CliError(Exception):
     """A mistake the user can fix: printed as one line, exit code 2."""
+
+
+# Set by main() when `ferry` runs as a program of its own (not called in a test's process).
+_program = False
+
+
+def end_now() -> None:
+    """End the process here, its output written, when `ferry` runs as a program: a command
+    that leaves nothing behind (no thread, no write, no child), called last. The interpreter's
+    teardown frees every object one by one: after `ferry status` at 10,000 services, about a
+    million. Called in-process (tests), it returns."""
+    if not _program:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # a closed pipe: the interpreter's own exit reports it as it would have
+    os._exit(0)
 
 
 def fail(message: str) -> NoReturn:

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 import typer
 
+from ferry.cli import app as app_module
 from ferry.cli import (  # noqa: F401 - registers the commands
     board,
     canary,
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {one_line(scrub_text(message), limit=1000)}", err=True)
         sys.exit(code)
 
+    app_module._program = argv is None
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="ferry", standalone_mode=False)

@@ -18,6 +18,7 @@ from ferry.cli.app import (
     check_names,
     connect_bus,
     echo_json,
+    end_now,
     load_settings,
     open_forge,
     open_repo,
@@ -48,6 +49,7 @@ def status(
     table, decided, watched = found.table, found.decided, found.watched
     if as_json:
         echo_json({"services": table, "decisions": decided, "canaries": watched})
+        end_now()
         return
     envs = list(next(iter(table.values())).keys()) if table else []
     rows = [["SERVICE", *[e.upper() for e in envs]]]
@@ -66,6 +68,7 @@ def status(
     for service, by_env in watched.items():
         for env, state in by_env.items():
             typer.echo(f"canary {service} in {env}: {describe(state)}")
+    end_now()
 
 
 def _pending(settings: Any, as_json: bool) -> None:
