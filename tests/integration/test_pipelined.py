@@ -1,18 +1,28 @@
 """adapters/pipelined.py sends `ferry status`'s reads packed by hand and reads the replies back
 through the connection's parser: they must be what redis-py's own pipeline answers, in RESP2 and
-RESP3, and an error reply must raise, leaving the client fit for use."""
+RESP3, with hiredis's parser (read from its reader directly) and redis-py's own, and an error
+reply must raise, leaving the client fit for use."""
 
 from __future__ import annotations
 
 import pytest
 import redis
+from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
 from ferry.adapters import pipelined
 
 
+@pytest.mark.parametrize("hiredis", [True, False])
 @pytest.mark.parametrize("protocol", [2, 3])
-def test_bulk_replies_are_what_redis_py_answers(redis_url: str, prefix: str, protocol: int) -> None:
-    client = redis.Redis.from_url(redis_url, protocol=protocol)
+def test_bulk_replies_are_what_redis_py_answers(
+    redis_url: str, prefix: str, protocol: int, hiredis: bool
+) -> None:
+    python_parser = _RESP2Parser if protocol == 2 else _RESP3Parser
+    parser = {} if hiredis else {"parser_class": python_parser}
+    client = redis.Redis.from_url(redis_url, protocol=protocol, **parser)
+    conn = client.connection_pool.get_connection()
+    assert isinstance(conn._parser, _HiredisParser) == hiredis
+    client.connection_pool.release(conn)
     k = [f"{prefix}bulk:{i}".encode() for i in range(6)]
     big = b"x" * (3 << 20)  # longer than one read of the socket
     client.set(k[0], b"plain")

@@ -7,21 +7,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
+
 Wanted = tuple[str, bytes, bytes]  # (command, key, field: b"" but for HGET)
 
 _HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-_HEADS = {"get": b"*2\r\n$3\r\nGET\r\n", "hgetall": b"*2\r\n$7\r\nHGETALL\r\n"}
+_PACKED = {
+    "get": b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n",
+    "hgetall": b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%b\r\n",
+}
 
 
 def read(client: Any, wanted: list[Wanted]) -> list[Any]:
     """The answers to WANTED's commands (GET, HGET, HGETALL) through CLIENT's connection pool,
     sent in one write on one connection and read back in order."""
-    parts = []
-    for command, key, field in wanted:
-        if command == "hget":
-            parts.append(_HGET % (len(key), key, len(field), field))
-        else:
-            parts.append(_HEADS[command] + _bulk(key))
+    parts = [
+        _HGET % (len(key), key, len(field), field)
+        if command == "hget"
+        else _PACKED[command] % (len(key), key)
+        for command, key, field in wanted
+    ]
     answers = _exchange(client, parts)
     for i, (command, _, _) in enumerate(wanted):
         if command == "hgetall" and isinstance(answers[i], list):  # RESP2: field, value, ...
@@ -53,10 +58,34 @@ def _exchange(client: Any, parts: list[bytes]) -> list[Any]:
     conn = pool.get_connection()
     try:
         conn.send_packed_command([b"".join(parts)])
-        # Each reply parsed by the connection's parser (hiredis's, in C, when installed).
-        return [conn.read_response() for _ in parts]
+        return _replies(conn, len(parts))
     except BaseException:
         conn.disconnect()  # an error reply, or a failure: replies may be left unread on it
         raise
     finally:
         pool.release(conn)
+
+
+def _replies(conn: Any, n: int) -> list[Any]:
+    """The next N replies on CONN, in order, each parsed by the connection's parser. With
+    hiredis's, the replies already read from the socket are taken from its reader directly: a
+    quarter of the CPU of `read_response` per reply (0.02 s rather than 0.075 s for `ferry
+    status`'s 90,000 at 10,000 services), which is still asked whenever the reader needs more
+    bytes, so that reading the socket, its errors and its timeouts stay redis-py's."""
+    parser = conn._parser
+    if not isinstance(parser, _HiredisParser) or parser._reader is None:
+        return [conn.read_response() for _ in range(n)]
+    gets = parser._reader.gets
+    push = parser._hiredis_PushNotificationType
+    out: list[Any] = []
+    while len(out) < n:
+        reply = gets()
+        if reply is NOT_ENOUGH_DATA:
+            reply = conn.read_response()  # reads the socket until a whole reply is parsed
+        elif isinstance(reply, Exception):
+            raise reply  # an error reply (ResponseError and its kinds, as redis-py makes them)
+        elif push is not None and isinstance(reply, push):
+            parser.handle_push_response(reply)  # RESP3: not a reply to a command of ours
+            continue
+        out.append(reply)
+    return out
