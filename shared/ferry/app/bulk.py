@@ -52,11 +52,19 @@ class Cost:
     again: int = 0
 
 
+@dataclass
+class Found:
+    """What was read of every cell: the snapshot of each cell with a digest to move, as `gather`
+    reads it, and the source of each cell with none, as `without_digest` reads it."""
+
+    gathered: dict[Cell, Snapshot]
+    without_digest: dict[Cell, str]
+
+
 def snapshots(
     bus: Bus, main: MainSnapshot, cells: list[Cell], now: datetime, cost: Cost | None = None
-) -> dict[Cell, Snapshot]:
-    """The snapshot of each (service, target) of CELLS, as `gather` (or, for a cell with no
-    digest to move, `without_digest`) reads it."""
+) -> Found:
+    """What `gather` reads of each (service, target) of CELLS (see Found)."""
     reads = _Reads(bus, cost or Cost())
     plan = _Plan(bus, main)
     # What names each cell's digest: main, and for an environment promoted from builds the
@@ -71,10 +79,9 @@ def snapshots(
     # The cells the plan found no digest for are read as far as what names it; any other, and
     # any of those that has one after all, is gathered whole.
     still = [cell for cell in cells if cell not in plan.moving]
-    out = reads.run(lambda view: without_digest(view, main, still, now))
-    rest = [cell for cell in cells if cell not in out]
-    out.update(reads.each(rest, lambda view, c: gather(view, main, c[0], c[1], now)))
-    return out
+    settled = reads.run(lambda view: without_digest(view, main, still))
+    rest = [cell for cell in cells if cell not in settled]
+    return Found(reads.each(rest, lambda view, c: gather(view, main, c[0], c[1], now)), settled)
 
 
 class _Plan:

@@ -8,12 +8,15 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry.adapters.bus import Bus
 from ferry.adapters.gitops import MainSnapshot
 from ferry.runtime.resources import connect, open_repo
 from ferry.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from ferry.core.decision import Decision
 
 
 def status_table(settings: Settings) -> dict[str, dict[str, str | None]]:
@@ -73,23 +76,36 @@ def _read_cells(
 def _decide(
     bus: Bus, main: MainSnapshot, cells: list[tuple[str, str]], now: datetime
 ) -> list[dict[str, Any]]:
-    """The decision of each of CELLS, as status shows it."""
+    """The decision of each of CELLS, as status shows it. A cell with no digest to move is
+    answered by `decide`'s first rule from its source alone: one decision per source answers
+    them all (the same dict, which nothing changes once made)."""
     from ferry.app.bulk import snapshots as read_snapshots
+    from ferry.app.snapshot import nothing_to_move
     from ferry.core.decision import decide
 
-    snapshots = read_snapshots(bus, main, cells, now)
+    found = read_snapshots(bus, main, cells, now)
+    by_source: dict[str, dict[str, Any]] = {}
     out = []
     for cell in cells:
-        d = decide(snapshots[cell])
-        out.append(
-            {
-                "state": d.state,
-                "digest": d.digest,
-                "reasons": list(d.reasons),
-                "actions": [a.kind for a in d.actions if a.kind not in ("wait", "nothing")],
-            }
-        )
+        source = found.without_digest.get(cell)
+        if source is None:
+            out.append(_shown(decide(found.gathered[cell])))
+            continue
+        shown = by_source.get(source)
+        if shown is None:
+            shown = by_source[source] = _shown(decide(nothing_to_move(main, *cell, source, now)))
+        out.append(shown)
     return out
+
+
+def _shown(d: Decision) -> dict[str, Any]:
+    """A decision as status shows it."""
+    return {
+        "state": d.state,
+        "digest": d.digest,
+        "reasons": list(d.reasons),
+        "actions": [a.kind for a in d.actions if a.kind not in ("wait", "nothing")],
+    }
 
 
 @dataclass

@@ -99,33 +99,43 @@ def _source(
 
 
 def without_digest(
-    bus: Bus, main: MainSnapshot, cells: list[tuple[str, str]], now: datetime
-) -> dict[tuple[str, str], Snapshot]:
-    """The snapshots of the (service, target) CELLS that have no digest to move, read as
-    `gather` reads what names it (the candidate, what the source pins) and nothing else: with no
-    digest, `decide`'s first rule answers from the source alone, whatever else Redis holds. For
-    `ferry status`, which then gathers only the other cells (tests/integration/
-    test_status_many.py checks, over generated states, that it says what `ferry explain` says)."""
+    bus: Bus, main: MainSnapshot, cells: list[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The (service, target) CELLS that have no digest to move, each with the environment it is
+    promoted from, read as `gather` reads what names the digest (the candidate, what the source
+    pins) and nothing else: with no digest, `decide`'s first rule answers from the source alone,
+    whatever else Redis holds, and whatever the service and target (`nothing_to_move`). For
+    `ferry status`, which decides one such snapshot per source for all of them and gathers only
+    the other cells (tests/integration/test_status_many.py checks, over generated states, that
+    it says what `ferry explain` says)."""
 
-    def read(bus: Bus) -> dict[tuple[str, str], Snapshot]:
+    def read(bus: Bus) -> dict[tuple[str, str], str]:
         candidates = CandidateStore(bus)
-        out: dict[tuple[str, str], Snapshot] = {}
+        out: dict[tuple[str, str], str] = {}
         for service, target in cells:
-            env_policy, src, pinned_source = _source(main, service, target, None)
+            _, src, pinned_source = _source(main, service, target, None)
             # The candidate names the digest only for an environment promoted from builds.
             candidate = candidates.get(service, target) if src == BUILD else None
             if next_digest(src, pinned_source, candidate) is None:
-                out[(service, target)] = Snapshot(
-                    service=service,
-                    source=src,
-                    target=target,
-                    env_policy=env_policy,
-                    now=now,
-                    digest=None,
-                )
+                out[(service, target)] = src
         return out
 
     return read_batched(bus, read)
+
+
+def nothing_to_move(
+    main: MainSnapshot, service: str, target: str, source: str, now: datetime
+) -> Snapshot:
+    """The snapshot of (SERVICE, TARGET), promoted from SOURCE, when no digest would move (as
+    `without_digest` found it): what `gather` reads then."""
+    return Snapshot(
+        service=service,
+        source=source,
+        target=target,
+        env_policy=main.environment(target, service),
+        now=now,
+        digest=None,
+    )
 
 
 def _seen(
