@@ -129,14 +129,11 @@ def short(digest: str | None) -> str:
 
 
 def print_rows(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    # One write: `ferry status` prints a line per service (10,000 and more).
-    typer.echo(
-        "\n".join(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows
-        )
-    )
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+    # One format for every row, one write: `ferry status` prints a line per service (10,000 and
+    # more).
+    line = "  ".join(f"{{:<{w}}}" for w in widths).format
+    typer.echo("\n".join(line(*row).rstrip() for row in rows))
 
 
 def _print_version(value: bool) -> None:
