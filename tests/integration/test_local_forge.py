@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import shutil
 import subprocess
 import sys
 import time
@@ -318,6 +320,120 @@ def test_merge_when_main_moved_since_the_branch_was_cut(repo: Path, client: Path
     assert git("diff", f"{mc}^1", mc, cwd=repo) == branch_diff
     assert show(repo, "main", "README.md") == "changed on main"
     assert show(repo, "main", "envs/staging/api/values.yaml") == "late"
+
+
+def _note_git_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """Have every git that Ferry starts note its arguments in a log (the real git runs); return
+    the log and the real git, for the test's own calls, which are not to be noted."""
+    real = shutil.which("git")
+    assert real is not None
+    folder = tmp_path / "noting-bin"
+    folder.mkdir()
+    log = tmp_path / "git-calls.log"
+    log.write_text("")
+    wrapper = folder / "git"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return log, real
+
+
+def test_heads_cut_from_an_older_main_merge_in_process_as_git_merges_them(
+    repo: Path, client: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas cut promotion branches from main as it is, and merge them while others merge
+    theirs: a head whose changes touch other files than main's since its fork is merged by the
+    forge itself, to the tree `git merge-tree` makes, without a git merge (or merge-base)
+    process; the others (the same file changed on both sides) are merged by git, or refused as
+    git refuses them. Random branches over a few files (seeded), so that each kind occurs."""
+    rng = random.Random(7)
+    paths = [f"envs/{e}/{s}/values.yaml" for e in ("dev", "prod") for s in "abcde"]
+    paths += ["envs/staging/a/values.yaml", "apps/notes.txt", "apps/a/app.yaml"]
+    push_branch(client, "main", {p: f"{p} at start\n" for p in paths}, push=False)
+    git("push", "-q", "origin", "main", cwd=client)
+    log, real = _note_git_calls(tmp_path, monkeypatch)
+    forge = LocalForge(repo)
+
+    def real_git(*args: str, cwd: Path = repo) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([real, *args], cwd=cwd, capture_output=True, text=True)
+
+    def cut(i: int) -> tuple[int, str, set[str]]:
+        changed = set(rng.sample(paths, rng.choice((1, 1, 2))))
+        content = f"{rng.choice(('one', str(i)))}\n"  # sometimes two make the same change
+        real_git("fetch", "-q", "origin", cwd=client)
+        real_git("checkout", "-q", "-B", f"h{i}", "origin/main", cwd=client)
+        _write(client, {p: content for p in changed})
+        real_git("commit", "-q", "--allow-empty", "-am", f"h{i}", cwd=client)
+        real_git("push", "-q", "origin", f"h{i}:refs/heads/h{i}", cwd=client)
+        tip = real_git("rev-parse", "HEAD", cwd=client).stdout.strip()
+        return forge.open_pr(head=f"h{i}", title=f"h{i}", body="").number, tip, changed
+
+    kinds = {"in process": 0, "on main": 0, "by git": 0, "refused": 0}
+    pending = [cut(i) for i in range(4)]
+    for i in range(4, 28):
+        if i == 12:  # a person's edit straight on main, to a file no branch touches
+            real_git("fetch", "-q", "origin", cwd=client)
+            real_git("checkout", "-q", "-B", "main", "origin/main", cwd=client)
+            _write(client, {"README.md": "a person's notes\n"})
+            real_git("commit", "-q", "-am", "notes", cwd=client)
+            real_git("push", "-q", "origin", "main", cwd=client)
+            if (repo / ".git").is_dir():
+                real_git("reset", "-q", "--hard")  # its checkout follows
+        number, tip, changed = pending.pop(0 if rng.random() < 0.8 else -1)
+        before = main_sha(repo)
+        fork = real_git("rev-parse", f"{tip}^").stdout.strip()
+        on_main = set(real_git("diff", "--name-only", fork, before).stdout.split())
+        expected = real_git("merge-tree", "--write-tree", "--name-only", before, tip)
+        log.write_text("")
+        if expected.returncode == 1:  # git finds a conflict
+            with pytest.raises(MergeConflict):
+                forge.merge_pr(number)
+            assert main_sha(repo) == before
+            kinds["refused"] += 1
+        else:
+            merged = forge.merge_pr(number).merge_commit
+            assert merged == main_sha(repo)
+            parents = real_git("rev-list", "--parents", "-n", "1", merged).stdout.split()[1:]
+            assert parents == [before, tip]
+            tree = real_git("rev-parse", f"{merged}^{{tree}}").stdout.strip()
+            assert tree == expected.stdout.split()[0]
+            calls = log.read_text()
+            if changed & on_main:
+                kinds["by git"] += 1
+            else:
+                assert "merge-tree" not in calls and "merge-base" not in calls, calls
+                kinds["in process" if fork != before else "on main"] += 1
+        pending.append(cut(i))
+    assert kinds == {"in process": 16, "on main": 3, "by git": 3, "refused": 2}  # seeded
+    assert show(repo, "main", "README.md") == "a person's notes"
+    assert real_git("fsck", "--strict", "--no-progress").returncode == 0
+
+
+def test_a_head_merged_by_a_person_is_found_merged_not_merged_again(
+    repo: Path, client: Path
+) -> None:
+    """A head cut from an older main that a person merged (or fast-forwarded main to) since:
+    the forge finds that merge instead of making an empty one."""
+    forge = LocalForge(repo)
+    push_branch(client, "other", {"other.txt": "o\n"})
+    tip = push_branch(client, "p", {"envs/staging/api/values.yaml": "p\n"})
+    other = forge.merge_pr(forge.open_pr(head="other", title="o", body="").number)
+    git("fetch", "-q", "origin", cwd=client)
+    git("checkout", "-q", "-B", "main", "origin/main", cwd=client)
+    git("merge", "-q", "--no-ff", "-m", "merged by hand", "origin/p", cwd=client)
+    git("push", "-q", "origin", "main", cwd=client)
+    by_hand = main_sha(repo)
+    assert git("rev-parse", f"{by_hand}^1", cwd=repo) == other.merge_commit
+    merged = forge.merge_pr(forge.open_pr(head="p", title="p", body="").number)
+    assert merged.merge_commit == by_hand and main_sha(repo) == by_hand
+    assert merged.head_sha == tip
+    # main fast-forwarded to a head by hand: that head is main's own commit
+    ahead = push_branch(client, "q", {"envs/staging/api/values.yaml": "q\n"})
+    git("push", "-q", "origin", "q:main", cwd=client)
+    assert main_sha(repo) == ahead
+    with pytest.raises(PermanentForgeError, match="already contained"):
+        forge.merge_pr(forge.open_pr(head="q", title="q", body="").number)
+    assert main_sha(repo) == ahead
 
 
 def test_merge_is_retried_when_main_moves_during_the_merge(

@@ -199,6 +199,78 @@ def raw_id(oid: str) -> bytes:
     return bytes.fromhex(oid)
 
 
+# One entry of a raw tree: "<mode> <name>\0<id>", the id 20 bytes (SHA-1) or 32 (SHA-256).
+_TREE_ENTRY = {
+    width: re.compile(rb"([0-7]{5,6}) ([^\0]+)\0(.{%d})" % width, re.DOTALL) for width in (20, 32)
+}
+_DIR_MODE = b"40000"
+
+
+def _tree_entries(raw: bytes, width: int) -> list[tuple[bytes, bytes, bytes]] | None:
+    """(mode, name, raw id) of each entry of the raw tree RAW, in its order; None when RAW does
+    not read as a tree from end to end."""
+    out: list[tuple[bytes, bytes, bytes]] = []
+    at = 0
+    for match in _TREE_ENTRY[width].finditer(raw):
+        if match.start() != at:
+            return None
+        out.append(match.groups())  # type: ignore[arg-type]
+        at = match.end()
+    return out if at == len(raw) else None
+
+
+def merge_trees(gitdir: str | Path, fork: str, head: str, base: str) -> str | None:
+    """The tree of a three-way merge of HEAD's changes since FORK (their merge base) into BASE,
+    written in-process as loose objects; None when git must merge (then `git merge-tree`).
+
+    Only the merges every merge strategy agrees on are made here: each entry HEAD changed
+    (same name, same kind: a file stays a file, a directory a directory) that BASE left as FORK
+    had it is taken from HEAD; an entry both changed the same way, or only BASE changed, is
+    BASE's; a directory both changed is merged entry by entry. HEAD adding or removing an entry,
+    both changing one file differently (a conflict, or lines git would merge), HEAD changing
+    what BASE removed, a tree that is not loose: None. Rename detection cannot change such a
+    result (HEAD renames nothing; what BASE renamed, HEAD left alone). Every tree written keeps
+    BASE's entries in BASE's order with some ids (and file modes) replaced, so its id is the one
+    git would give it."""
+    if head in (fork, base):
+        return base
+    if base == fork:
+        return head
+    width = len(base) // 2
+    trees = []
+    for tree in (fork, head, base):
+        found = read_loose(gitdir, tree)
+        entries = _tree_entries(found[1], width) if found and found[0] == "tree" else None
+        if entries is None:
+            return None
+        trees.append(entries)
+    was = {name: (mode, oid) for mode, name, oid in trees[0]}
+    now = {name: (mode, oid) for mode, name, oid in trees[1]}
+    if was.keys() != now.keys():
+        return None  # HEAD added or removed an entry here
+    merged: list[bytes] = []
+    kept = set()
+    for mode, name, oid in trees[2]:
+        kept.add(name)
+        theirs = (mode, oid)
+        before, mine = was.get(name), now.get(name)
+        if before is None or mine is None or mine in (before, theirs):
+            pass  # BASE added it, HEAD left it alone, or both made the same change
+        elif theirs == before and (mine[0] == _DIR_MODE) == (mode == _DIR_MODE):
+            mode, oid = mine
+        elif mode == before[0] == mine[0] == _DIR_MODE:
+            sub = merge_trees(gitdir, before[1].hex(), mine[1].hex(), oid.hex())
+            if sub is None:
+                return None
+            oid = raw_id(sub)
+        else:
+            return None
+        merged.append(mode + b" " + name + b"\0" + oid)
+    if any(now[name] != was[name] for name in was.keys() - kept):
+        return None  # HEAD changed what BASE removed
+    return write_object(gitdir, "tree", b"".join(merged), id_len=len(base))
+
+
 def clean_message(message: str) -> str:
     """MESSAGE as `git commit -m` stores it: trailing spaces cut, runs of blank lines made one,
     no blank lines at either end, one final newline."""

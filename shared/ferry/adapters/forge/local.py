@@ -48,6 +48,7 @@ from ferry.adapters.git import (
     GitError,
     commit_fields,
     git,
+    merge_trees,
     read_loose,
     read_ref,
     takes_plain_ref_updates,
@@ -156,6 +157,8 @@ class LocalForge:
 
     MERGE_ATTEMPTS = 5
     POLL_INTERVAL = 0.005
+    # How far back along main's first parents a head's fork point is looked for in-process.
+    FORK_STEPS = 64
 
     def __init__(self, repo: str | Path, *, lock_timeout: float = 120.0) -> None:
         self.repo, self.git_dir = resolve_repo(repo)
@@ -168,6 +171,7 @@ class LocalForge:
         (self.state_dir / "open-heads").mkdir(parents=True, exist_ok=True)
         self.waiting_dir.mkdir(parents=True, exist_ok=True)
         self.lock_timeout = lock_timeout
+        self._commits: dict[str, tuple[str, list[str]]] = {}  # sha -> (tree, parents), loose
         self._lock = FileLock(
             str(self.state_dir / "forge.lock"), timeout=lock_timeout, thread_local=True
         )
@@ -512,9 +516,10 @@ class LocalForge:
         (merge commit, merged head sha). Retried when the base moves under us.
 
         No working tree: a head made on the base as it is (a promotion branch) merges to its own
-        tree (`_tree_on_base`), else `git merge-tree --write-tree` merges the trees inside the
-        repository; the merge commit is written in-process, and the base is moved with a
-        compare-and-swap (`_push_base`; a checkout of the base follows)."""
+        tree, and one made on an older base that changed other files than the base did since is
+        merged in-process (`_tree_in_process`); else `git merge-tree --write-tree` merges the
+        trees inside the repository. The merge commit is written in-process, and the base is
+        moved with a compare-and-swap (`_push_base`; a checkout of the base follows)."""
         last_error = ""
         for _attempt in range(self.MERGE_ATTEMPTS):
             base_sha, head_sha = self._branch_sha(pr.base), self._branch_sha(pr.head)
@@ -528,7 +533,7 @@ class LocalForge:
                     f"pull request #{pr.number}: '{pr.head}' moved to {head_sha[:12]} after "
                     f"{sha[:12]} was evaluated: not merged"
                 )
-            tree = self._tree_on_base(base_sha, head_sha)
+            tree = self._tree_in_process(base_sha, head_sha)
             if tree is None:
                 if self._is_ancestor(self.repo, head_sha, base_sha):
                     # already in the base: a merge pushed just before a crash, or by hand
@@ -554,17 +559,72 @@ class LocalForge:
             retry_after=1.0,
         )
 
-    def _tree_on_base(self, base_sha: str, head_sha: str) -> str | None:
-        """HEAD_SHA's tree when HEAD_SHA was made on BASE_SHA as it is (BASE_SHA is one of its
-        parents, as for a promotion branch cut from the current main): merging it gives that
-        tree, so git need not merge (`git merge-tree` reads both sides' trees, an environment's
-        directory of 10,000 entries included). Read from the loose object, without a process;
-        None otherwise (or when the commit is packed): then git merges."""
-        found = read_loose(self.git_dir, head_sha)
-        if found is None or found[0] != "commit":
+    def _tree_in_process(self, base_sha: str, head_sha: str) -> str | None:
+        """The tree of HEAD_SHA merged into BASE_SHA, found without a git process, or None (then
+        git merges, or finds HEAD_SHA already merged). Read from loose objects only.
+
+        A head made on BASE_SHA as it is (a promotion branch cut from the current main) merges
+        to its own tree: `git merge-tree` would read both sides' trees, an environment's
+        directory of 10,000 entries included. A head made on an older main (one parent, found a
+        few merges back along BASE_SHA's first parents: another replica merged meanwhile) is
+        merged here when its changes and main's since then touch different files
+        (`merge_trees`), once HEAD_SHA is known not to be in BASE_SHA already (`_merged_since`)."""
+        head = self._commit(head_sha)
+        if head is None or len(head[1]) != 1:
             return None
-        tree, parents, _ = commit_fields(found[1])
-        return tree if base_sha in parents and OBJECT_ID.match(tree) else None
+        head_tree, (fork,) = head
+        if fork == base_sha:
+            return head_tree
+        base = self._commit(base_sha)
+        fork_commit = self._commit(fork)
+        if base is None or fork_commit is None or self._merged_since(base_sha, fork, head_sha):
+            return None
+        return merge_trees(self.git_dir, fork_commit[0], head_tree, base[0])
+
+    def _merged_since(self, base_sha: str, fork: str, head_sha: str) -> bool:
+        """True unless FORK is on BASE_SHA's first-parent line (within FORK_STEPS commits) and
+        HEAD_SHA provably is not in BASE_SHA: every commit on that line above FORK brought in
+        nothing but, perhaps, one other branch of one commit made on that line (or on FORK's own
+        first parents): the merges of the local forge, of promotion branches. Anything else
+        (HEAD_SHA among them, a packed commit, a longer branch merged) answers True: git looks."""
+        line: list[tuple[str, list[str]]] = []
+        sha = base_sha
+        while sha != fork:
+            commit = self._commit(sha) if sha != head_sha else None
+            if commit is None or not commit[1] or len(line) == self.FORK_STEPS:
+                return True
+            line.append((sha, commit[1]))
+            sha = commit[1][0]
+        on_line = {sha for sha, _ in line} | {fork}
+        below = fork
+        for _, parents in line:
+            for side in parents[1:]:
+                commit = self._commit(side) if side != head_sha else None
+                if commit is None or len(commit[1]) != 1:
+                    return True
+                while commit[1][0] not in on_line:  # made on a main older than FORK?
+                    older = self._commit(below)
+                    if older is None or not older[1] or len(on_line) > 2 * self.FORK_STEPS:
+                        return True
+                    below = older[1][0]
+                    on_line.add(below)
+        return False
+
+    def _commit(self, sha: str) -> tuple[str, list[str]] | None:
+        """(tree, parents) of commit SHA when it is a loose object here, else None; kept (a
+        commit never changes)."""
+        found = self._commits.get(sha)
+        if found is None:
+            loose = read_loose(self.git_dir, sha)
+            if loose is None or loose[0] != "commit":
+                return None
+            tree, parents, _ = commit_fields(loose[1])
+            if not OBJECT_ID.match(tree):
+                return None
+            found = self._commits[sha] = (tree, parents)
+            while len(self._commits) > 4 * self.FORK_STEPS:
+                del self._commits[next(iter(self._commits))]
+        return found
 
     def _merge_tree(self, pr: PullRequest, base_sha: str, head_sha: str) -> str:
         """The tree of HEAD_SHA merged into BASE_SHA, written by `git merge-tree --write-tree`;
