@@ -25,7 +25,7 @@ from ferry.adapters.state import (
     RollbackStore,
     SignalStore,
 )
-from ferry.app import batch, bulk
+from ferry.app import batch, bulk, reports
 from ferry.app.canary import canary_state
 from ferry.app.explain import explanation
 from ferry.app.reports import Status, status
@@ -243,7 +243,14 @@ def test_status_decided_in_two_processes_says_the_same(env: Cluster, capsys) -> 
     random_situation(env, rnd, services, POLICY_SYNCED)
     code, out, err = run_cli(capsys, "status", "--json")
     assert code == 0, err
+    printed = json.loads(out)
+    assert printed["canaries"] and printed["decisions"]  # something to compare
+    assert split_in_two(env, ["status", "--json"]) == printed
 
+
+def split_in_two(env: Cluster, argv: list[str]) -> object:
+    """What `ferry ARGV` (--json) prints as a process of its own, made to split 90 cells (a
+    core free, whatever the load), having forked one child."""
     script = """if True:
         import os, sys
         from ferry.app import split
@@ -252,18 +259,16 @@ def test_status_decided_in_two_processes_says_the_same(env: Cluster, capsys) -> 
         os.fork = lambda: forks.append(1) or fork()
         from ferry.cli.main import main
         try:
-            main(["status", "--json"])
+            main(sys.argv[1:])
         finally:
             print(len(forks), file=sys.stderr)
     """
     proc = subprocess.run(
-        [sys.executable, "-c", script], env=env.env(), capture_output=True, text=True
+        [sys.executable, "-c", script, *argv], env=env.env(), capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "1"  # one child forked
-    printed = json.loads(out)
-    assert printed["canaries"] and printed["decisions"]  # something to compare
-    assert json.loads(proc.stdout) == printed
+    return json.loads(proc.stdout)
 
 
 @pytest.mark.parametrize("as_json", [False, True])
@@ -293,3 +298,37 @@ def test_status_as_a_program_writes_everything_and_skips_the_teardown(
     )
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout == out
+
+
+@pytest.mark.parametrize("seed", [8, 9])
+def test_pending_reads_in_bulk_what_each_cell_reads(env: Cluster, seed: int) -> None:
+    """`ferry status --pending` reads every cell as status does (app/bulk.py): over generated
+    states, what waits and on whom is what gathering each cell alone says."""
+    rnd = random.Random(seed)
+    services = [f"svc-{i:02d}" for i in range(30)]
+    env.init_repo(services)
+    random_situation(env, rnd, services, POLICY_SYNCED if seed % 2 else POLICY)
+    main = GitOpsRepo(str(env.repo_path), env.root / "cell-by-cell").at_main()
+    now = datetime.now(UTC)
+    cells = [(s, e) for s in services for e in ("dev", "staging", "prod")]
+    cells = [cell for cell in cells if main.values_exists(*cell)]
+
+    found = reports._pending(env.bus, main, cells, now)
+    assert found == [reports._waits(gather(env.bus, main, s, e, now)) for s, e in cells]
+    waiting = [p for p in found if p is not None]
+    assert waiting and len(waiting) < len(cells)  # something waits, something is settled
+    assert len({p["state"] for p in waiting}) >= 2
+
+
+def test_pending_decided_in_two_processes_says_the_same(env: Cluster, capsys) -> None:  # noqa: ANN001
+    """`ferry status --pending` with many cells reads and decides the second half in a forked
+    child, as status does: made to split 90 cells, it prints what one process prints."""
+    rnd = random.Random(6)
+    services = [f"svc-{i:02d}" for i in range(30)]
+    env.init_repo(services)
+    random_situation(env, rnd, services, POLICY_SYNCED)
+    code, out, err = run_cli(capsys, "status", "--pending", "--json")
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed  # something to compare
+    assert split_in_two(env, ["status", "--pending", "--json"]) == printed

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,7 +18,7 @@ from ferry.runtime.resources import connect, open_repo
 from ferry.runtime.settings import Settings
 
 if TYPE_CHECKING:
-    from ferry.core.decision import Decision
+    from ferry.core.decision import Decision, Snapshot
 
 
 def status_table(settings: Settings) -> dict[str, dict[str, str | None]]:
@@ -34,14 +36,13 @@ def _cells(
     bus: Bus, main: MainSnapshot, services: list[str]
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
     """What gate-evaluator decides now for every service and environment (the same `decide` on
-    the same snapshot as `ferry explain`), and every canary: main read once (prefetch), Redis in
-    a few bulk rounds for all the cells together (app/bulk.py), then `decide` on each snapshot.
-    A cell with no digest to move is read only as far as what names the digest
-    (without_digest). With many cells, the second half is read and decided in a child process
-    on another core (app/split.py)."""
+    the same snapshot as `ferry explain`), and every canary: main read once (SERVICES' values
+    files prefetched, by `_table`), Redis in a few bulk rounds for all the cells together
+    (app/bulk.py), then `decide` on each snapshot. A cell with no digest to move is read only as
+    far as what names the digest (without_digest). With many cells, the second half is read and
+    decided in a child process on another core (app/split.py)."""
     from ferry.app.split import in_two
 
-    main.prefetch(services)
     now = datetime.now(UTC)
     cells = [(s, e) for s in services for e in main.policy.env_names()]
     found = in_two(cells, lambda part: _read_cells(bus, main, part, now))
@@ -127,20 +128,26 @@ def status(settings: Settings) -> Status:
     repo = open_repo(settings)
     main = repo.at_main()
     services = repo.services()
-    # Tens of thousands of small objects that all live until the answer is printed: the cyclic
-    # collector would walk them again and again (a third of the time at 10,000 services).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with _uncollected():
         table = _table(main, services)
         try:
             decided, watched = _cells(connect(settings), main, services)
         except (redis.RedisError, NoRedis):
             decided, watched = {}, {}  # no Ferry running: what main pins is still worth showing
+    return Status(table, decided, watched)
+
+
+@contextmanager
+def _uncollected() -> Iterator[None]:
+    """Tens of thousands of small objects that all live until the answer is printed: the cyclic
+    collector would walk them again and again (a third of the time at 10,000 services)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
         if collecting:
             gc.enable()
-    return Status(table, decided, watched)
 
 
 def platform_manifest(settings: Settings, env: str) -> dict[str, Any]:
@@ -188,44 +195,57 @@ _SETTLED = ("up to date", "nothing to promote")
 
 def pending(settings: Settings) -> list[dict[str, Any]]:
     """Every promotion that is open or waits, with its unmet gates and who can move each one
-    (the same `decide` on the same snapshot as `ferry explain`)."""
-    from datetime import UTC, datetime
-
-    from ferry.app.snapshot import gather
-    from ferry.core.decision import decide
+    (the same `decide` on the same snapshot as `ferry explain`): read as `ferry status` reads
+    every cell (app/bulk.py; the second half in a child process when there are many: split.py)."""
+    from ferry.app.split import in_two
 
     repo = open_repo(settings)
     bus = connect(settings)
     main = repo.at_main()
+    services = repo.services()
+    main.prefetch(services)
     now = datetime.now(UTC)
-    out: list[dict[str, Any]] = []
-    for service in repo.services():
-        for env in main.policy.env_names():
-            if not main.values_exists(service, env):
-                continue
-            s = gather(bus, main, service, env, now)
-            d = decide(s)
-            if d.state in _SETTLED:
-                continue
-            pr = s.promotion.pr if s.promotion else None
-            gates = [
-                {"gate": g.gate, "status": g.status, "reason": g.reason, "who": _who(s, g.gate)}
-                for g in d.gates
-                if g.status != "passed"
-            ]
-            out.append(
-                {
-                    "service": service,
-                    "env": env,
-                    "digest": d.digest,
-                    "state": d.state,
-                    "pull_request": pr,
-                    "unmet": gates,
-                    "who": _who_moves(s, d.state, pr) if not gates else None,
-                    "reason": d.sentence,
-                }
-            )
-    return out
+    envs = main.policy.env_names()
+    cells = [(s, e) for s in services for e in envs if main.values_exists(s, e)]
+    with _uncollected():
+        found = in_two(cells, lambda part: _pending(bus, main, part, now))
+    return [p for p in found if p is not None]
+
+
+def _pending(
+    bus: Bus, main: MainSnapshot, cells: list[tuple[str, str]], now: datetime
+) -> list[dict[str, Any] | None]:
+    """For each of CELLS, what waits there (None: nothing, the cell is settled). A cell with no
+    digest to move is settled: `decide` finds nothing to promote."""
+    from ferry.app.bulk import snapshots as read_snapshots
+
+    gathered = read_snapshots(bus, main, cells, now).gathered
+    return [_waits(gathered[cell]) if cell in gathered else None for cell in cells]
+
+
+def _waits(s: Snapshot) -> dict[str, Any] | None:
+    """What waits in the cell of snapshot S, and on whom; None when it is settled."""
+    from ferry.core.decision import decide
+
+    d = decide(s)
+    if d.state in _SETTLED:
+        return None
+    pr = s.promotion.pr if s.promotion else None
+    gates = [
+        {"gate": g.gate, "status": g.status, "reason": g.reason, "who": _who(s, g.gate)}
+        for g in d.gates
+        if g.status != "passed"
+    ]
+    return {
+        "service": s.service,
+        "env": s.target,
+        "digest": d.digest,
+        "state": d.state,
+        "pull_request": pr,
+        "unmet": gates,
+        "who": _who_moves(s, d.state, pr) if not gates else None,
+        "reason": d.sentence,
+    }
 
 
 def _who(s: Any, gate: str) -> str:

@@ -77,18 +77,22 @@ def _pending(settings: Any, as_json: bool) -> None:
     found = pending(settings)
     if as_json:
         echo_json(found)
+        end_now()
         return
     if not found:
         typer.echo("nothing is open or waiting")
         return
+    lines = []  # one write: a line or more per promotion that waits (tens of thousands)
     for p in found:
         pr = f" #{p['pull_request']}" if p["pull_request"] else ""
-        typer.echo(f"{p['service']} -> {p['env']} {short(p['digest'])}{pr}: {p['state']}")
+        lines.append(f"{p['service']} -> {p['env']} {short(p['digest'])}{pr}: {p['state']}")
         for g in p["unmet"]:
-            typer.echo(f"  {g['gate']:<9} {g['status']:<8} {g['reason']}")
-            typer.echo(f"  {'':<9} {'':<8} moved by {g['who']}")
+            lines.append(f"  {g['gate']:<9} {g['status']:<8} {g['reason']}")
+            lines.append(f"  {'':<9} {'':<8} moved by {g['who']}")
         if p["who"]:
-            typer.echo(f"  moved by {p['who']}")
+            lines.append(f"  moved by {p['who']}")
+    typer.echo("\n".join(lines))
+    end_now()
 
 
 # --- manifest ---------------------------------------------------------------------------------
