@@ -10,12 +10,17 @@ auto-merged promotion on GitHub.
 
 from __future__ import annotations
 
+import argparse
 import os
+import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.env import digest_of
+import redis
+
+from bench.env import digest_of, id_ms
 from ferry.adapters.bus import Bus
 from ferry.adapters.scaffold import scaffold
 from ferry.core.events import decode_fields
@@ -29,12 +34,28 @@ FLAVOURS = ("github", "gitea", "gitlab")
 FLOOR = {"github": 3, "gitea": 3, "gitlab": 2}
 
 
-def run_one(url: str, root: Path, flavour: str, count: int) -> dict[str, Any]:
-    root = root / f"forge-{flavour}"
+def run_one(
+    url: str,
+    root: Path,
+    flavour: str,
+    count: int,
+    *,
+    replicas: int = 1,
+    latency: float = 0.0,
+    unlimited: bool = False,
+    tag: str = "",
+) -> dict[str, Any]:
+    """COUNT promotions on a fake forge of FLAVOUR drained by REPLICAS pr-writer processes (each
+    its own consumer and clone); the fake answers every request LATENCY seconds late. UNLIMITED
+    lifts the fleet's request budget (FERRY_FORGE_*=0): what is measured is then how fast the
+    replicas go, not the provider's documented limits (GitHub's 80 content-creating requests a
+    minute are reached at 27 promotions a minute)."""
+    root = root / f"forge-{flavour}{tag}"
     names = [f"svc-{i:02d}" for i in range(count)]
     scaffold(root / "gitops", names)
     fake = FakeForge(root / "fake", flavour).start()
-    prefix = f"bench-forge-{flavour}-{os.getpid()}:"
+    fake.latency = latency
+    prefix = f"bench-forge-{flavour}{tag}-{os.getpid()}:"
     settings = Settings(redis_url=url, stream_prefix=prefix, home=root / "home")
     bus = Bus(settings, url)
     procs = []
@@ -47,23 +68,37 @@ def run_one(url: str, root: Path, flavour: str, count: int) -> dict[str, Any]:
             "FERRY_STREAM_PREFIX": prefix,
             "FERRY_HOME": str(root / "home"),
             "FERRY_LOG_LEVEL": "WARNING",
-            "FERRY_CONSUMER": "pr-writer-1",
         }
-        procs.append(spawn_worker("pr-writer", env, root / "pr-writer.log"))
+        if unlimited:
+            env.update(
+                FERRY_FORGE_WRITES_PER_MINUTE="0",
+                FERRY_FORGE_WRITES_PER_HOUR="0",
+                FERRY_FORGE_REQUESTS_PER_HOUR="0",
+            )
+        for k in range(1, replicas + 1):
+            consumer = f"pr-writer-{k}"
+            procs.append(
+                spawn_worker(
+                    "pr-writer", {**env, "FERRY_CONSUMER": consumer}, root / f"{consumer}.log"
+                )
+            )
+        _wait_joined(bus, replicas)
         started = time.perf_counter()
         for name in names:
             bus.publish(open_in_dev(name, digest_of(f"{flavour}-{name}")))
         deadline = time.monotonic() + 60 + 10 * count
-        merged: list[dict[str, str]] = []
+        merged: list[tuple[bytes, dict[str, str]]] = []
         while time.monotonic() < deadline:
-            changes = [decode_fields(f) for _, f in bus.redis.xrange(bus.stream("changes"))]
-            merged = [c for c in changes if c["kind"] == "pr_merged"]
+            changes = [(i, decode_fields(f)) for i, f in bus.redis.xrange(bus.stream("changes"))]
+            merged = [(i, c) for i, c in changes if c["kind"] == "pr_merged"]
             if len(merged) >= count:
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         elapsed = time.perf_counter() - started
         if len(merged) < count:
             raise RuntimeError(f"{flavour}: only {len(merged)}/{count} promotions merged")
+        first = bus.redis.xrange(bus.stream("promotions"), count=1)[0][0]
+        span = (max(id_ms(i) for i, _ in merged) - id_ms(first)) / 1000
         with fake.lock:
             requests = list(fake.requests)
         api = [r for r in requests if r["api"]]
@@ -75,16 +110,35 @@ def run_one(url: str, root: Path, flavour: str, count: int) -> dict[str, Any]:
         return {
             "flavour": flavour,
             "promotions": count,
+            "replicas": replicas,
+            "latency_ms": latency * 1000,
             "writes_per_promotion": len(writes) / count,
             "reads_per_promotion": (len(api) - len(writes)) / count,
             "git_requests_per_promotion": (len(requests) - len(api)) / count,
             "writes_by_route": {k: v / count for k, v in sorted(per_path.items())},
             "floor": FLOOR[flavour],
             "seconds_per_promotion": elapsed / count,
+            "rate": count / span if span > 0 else float("nan"),
+            "prs": len(fake.pulls),
+            "dlq": bus.redis.xlen(bus.stream("dlq")),
         }
     finally:
         stop_processes(procs)
         fake.stop()
+
+
+def _wait_joined(bus: Bus, replicas: int) -> None:
+    """Until REPLICAS pr-writer consumers have joined their group on ferry:promotions."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            consumers = bus.redis.xinfo_consumers(bus.stream("promotions"), "pr-writer")
+        except redis.ResponseError:
+            consumers = []
+        if len(consumers) >= replicas:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"{replicas} pr-writer replicas did not join within 60 s")
 
 
 def _shape(path: str) -> str:
@@ -145,25 +199,111 @@ def splice(results_md: str, section: str) -> str:
     return results_md[:start] + section + ("\n" + rest if rest else "")
 
 
+def run_replicas(url: str, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each flavour of ARGS with each number of replicas, one after the other, ARGS.runs times
+    (alternating, so that the machine's load falls on both alike)."""
+    rows = []
+    for run in range(args.runs):
+        for flavour in args.flavours:
+            for replicas in args.replicas:
+                load = os.getloadavg()[0]
+                row = run_one(
+                    url,
+                    root,
+                    flavour,
+                    args.count,
+                    replicas=replicas,
+                    latency=args.latency_ms / 1000,
+                    unlimited=True,
+                    tag=f"-r{replicas}-{run}",
+                )
+                row.update(run=run, load=load, load_end=os.getloadavg()[0])
+                print(
+                    f"[bench.forges] {flavour} run {run + 1}: {replicas} pr-writer: "
+                    f"{row['rate']:.2f} promotions/s (load {load:.2f} -> {row['load_end']:.2f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                rows.append(row)
+    return rows
+
+
+def render_replicas(rows: list[dict[str, Any]], command: str) -> str:
+    out = [
+        "## (f') pr-writer replicas on an HTTP forge",
+        "",
+        f"Command: `{command}`. N promotions (one service each, auto-merged) published at once "
+        "to `ferry:promotions`, drained by the given number of pr-writer processes against the "
+        "tests' fake forge (real HTTP, git over HTTP), which answers every request "
+        f"{rows[0]['latency_ms']:g} ms late; the fleet's request budget lifted. Rate = "
+        "promotions / (first command id to last `pr_merged` id, server clock).",
+        "",
+        "| provider | replicas | run | promotions/s | s / promotion | PRs | dead letters "
+        "| load at start -> end |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['flavour']} | {r['replicas']} | {r['run'] + 1} | **{r['rate']:.2f}** "
+            f"| {1 / r['rate']:.3f} | {r['prs']} | {r['dlq']} "
+            f"| {r['load']:.2f} -> {r['load_end']:.2f} |"
+        )
+    out.append("")
+    for flavour in dict.fromkeys(r["flavour"] for r in rows):
+        by = {
+            k: statistics.median(
+                r["rate"] for r in rows if r["flavour"] == flavour and r["replicas"] == k
+            )
+            for k in dict.fromkeys(r["replicas"] for r in rows)
+        }
+        least = min(by)
+        ratios = ", ".join(f"{k} vs {least}: {by[k] / by[least]:.2f}x" for k in by if k != least)
+        rates = ", ".join(f"{k} replica(s) {v:.2f}/s" for k, v in by.items())
+        out.append(f"- {flavour}: medians {rates}; {ratios}.")
+    out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.forges [N]`: run this section alone and update bench/RESULTS.md."""
-    import sys
+    """`python -m bench.forges [N]`: run this section alone and update bench/RESULTS.md.
+
+    With `--replicas 1 3` (and `--latency-ms`, `--flavours`, `--runs`), measure promotions a
+    second with each number of pr-writer replicas instead, and print that section (written to
+    `--out` when given)."""
+    import shlex
     import tempfile
 
     from ferry.adapters.embedded import start_server
 
-    args = sys.argv[1:] if argv is None else argv
-    count = int(args[0]) if args else 10
+    parser = argparse.ArgumentParser(prog="python -m bench.forges")
+    parser.add_argument("count", nargs="?", type=int, default=10)
+    parser.add_argument("--replicas", type=int, nargs="+")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--flavours", nargs="+", choices=FLAVOURS, default=list(FLAVOURS))
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     server = start_server()
     try:
         with tempfile.TemporaryDirectory(prefix="ferry-bench-forges-") as tmp:
-            rows = run(server.connection_url, Path(tmp), count)
+            if args.replicas:
+                command = shlex.join(["python", "-m", "bench.forges", *(argv or sys.argv[1:])])
+                section = render_replicas(
+                    run_replicas(server.connection_url, Path(tmp), args), command
+                )
+            else:
+                rows = run(server.connection_url, Path(tmp), args.count)
     finally:
         server.stop()
+    if args.replicas:
+        print(section)
+        if args.out:
+            args.out.write_text(section)
+        return 0
     section = render(rows)
     print(section)
-    out = Path(__file__).parent / "RESULTS.md"
-    out.write_text(splice(out.read_text(), section))
+    out = args.out or Path(__file__).parent / "RESULTS.md"
+    out.write_text(splice(out.read_text() if out.exists() else "", section))
     return 0
 
 

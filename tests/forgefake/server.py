@@ -155,6 +155,9 @@ class FakeForge:
         # what a random transient failure may be ("after": the write is done, the answer is a 502)
         self.transient_kinds = ["500", "502", "503", "429", "secondary", "after"]
         self.rng = random.Random(8)
+        # Seconds every request waits before it is handled (outside the lock), as a forge across
+        # a network answers later than one on this machine (bench.forges --latency-ms).
+        self.latency = 0.0
         self.before_merge: list[Any] = []  # callables run once each, before the next merge
         # What happened, for the tests to check.
         self.requests: list[dict[str, Any]] = []
@@ -506,6 +509,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         with f.lock:
             f.requests.append(record)
+        if f.latency:
+            time.sleep(f.latency)
         if re.match(rf"^/{re.escape(f.owner)}/{re.escape(f.name)}\.git(/|$)", path):
             record["status"] = self._git(method, url, body, token)
             return
