@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import platform
 import random
 import shutil
 import subprocess
@@ -21,6 +23,7 @@ from ferry.adapters.forge import (
     MergeConflict,
     PermanentForgeError,
     PullRequestNotFound,
+    TransientForgeError,
     read_pulls,
 )
 from ferry.adapters.git import git
@@ -642,6 +645,63 @@ def test_two_processes_racing_on_the_same_keys_open_one_pr_per_key(tmp_path: Pat
     assert len(prs) == 20
     assert sorted(p.key or "" for p in prs) == sorted(f"k-{i}" for i in range(20))
     assert sorted(p.number for p in prs) == list(range(1, 21))
+
+
+# The flock system call's number, where this test knows it.
+_FLOCK_SYSCALL = {"x86_64": 73, "aarch64": 32}.get(platform.machine())
+
+
+def _threads_in_flock() -> int:
+    """How many threads of this process are blocked in the flock system call now."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            call = (task / "syscall").read_text().split()
+        except OSError:
+            continue
+        count += bool(call) and call[0] == str(_FLOCK_SYSCALL)
+    return count
+
+
+@pytest.mark.skipif(_FLOCK_SYSCALL is None, reason="flock's system call number unknown here")
+def test_a_writer_waits_for_the_forge_lock_in_the_kernel_not_by_polling(tmp_path: Path) -> None:
+    """A writer that finds forge.lock taken sleeps in flock until the holder lets go (woken
+    then, where a poll left the lock idle a few ms at each hand-over between replicas); one that
+    waited longer than its timeout gives up, and the lock it would have taken later is let go."""
+    repo = make_repo(tmp_path, bare=True)
+    client = clone(repo, tmp_path / "client")
+    push_branch(client, "b", {"b.txt": "b\n"})
+    forge = LocalForge(repo)
+    pr = forge.open_pr(head="b", title="t", body="")
+    holder = os.open(forge.state_dir / "forge.lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process's merge, as far as the forge can tell
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            commented = pool.submit(forge.comment, pr.number, "waited")
+            seen = 0
+            deadline = time.monotonic() + 20
+            try:
+                while seen < 5 and time.monotonic() < deadline:  # asleep in flock, and stays so
+                    seen = seen + 1 if _threads_in_flock() == 1 else 0
+                    time.sleep(0.05)
+                assert seen == 5, "no thread sleeps in flock while the lock is taken"
+                assert not commented.done()
+                assert len(list(forge.waiting_dir.iterdir())) == 1
+            finally:
+                fcntl.flock(holder, fcntl.LOCK_UN)
+            assert commented.result(timeout=20).comments[-1].body == "waited"
+        assert list(forge.waiting_dir.iterdir()) == []
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        impatient = LocalForge(repo, lock_timeout=0.3)
+        with pytest.raises(TransientForgeError, match="stayed locked"):
+            impatient.comment(pr.number, "never")
+    finally:
+        os.close(holder)
+    # the waiter given up on lets go of the lock it took once the holder had
+    assert LocalForge(repo, lock_timeout=20).comment(pr.number, "later").comments[-1].body == (
+        "later"
+    )
+    assert [c.body for c in forge.get_pr(pr.number).comments] == ["waited", "later"]
 
 
 def test_threads_sharing_one_forge(tmp_path: Path) -> None:
