@@ -149,18 +149,30 @@ def _spread(names: list[str], k: int) -> list[str]:
     return [names[i * len(names) // k] for i in range(k)] if k < len(names) else list(names)
 
 
-def _cli_wall(site: Site, args: list[str], runs: int) -> dict[str, Any]:
+# `ferry` as a program that never forks a child for half of status's cells (app/split.py), as
+# when no core is idle.
+ONE_PROCESS = """if True:
+    import sys
+    from ferry.app import split
+    split._core_free = lambda: False
+    sys.argv = ["ferry", *sys.argv[1:]]
+    from ferry.cli.main import main
+    main()
+"""
+
+
+def _cli_wall(site: Site, args: list[str], runs: int, one_process: bool = False) -> dict[str, Any]:
     """Wall time of `ferry ARGS` as a process, and its CPU time (user + system, with its git
-    processes'): on a shared machine the wall time follows the load, the CPU time much less."""
+    processes' and a forked child's): on a shared machine the wall time follows the load, the
+    CPU time much less. ONE_PROCESS: status never splits its cells over two processes."""
     env = site.env()
     walls, cpus = [], []
     out = ""
+    ferry = [sys.executable, "-c", ONE_PROCESS] if one_process else [sys.executable, "-m", "ferry"]
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "ferry", *args], env=env, capture_output=True, text=True
-        )
+        proc = subprocess.run([*ferry, *args], env=env, capture_output=True, text=True)
         walls.append(time.perf_counter() - t0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
@@ -223,6 +235,7 @@ def run_flat(url: str, root: Path, n: int, events: int, promotions: int) -> dict
         out["pr_writer"] = drained_pw
         # people: status (every service) and explain (one), the workers still up.
         out["status"] = _cli_wall(site, ["status"], 3)
+        out["status_one"] = _cli_wall(site, ["status"], 3, one_process=True)
         mid = names[len(names) // 2]
         out["explain"] = _cli_wall(site, ["explain", mid, "staging"], 3)
         out["errors"] = site.worker_errors()
@@ -394,7 +407,8 @@ def _render_s(res: dict[str, Any]) -> list[str]:
         f"- At {sizes[-1]:,} services: `ferry status` **{big['status']['median_s']:.2f} s** "
         f"({big['status']['lines']} lines; runs "
         f"{', '.join(f'{x:.2f}' for x in big['status']['runs'])}; CPU "
-        f"{_cpu(big['status'])}), `ferry explain` "
+        f"{_cpu(big['status'])}; in one process, as when no core is idle: "
+        f"{big['status_one']['median_s']:.2f} s, CPU {_cpu(big['status_one'])}), `ferry explain` "
         f"**{big['explain']['median_s']:.2f} s** (runs "
         f"{', '.join(f'{x:.2f}' for x in big['explain']['runs'])}; CPU "
         f"{_cpu(big['explain'])}); goal under 1 s. At {sizes[0]:,}: status "
@@ -438,17 +452,20 @@ def _render_s(res: dict[str, Any]) -> list[str]:
             f"- **`ferry status` at {sizes[-1]:,} services ({big['status']['median_s']:.1f} s)**: "
             "main's pins come whole from the CLI's kept copy when main has not moved (no "
             "`ls-tree`), every cell's Redis keys are planned and fetched in two round trips "
-            "packed by hand (app/bulk.py, adapters/pipelined.py), `gather` runs once per cell on "
-            "what came back and `decide` once per cell; with a core idle, the second half of the "
-            "cells is read and decided in a forked child (app/split.py: the CPU time then "
-            "exceeds the wall time). What remains is the interpreter and the imports (about a "
-            "quarter of a second: pydantic-settings, redis-py, which imports its asyncio client, "
-            "the policy's models) and Python per cell: about 75 us for each cell with a digest "
-            "to move (its nine reads, `gather`'s snapshot, `decide`'s gates), about 15 us for "
-            "the others. "
-            "Closing it, without storing decisions: fewer objects per cell (no snapshot for a "
-            "cell whose source pins nothing), a lighter import of the CLI, or a process per "
-            "core on a machine with more of them."
+            "packed by hand (app/bulk.py, adapters/pipelined.py, the replies taken from "
+            "hiredis's reader), `gather` runs once per cell with a digest to move and `decide` "
+            "once per such cell; a cell with no digest to move gets no snapshot (one decision "
+            "per source answers them all); with a core idle, the second half of the cells is "
+            "read and decided in a forked child (app/split.py: the CPU time then exceeds the "
+            "wall time), and the process ends without the interpreter's teardown once the "
+            "output is written. What remains is the interpreter and the imports (about a "
+            "quarter of a second, nearly all of it what status uses: pydantic-settings, "
+            "redis-py, which imports its asyncio client, the policy's and the events' models) "
+            "and Python per cell: about 70 us of CPU for each cell with a digest to move (12 "
+            "planning its nine reads, 10 fetching them, 20 `gather`'s snapshot, 28 `decide` "
+            "and its gates), about 5 us for the others. Closing it, without storing "
+            "decisions: cheaper per-cell reads and gates, or a process per core on a machine "
+            "with more of them."
         )
     if big["explain"]["median_s"] >= 1:
         missed.append(
