@@ -5,6 +5,8 @@ reply must raise, leaving the client fit for use."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
@@ -60,3 +62,110 @@ def test_mget_is_what_redis_py_answers(redis_url: str, prefix: str, protocol: in
     assert pipelined.mget(client, keys, per=1000) == client.mget(keys)
     assert pipelined.mget(client, []) == []
     client.delete(*keys)
+
+
+def _decision_commands(pipe: Any, k: list[str], stream: str, group: str) -> None:
+    """What a decision's round trips carry: a lock's SET NX, reads, queued writes (an EVAL
+    among them), an XACK and the next read."""
+    pipe.hset(k[0], "integration", '{"status": "success"}')
+    pipe.set(k[1], "token", nx=True, px=10_000)
+    pipe.set(k[1], "other", nx=True, px=10_000)  # taken: None
+    pipe.get(k[2])
+    pipe.get(k[3])  # missing
+    pipe.hget(k[0], "integration")
+    pipe.hgetall(k[0])
+    pipe.hgetall(k[4])  # missing
+    pipe.zadd(k[5], {"m": 1.5})
+    pipe.zrem(k[5], "m")
+    pipe.xadd(stream, {"a": "1", "b": "2"}, maxlen=1000, approximate=True)
+    pipe.execute_command("EVAL", "return redis.call('GET', KEYS[1])", 1, k[2])
+    pipe.delete(k[6])
+    pipe.xack(stream, group, "0-1")
+    pipe.xreadgroup(group, "c", {stream: ">"}, count=10)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("transaction", [False, True])
+def test_exchange_answers_what_redis_py_pipeline_answers(
+    redis_url: str, prefix: str, protocol: int, transaction: bool
+) -> None:
+    """The Bus's round trips (`pipelined.exchange`) answer what redis-py's pipeline answers,
+    in RESP2 and RESP3, in a transaction or not."""
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    answers = []
+    for run in ("redis-py", "by hand"):
+        k = [f"{prefix}{run}:x:{i}" for i in range(7)]
+        stream = f"{prefix}{run}:s"
+        client.set(k[2], "value")
+        client.xgroup_create(stream, "g", id="0", mkstream=True)
+        client.xadd(stream, {"first": "entry"})
+        if run == "redis-py":
+            with client.pipeline(transaction=transaction) as pipe:
+                _decision_commands(pipe, k, stream, "g")
+                got = pipe.execute()
+        else:
+            commands = pipelined.Commands()
+            _decision_commands(commands, k, stream, "g")
+            got = pipelined.exchange(client, commands.commands, transaction=transaction)
+        # The entry ids differ from run to run; what they hold does not.
+        answers.append([_without_ids(a) for a in got])
+    assert answers[0] == answers[1]
+
+
+def _without_ids(answer: Any) -> Any:
+    if isinstance(answer, bytes) and answer[:1].isdigit() and b"-" in answer:
+        return b"<id>"
+    if isinstance(answer, dict) and all(b":s" in s for s in answer):  # XREADGROUP, RESP3
+        return {
+            s.split(b":")[-1]: [[(b"<id>", f) for _, f in e] for e in es]
+            for s, es in answer.items()
+        }
+    if isinstance(answer, list) and answer and isinstance(answer[0], list):  # XREADGROUP
+        return [[s.split(b":")[-1], [(b"<id>", f) for _, f in e]] for s, e in answer]
+    return answer
+
+
+@pytest.mark.parametrize("transaction", [False, True])
+def test_exchange_errors_are_redis_py_pipeline_errors(
+    redis_url: str, prefix: str, transaction: bool
+) -> None:
+    """An error reply raises what redis-py's pipeline raises, worded alike; in a transaction, a
+    command refused as queued runs nothing, and one that fails as EXEC runs it raises
+    ExecFailed naming it (the others ran). The client serves on after each."""
+    client = redis.Redis.from_url(redis_url)
+    text, other, counter = f"{prefix}text", f"{prefix}other", f"{prefix}n"
+    client.set(text, "plain")
+
+    def wrong_type(pipe: Any) -> None:
+        pipe.incr(counter)
+        pipe.hset(text, "f", "v")  # WRONGTYPE: fails as it runs
+        pipe.set(other, "1")
+
+    def wrong_arity(pipe: Any) -> None:
+        pipe.incr(counter)
+        pipe.execute_command("GET")  # refused as queued
+        pipe.set(other, "1")
+
+    messages = []
+    for build in (wrong_type, wrong_arity):
+        expected = []
+        for run in ("redis-py", "by hand"):
+            client.delete(counter, other)
+            with pytest.raises(redis.ResponseError) as raised:
+                if run == "redis-py":
+                    with client.pipeline(transaction=transaction) as pipe:
+                        build(pipe)
+                        pipe.execute()
+                else:
+                    commands = pipelined.Commands()
+                    build(commands)
+                    pipelined.exchange(client, commands.commands, transaction=transaction)
+            expected.append((str(raised.value), client.get(counter), client.get(other)))
+            if run == "by hand" and transaction and build is wrong_type:
+                assert isinstance(raised.value, pipelined.ExecFailed)
+                assert raised.value.failed == [1]
+            assert client.get(text) == b"plain"
+        assert expected[0] == expected[1]
+        messages.append(expected[1][0])
+    assert "WRONGTYPE" in messages[0] and "Command # 2" in messages[0]
+    client.delete(text)
