@@ -332,8 +332,7 @@ def render(res: dict[str, Any], info: dict[str, str], command: str) -> str:
     def rows(part: dict[str, Any], n: int) -> str:
         out = []
         for mode, r in part.items():
-            ferry = ", ".join(f"{x['rate']:.0f}" for x in r["ferry"])
-            bare = ", ".join(f"{x['rate']:.0f}" for x in r["bare"])
+            ferry, bare = rates(r)
             out.append(
                 f"| {throughput.MODES[mode]} | {n} | **{r['rate']:.0f}** ({ferry}) | "
                 f"{r['wall_rate']:.0f} | **{r['bare_rate']:.0f}** ({bare}) | "
@@ -474,6 +473,29 @@ promotions) had lag 0 and nothing pending. Baseline: the bare COUNT 100 loop ove
 """
 
 
+# The parts of this section, in the order they run (`--only`).
+PARTS = ("round-trips", "one", "floor", "backlog", "replay")
+
+
+def rates(r: dict[str, Any]) -> tuple[str, str]:
+    """Each run's rate, Ferry's and the bare loop's."""
+    return tuple(", ".join(f"{x['rate']:.0f}" for x in r[k]) for k in ("ferry", "bare"))  # type: ignore[return-value]
+
+
+def brief(res: dict[str, Any]) -> str:
+    """The throughput parts of RES in a few lines (a run of some parts only, `--only`)."""
+    out = [f"load average {res['load_start']} at the start, {res['load_end']} at the end"]
+    for part in ("one", "backlog"):
+        for mode, r in res.get(part, {}).items():
+            ferry, bare = rates(r)
+            out.append(
+                f"{part} {mode}: Ferry {r['rate']:.0f}/s ({ferry}), bare {r['bare_rate']:.0f}/s "
+                f"({bare}): {100 * r['ratio']:.0f}%; {r['commands']:.1f} commands per entry, "
+                f"{r['dlq']} dead letters, {len(r['errors'])} runs with worker errors"
+            )
+    return "\n".join(out)
+
+
 def load() -> str:
     return Path("/proc/loadavg").read_text().split(" ")[0]
 
@@ -488,22 +510,29 @@ def run(
     runs: int = 3,
     backlog_runs: int = 1,
     step: Callable[[str], None] = lambda _: None,
+    only: tuple[str, ...] = PARTS,
+    modes: tuple[str, ...] = ("failure", "skip"),
 ) -> dict[str, Any]:
-    """Every part of this section on the server at URL, in scratch directories under ROOT."""
+    """The parts ONLY of this section (all by default) on the server at URL, in scratch
+    directories under ROOT."""
     names = services(40)
     t0 = time.perf_counter()
     res: dict[str, Any] = {"load_start": load(), "n_one": one, "n_backlog": backlog, "n_rt": 200}
-    step("round trips per decision")
-    res["round_trips"] = round_trips(url, root, names, res["n_rt"])
-    modes = ("failure", "skip")
-    res["one"] = throughput_runs(url, root, names, one, runs, 1, 1, modes, step)
-    step(f"the readers alone: {one} entries, {runs} runs")
-    res["floor"] = read_floors(url, names, one, runs)
-    res["backlog"] = throughput_runs(
-        url, root, names, backlog, backlog_runs, None, 100, modes, step
-    )
-    step(f"replay: {replay} CI events")
-    res["replay"] = replay_run(url, root, 20, replay)
+    if "round-trips" in only:
+        step("round trips per decision")
+        res["round_trips"] = round_trips(url, root, names, res["n_rt"])
+    if "one" in only:
+        res["one"] = throughput_runs(url, root, names, one, runs, 1, 1, modes, step)
+    if "floor" in only:
+        step(f"the readers alone: {one} entries, {runs} runs")
+        res["floor"] = read_floors(url, names, one, runs)
+    if "backlog" in only:
+        res["backlog"] = throughput_runs(
+            url, root, names, backlog, backlog_runs, None, 100, modes, step
+        )
+    if "replay" in only:
+        step(f"replay: {replay} CI events")
+        res["replay"] = replay_run(url, root, 20, replay)
     res["elapsed_s"] = time.perf_counter() - t0
     res["load_end"] = load()
     return res
@@ -518,6 +547,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs of the one-at-a-time part (3)")
     p.add_argument("--backlog-runs", type=int, default=1, help="runs of the backlog part (1)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run only this part (repeatable); prints a summary and writes nothing",
+    )
+    p.add_argument(
+        "--mode",
+        action="append",
+        choices=sorted(throughput.MODES),
+        help="with --only: only these entries (repeatable; default both)",
+    )
     args = p.parse_args(argv)
     for name in ("one", "backlog", "replay", "runs", "backlog_runs"):
         if getattr(args, name) < 1:
@@ -543,9 +584,14 @@ def main(argv: list[str] | None = None) -> int:
                 runs=args.runs,
                 backlog_runs=args.backlog_runs,
                 step=step,
+                only=tuple(args.only or PARTS),
+                modes=tuple(args.mode or ("failure", "skip")) if args.only else ("failure", "skip"),
             )
     finally:
         server.stop()
+    if args.only:
+        print(brief(res))
+        return 0
     command = ".venv/bin/python -m bench.backlog " + " ".join(argv)
     section = render(res, info, command.strip())
     print(section)
