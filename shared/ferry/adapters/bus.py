@@ -323,6 +323,8 @@ class Bus:
         self.url = url
         self._client: Any = connect_redis(url, cluster=settings.redis_cluster)
         self._queued = _Queued()
+        # This thread's connection for its round trips (`pipelined.held`).
+        self._conn = threading.local()
         # May a transaction span hash slots (the server is not in cluster mode)? None: not
         # asked yet.
         self._atomic: bool | None = None
@@ -621,7 +623,8 @@ class Bus:
         for name, args, kwargs in ops:
             getattr(pipe, name)(*args, **kwargs)
         build(pipe)
-        return pipelined.exchange(self._client, pipe.commands, transaction=transaction)
+        conn = pipelined.held(self._client, self._conn)
+        return pipelined.exchange(self._client, pipe.commands, transaction=transaction, conn=conn)
 
     def _drop(self) -> None:
         """Forget this thread's queue after a round trip that failed (what it sent may or may

@@ -5,6 +5,8 @@ at 10,000 services (six times what this costs, with hiredis parsing the replies)
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, cast
 
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _HiredisParser
@@ -72,29 +74,44 @@ def _exchange(client: Any, parts: list[bytes]) -> list[Any]:
         pool.release(conn)
 
 
-def _replies(conn: Any, n: int) -> list[Any]:
+def _replies(conn: Any, n: int, *, keep_errors: bool = False) -> list[Any]:
     """The next N replies on CONN, in order, each parsed by the connection's parser. With
     hiredis's, the replies already read from the socket are taken from its reader directly: a
     quarter of the CPU of `read_response` per reply (0.02 s rather than 0.075 s for `ferry
     status`'s 90,000 at 10,000 services), which is still asked whenever the reader needs more
-    bytes, so that reading the socket, its errors and its timeouts stay redis-py's."""
+    bytes, so that reading the socket, its errors and its timeouts stay redis-py's. An error
+    reply is raised, or with KEEP_ERRORS kept in its place (every reply is read all the same)."""
     parser = conn._parser
     if not isinstance(parser, _HiredisParser) or parser._reader is None:
-        return [conn.read_response() for _ in range(n)]
+        return [_read_one(conn, keep_errors) for _ in range(n)]
     gets = parser._reader.gets
     push = parser._hiredis_PushNotificationType
     out: list[Any] = []
     while len(out) < n:
         reply = gets()
         if reply is NOT_ENOUGH_DATA:
-            reply = conn.read_response()  # reads the socket until a whole reply is parsed
-        elif isinstance(reply, Exception):
+            reply = _read_one(conn, keep_errors)  # reads the socket until a reply is parsed
+        elif isinstance(reply, Exception) and not (keep_errors and _kept(reply)):
             raise reply  # an error reply (ResponseError and its kinds, as redis-py makes them)
         elif push is not None and isinstance(reply, push):
             parser.handle_push_response(reply)  # RESP3: not a reply to a command of ours
             continue
         out.append(reply)
     return out
+
+
+def _kept(error: Exception) -> bool:
+    """Is ERROR a command's error reply (a lost connection, a server loading, is raised)?"""
+    return isinstance(error, ResponseError)
+
+
+def _read_one(conn: Any, keep_errors: bool) -> Any:
+    try:
+        return conn.read_response()
+    except ResponseError as e:
+        if not keep_errors:
+            raise
+        return e
 
 
 class Commands(CoreCommands):
@@ -112,7 +129,11 @@ class Commands(CoreCommands):
 
 
 def exchange(
-    client: Any, commands: list[tuple[tuple[Any, ...], dict[str, Any]]], *, transaction: bool
+    client: Any,
+    commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    *,
+    transaction: bool,
+    conn: Any = None,
 ) -> list[Any]:
     """What redis-py's `client.pipeline(transaction=...)` with COMMANDS queued returns from
     `execute()` (the same answers, through the client's own reply callbacks; the first error
@@ -120,19 +141,42 @@ def exchange(
     retry policy says), for a fraction of its CPU: the commands packed by hiredis in one write
     on one connection of CLIENT's pool (a server, not a cluster), the replies read in order.
     TRANSACTION: inside MULTI/EXEC. An error reply to EXEC's commands is raised as
-    `ExecFailed`, which says which of them failed (they all ran)."""
+    `ExecFailed`, which says which of them failed (they all ran). CONN: a connection of that
+    pool the caller holds (`held`), rather than one taken from the pool and given back."""
+    if conn is not None:
+        return _tried(conn, client, commands, transaction)
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        return cast(
-            list[Any],
-            conn.retry.call_with_retry(
-                lambda: _exchange_on(conn, client, commands, transaction),
-                lambda _error: conn.disconnect(),
-            ),
-        )
+        return _tried(conn, client, commands, transaction)
     finally:
         pool.release(conn)
+
+
+def held(client: Any, holder: threading.local) -> Any:
+    """A connection of CLIENT's pool that this thread keeps in HOLDER, for `exchange`: taking
+    one from the pool and giving it back (a lock, a poll for stale data, the pool's metrics)
+    costs more than a decision's Python around it. `exchange` leaves it with every reply read
+    or disconnected (it reconnects when used again); in a forked child, another is taken."""
+    mine = getattr(holder, "conn", None)
+    if mine is None or mine[0] != os.getpid():
+        mine = holder.conn = (os.getpid(), client.connection_pool.get_connection())
+    return mine[1]
+
+
+def _tried(
+    conn: Any,
+    client: Any,
+    commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    transaction: bool,
+) -> list[Any]:
+    return cast(
+        list[Any],
+        conn.retry.call_with_retry(
+            lambda: _exchange_on(conn, client, commands, transaction),
+            lambda _error: conn.disconnect(),
+        ),
+    )
 
 
 class ExecFailed(ResponseError):
@@ -144,13 +188,24 @@ class ExecFailed(ResponseError):
         self.failed = failed
 
 
-def _pack(conn: Any, args: tuple[Any, ...]) -> bytes:
+def _packed(conn: Any, commands: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[bytes]:
     if HIREDIS_AVAILABLE:
+        pack = hiredis.pack_command
         try:
-            return cast(bytes, hiredis.pack_command(args))
+            return [pack(args) for args, _ in commands]
         except TypeError:
             pass  # redis-py says what it cannot send
-    return b"".join(conn.pack_command(*args))
+    return [b"".join(conn.pack_command(*args)) for args, _ in commands]
+
+
+def _callbacks(client: Any) -> dict[str, Any]:
+    """CLIENT's reply callbacks as a plain dict by command name (redis-py's is case-blind, at a
+    cost per look-up), made once per client."""
+    made: dict[str, Any] | None = getattr(client, "_ferry_callbacks", None)
+    if made is None or len(made) != len(client.response_callbacks):
+        made = {k.upper(): v for k, v in client.response_callbacks.items()}
+        client._ferry_callbacks = made
+    return made
 
 
 def _exchange_on(
@@ -159,49 +214,43 @@ def _exchange_on(
     commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
     transaction: bool,
 ) -> list[Any]:
-    wire = [_pack(conn, args) for args, _ in commands]
+    wire = _packed(conn, commands)
     if transaction:
         wire = [b"*1\r\n$5\r\nMULTI\r\n", *wire, b"*1\r\n$4\r\nEXEC\r\n"]
     read = False  # every reply read: the connection may serve again
     try:
         conn.send_packed_command([b"".join(wire)])
-        replies: list[Any] = []
-        errors: list[tuple[int, ResponseError]] = []
-        for n in range(-1 if transaction else 0, len(commands)):
-            try:
-                reply = conn.read_response()  # MULTI's OK, each command's QUEUED or answer
-            except ResponseError as e:
-                if n < 0:
-                    raise
-                errors.append((n, e))
-                reply = e
-            if n >= 0:
-                replies.append(reply)
-        if transaction:
-            try:
-                replies = conn.read_response()
-            except ExecAbortError:  # refused as queued: nothing ran
-                read = True
-                if errors:
-                    raise _annotated(errors[0][1], errors[0][0], commands) from None
-                raise
-            errors = [(n, r) for n, r in enumerate(replies) if isinstance(r, ResponseError)]
+        # MULTI's OK, each command's QUEUED (or its answer), EXEC's answers
+        replies = _replies(conn, len(wire), keep_errors=True)
         read = True
     finally:
         if not read:
             conn.disconnect()  # replies may be left unread on it
+    if transaction:
+        if isinstance(replies[0], ResponseError):
+            raise replies[0]  # MULTI refused
+        queued, replies = replies[1:-1], replies[-1]
+        if isinstance(replies, ResponseError):  # EXECABORT: refused as queued, nothing ran
+            errors = [(n, r) for n, r in enumerate(queued) if isinstance(r, ResponseError)]
+            if errors and isinstance(replies, ExecAbortError):
+                raise _annotated(errors[0][1], errors[0][0], commands) from None
+            raise replies
+    errors = [(n, r) for n, r in enumerate(replies) if isinstance(r, ResponseError)]
     if errors and transaction:
         n, first = errors[0]
         raise ExecFailed(str(_annotated(first, n, commands)), [n for n, _ in errors]) from first
     if errors:
         raise _annotated(errors[0][1], errors[0][0], commands)
-    callbacks = client.response_callbacks
+    callbacks = _callbacks(client)
     out = []
     for (args, options), reply in zip(commands, replies, strict=True):
-        if args[0] in callbacks and not isinstance(reply, ResponseError):
+        callback = callbacks.get(args[0])
+        if callback is None and isinstance(args[0], str) and not args[0].isupper():
+            callback = callbacks.get(args[0].upper())
+        if callback is not None:
             if "keys" in options:
                 options = {k: v for k, v in options.items() if k != "keys"}
-            reply = callbacks[args[0]](reply, **options)
+            reply = callback(reply, **options)
         out.append(reply)
     return out
 
