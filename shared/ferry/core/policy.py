@@ -387,6 +387,7 @@ class Policy(_Model):
     # defaults that pydantic filled in.
     _raw_envs: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
     _merged: dict[tuple[str, str], EnvironmentPolicy] = PrivateAttr(default_factory=dict)
+    _targets: dict[tuple[str, str | None], tuple[str, ...]] = PrivateAttr(default_factory=dict)
 
     @field_validator("environments")
     @classmethod
@@ -423,6 +424,7 @@ class Policy(_Model):
             }
         policy._raw_envs = raw
         policy._merged = {}
+        policy._targets = {}
         policy._check_references()
         return policy
 
@@ -520,11 +522,16 @@ class Policy(_Model):
 
     def targets_from(self, source: str, service: str | None = None) -> list[str]:
         """Environments promoted from SOURCE ('build' for a fresh build), in file order."""
-        return [
-            name
-            for name in self.environments
-            if self.environment(name, service).promote_from == source
-        ]
+        # Asked twice per decision; a pair seen before is answered from memory.
+        targets = self._targets
+        found = targets.get((source, service))
+        if found is None:
+            found = targets[(source, service)] = tuple(
+                name
+                for name in self.environments
+                if self.environment(name, service).promote_from == source
+            )
+        return list(found)
 
     def values_path(self, env: str, service: str) -> str:
         """The values file of SERVICE in ENV, relative to the repository root."""
