@@ -334,14 +334,17 @@ def _known_env(policy: Policy, env: str) -> None:
 
 def _check_image(main: MainSnapshot, event: CiResult, env: str) -> None:
     """A digest means nothing without its repository: refuse one built for another image."""
-    path = main.policy.values_path(env, event.service)
     if not main.values_exists(event.service, env):
+        path = main.policy.values_path(env, event.service)
         raise Rejected(
             f"service {event.service!r} has no values file {path} on main: "
             "add it to the GitOps repository first"
         )
+    if event.image is None:
+        return
     expected = main.repository(event.service, env)
-    if event.image is not None and expected and event.image != expected:
+    if expected and event.image != expected:
+        path = main.policy.values_path(env, event.service)
         raise Rejected(
             f"image {event.image!r} is not the repository of {event.service!r} "
             f"({expected!r} in {path}): a digest means nothing without its repository"
