@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,10 +35,19 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        # The two series of each (worker, stream, outcome), looked up once: per entry, the
+        # client's look-up by label values cost as much as the rest of the bookkeeping.
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def observe(self, worker: str, stream: str, outcome: str, seconds: float) -> None:
-        self.entries.labels(worker, stream, outcome).inc()
-        self.seconds.labels(worker, stream).observe(seconds)
+        series = self._series.get((worker, stream, outcome))
+        if series is None:
+            series = self._series[(worker, stream, outcome)] = (
+                self.entries.labels(worker, stream, outcome),
+                self.seconds.labels(worker, stream),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
