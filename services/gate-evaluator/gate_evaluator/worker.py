@@ -13,8 +13,6 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
 from ferry.adapters.gitops import MainSnapshot
 from ferry.adapters.state import (
     CandidateStore,
@@ -41,6 +39,7 @@ from ferry.core.events import (
 from ferry.core.evidence import Word
 from ferry.core.policy import BUILD, Policy
 from ferry.runtime import resources, timers
+from ferry.runtime.logging import add_context
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 from gate_evaluator import holds, people
 from gate_evaluator.argocd import handle_argocd
@@ -210,9 +209,7 @@ def _act(
     pipelined round trip (in a batch, queued for the next one); a crash before it redelivers the
     event, which decides again."""
     if s.digest is not None:
-        structlog.contextvars.bind_contextvars(
-            promotion_id=promotion_id(s.service, s.digest, s.target)
-        )
+        add_context(promotion_id=promotion_id(s.service, s.digest, s.target))
     if main.policy_error:
         _refused_policy(ctx, main)
     subject = f"{s.service}@{s.digest} -> {s.target}"

@@ -12,13 +12,11 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import structlog
-
 from ferry.core.errors import Rejected
 from ferry.core.events import InvalidEvent, decode_entry, parse
 from ferry.runtime import failpoints
 from ferry.runtime.health import Metrics
-from ferry.runtime.logging import one_reason, scrub_fields
+from ferry.runtime.logging import add_context, one_reason, scrub_fields, set_context
 from ferry.runtime.worker import WorkerContext, WorkerSpec
 
 # (entry id, its fields as read, how many times it has been delivered)
@@ -174,8 +172,7 @@ class Dispatcher:
         self.metrics.observe(self.spec.name, short, "dead", 0.0)
 
     def _process(self, short: str, entry_id: str, raw: Mapping[Any, Any], deliveries: int) -> str:
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
+        set_context(
             worker=self.spec.name,
             stream=self.ctx.bus.stream(short),
             entry_id=entry_id,
@@ -192,9 +189,7 @@ class Dispatcher:
             log.warning("invalid entry", error=one_reason(str(e)))
             bus.dead_letter(short, group, entry_id, fields, f"invalid entry: {e}", deliveries)
             return "dead"
-        structlog.contextvars.bind_contextvars(
-            event_id=event.event_id, promotion_id=getattr(event, "promotion_id", None)
-        )
+        add_context(event_id=event.event_id, promotion_id=getattr(event, "promotion_id", None))
         max_deliveries = self.ctx.settings.max_deliveries
         if deliveries > max_deliveries:
             last = bus.last_error(group, short, entry_id)

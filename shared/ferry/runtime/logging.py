@@ -1,5 +1,6 @@
 """structlog set up once per process: JSON lines on stderr, context (event_id, promotion_id) bound
-per message with contextvars, and secrets scrubbed from every line.
+per message with contextvars (the entry or due member a thread handles: `set_context`), and
+secrets scrubbed from every line.
 
 Two kinds of secret are scrubbed: the user information of any URL (`redis://:PASSWORD@host`,
 `https://user:token@host`), and every secret value this process was configured with (the
@@ -12,6 +13,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from ferry.core.errors import one_line
@@ -98,6 +100,35 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+# What this thread handles now (an entry, a due member): one variable set once per entry and
+# merged into a line only when one is written. (structlog's own context, one variable per key,
+# cleared and bound again for every entry, cost more than the rest of the dispatcher's
+# bookkeeping, for lines that are seldom written.)
+_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("ferry_log_context", default=None)
+
+
+def set_context(**values: Any) -> None:
+    """This thread's log lines carry VALUES from now on, and nothing bound before."""
+    _CONTEXT.set(values)
+
+
+def add_context(**values: Any) -> None:
+    """This thread's log lines carry VALUES too, from now on."""
+    current = _CONTEXT.get()
+    if current is None:
+        _CONTEXT.set(values)
+    else:
+        current.update(values)
+
+
+def _merge_context(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    current = _CONTEXT.get()
+    if current:
+        for key, value in current.items():
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     import structlog  # here, not at the top: a CLI command that logs nothing never loads it
 
@@ -108,6 +139,7 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _merge_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,

@@ -7,10 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import structlog
-
 from ferry.adapters.due import DueTimes
 from ferry.runtime import failpoints
+from ferry.runtime.logging import set_context
 from ferry.runtime.worker import WorkerContext
 
 # Longest sleep without looking at the sorted set: a safety net for a wake-up lost with a broken
@@ -37,8 +36,7 @@ def run(
             if claim.members:
                 failpoints.hit(f"{ctx.name}.after-claim")
             for member in claim.members:
-                structlog.contextvars.clear_contextvars()
-                structlog.contextvars.bind_contextvars(worker=ctx.name, due=member)
+                set_context(worker=ctx.name, due=member)
                 try:
                     handle(member, claim.token)
                 except Exception as e:  # noqa: BLE001 - one member must not hold up the others
