@@ -13,7 +13,7 @@ import pytest
 
 from ferry.adapters.bus import Bus, Held
 from ferry.core.events import CiResult, Event
-from ferry.runtime.dispatcher import Dispatcher, Entry
+from ferry.runtime.dispatcher import BatchInterrupted, Dispatcher, Entry
 from ferry.runtime.logging import get_logger
 from ferry.runtime.settings import Settings
 from ferry.runtime.worker import WorkerContext, WorkerSpec
@@ -103,6 +103,49 @@ def test_an_entry_whose_queued_writes_were_lost_stays_pending(settings: Settings
     }
     assert pending == set(ids[:2])
     assert "WRONGTYPE" in (bus.last_error("q", "ci", ids[1]) or "")
+
+
+def test_an_entry_whose_write_fails_as_the_xack_runs_stays_pending(settings: Settings) -> None:
+    """Each entry's write goes, queued, in the MULTI/EXEC with the read's XACK; the second's
+    fails there (WRONGTYPE: its key is a string) while the others run, XACK included: that
+    entry is put back in the pending list with its delivery count and the error, so that it is
+    redelivered and in the end dead-lettered with the reason; the others stay acknowledged.
+    The entry read ahead with the XACK still reaches the reader."""
+    bus = Bus(settings, settings.redis_url)
+    bus.ensure_group("ci", "q")
+    ids = [bus.publish(CiResult(service="api", digest=digest_of(f"x-{i}"))) for i in range(4)]
+    bus.redis.set(settings.key("seen", digest_of("x-1")), "a string")
+
+    def handle(event: Event, ctx: WorkerContext) -> None:
+        assert isinstance(event, CiResult)
+        ctx.bus.write().hset(settings.key("seen", event.digest), "by", "q")
+
+    spec = WorkerSpec(name="q", handlers={"ci": handle})
+    ctx = WorkerContext(name="q", settings=settings, bus=bus, log=get_logger())
+    dispatcher = Dispatcher(spec, ctx)
+    entries = read(bus, "q", 3)
+    with bus.reading_ahead("ci", "q", 1, lambda: True) as ahead:
+        with pytest.raises(BatchInterrupted) as interrupted:
+            dispatcher.process_batch("ci", entries)
+    assert "WRONGTYPE" in str(interrupted.value.__cause__)
+    assert (interrupted.value.entry_id, interrupted.value.left) == (ids[1], 1)
+    pending = bus.redis.xpending_range(bus.stream("ci"), "q", "-", "+", 10)
+    assert [(p["message_id"].decode(), p["times_delivered"]) for p in pending] == [
+        (ids[1], 1),
+        (ids[3], 1),  # read ahead, to be handled next
+    ]
+    assert "WRONGTYPE" in (bus.last_error("q", "ci", ids[1]) or "")
+    assert bus.redis.hget(settings.key("seen", digest_of("x-2")), "by") == b"q"
+    [[[_, [(next_id, _)]]]] = ahead
+    assert next_id.decode() == ids[3]
+    # Redelivered past the limit (the reclaim loop counts each delivery): a dead letter that
+    # says why; the entry is acknowledged then.
+    fields = bus.redis.xrange(bus.stream("ci"), ids[1], ids[1])[0][1]
+    last = settings.max_deliveries + 1
+    assert dispatcher.process_batch("ci", [(ids[1], fields, last)]) == ["dead"]
+    [(_, letter)] = bus.redis.xrange(bus.stream("dlq"))
+    assert b"WRONGTYPE" in letter[b"error"]
+    assert bus.redis.xpending(bus.stream("ci"), "q")["pending"] == 1  # the one read ahead
 
 
 POLICY = """\

@@ -5,6 +5,7 @@ Publishing is plain XADD of flat fields (see ferry.core.events)."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import math
 import threading
@@ -250,6 +251,10 @@ class _Queued(threading.local):
         self.acquiring: list[tuple[int, Held]] = []
         # Locks whose release is queued: renewed by the keeper until it is sent.
         self.releasing: list[Held] = []
+        # Whose writes the ops are (`Bus.owning`): (index of the first op, its owner), in
+        # order; the owner of the writes queued now.
+        self.spans: list[tuple[int, Any]] = []
+        self.owner: Any = None
         # For each round trip that carried queued writes, in order: did it succeed? (Cleared
         # when the outermost `deferring` block ends.)
         self.fates: list[bool] = []
@@ -460,14 +465,60 @@ class Bus:
         stream = self.stream(short)
         ahead = getattr(self._ahead, "read", None)
         if ahead is None or ahead.stream != stream or ahead.group != group or not ahead.more():
-            self.round_trip(lambda pipe: pipe.xack(stream, group, *entry_ids), atomic=True)
-            return
+            ahead = None
 
         def ack_then_read(pipe: Any) -> None:
             pipe.xack(stream, group, *entry_ids)
-            pipe.xreadgroup(group, self.settings.consumer, {stream: ">"}, count=ahead.count)
+            if ahead is not None:
+                pipe.xreadgroup(group, self.settings.consumer, {stream: ">"}, count=ahead.count)
 
-        ahead.answers.append(self.round_trip(ack_then_read, atomic=True)[1])
+        try:
+            answers = self.round_trip(ack_then_read, atomic=True)
+        except pipelined.ExecFailed as e:
+            self._not_acked(short, group, entry_ids, e, ahead)
+            raise
+        if ahead is not None:
+            ahead.answers.append(answers[1])
+
+    def _not_acked(
+        self,
+        short: str,
+        group: str,
+        entry_ids: tuple[str, ...],
+        failed: pipelined.ExecFailed,
+        ahead: _ReadAhead | None,
+    ) -> None:
+        """A queued write failed as the transaction with the XACK of ENTRY_IDS ran (WRONGTYPE: a
+        key of another type; a script's error): the entries whose write it was (see `owning`:
+        (entry id, deliveries)) are put back in this consumer's pending list with their count
+        (XCLAIM FORCE), with the error noted, to be redelivered, then dead-lettered, as if not
+        acknowledged; `failed.pending` names them. The next entries read after the XACK are
+        kept for the caller as usual."""
+        failed.pending = []
+        queued: int = failed.queued
+        if queued in failed.failed:
+            failed.pending = list(entry_ids)  # the XACK itself failed: nothing was acknowledged
+            return
+        stream = self.stream(short)
+        mine = set(entry_ids)
+        for owner in failed.owners:
+            if isinstance(owner, tuple) and owner[0] in mine:
+                entry_id, deliveries = owner
+                self.redis.xclaim(
+                    stream,
+                    group,
+                    self.settings.consumer,
+                    0,
+                    [entry_id],
+                    force=True,
+                    retrycount=deliveries,
+                    justid=True,
+                )
+                self.remember_error(group, short, entry_id, f"{type(failed).__name__}: {failed}")
+                failed.pending.append(entry_id)
+        read = failed.answers[queued + 1] if ahead is not None else None
+        if read is not None and not isinstance(read, Exception):
+            ahead.answers.append(read)  # type: ignore[union-attr]
 
     @contextlib.contextmanager
     def reading_ahead(
@@ -583,6 +634,12 @@ class Bus:
         ops, acquiring, releasing = q.ops, q.acquiring, q.releasing
         try:
             answers = self._exchange(build, ops, transaction=transaction)
+        except pipelined.ExecFailed as e:
+            # It ran, all but the failed commands: say whose writes those were.
+            e.queued = len(ops)
+            e.owners = self._owners([n for n in e.failed if n < len(ops)])
+            self._drop()
+            raise
         except redis.ResponseError as e:
             if transaction and _cross_slot(e):
                 raise  # refused before anything ran: the queue stays for the next try
@@ -591,7 +648,7 @@ class Bus:
         except BaseException:
             self._drop()
             raise
-        q.ops, q.acquiring, q.releasing = [], [], []
+        self._emptied()
         q.fates.append(True)
         for held in releasing:
             self._keeper.remove(held)
@@ -637,7 +694,7 @@ class Bus:
             held.taken = False
         for held in q.releasing:
             self._keeper.remove(held)
-        q.ops, q.acquiring, q.releasing = [], [], []
+        self._emptied()
 
     def flush(self) -> None:
         """Send the writes this thread has queued (one round trip; none if nothing is)."""
@@ -657,17 +714,51 @@ class Bus:
     def detach(self) -> Any:
         """Take this thread's queued writes away from it (`attach` them to another thread's)."""
         q = self._queued
-        taken = (q.ops, q.acquiring, q.releasing)
-        q.ops, q.acquiring, q.releasing = [], [], []
+        taken = (q.ops, q.acquiring, q.releasing, q.spans)
+        self._emptied()
         return taken
 
     def attach(self, taken: Any) -> None:
         """Queue writes `detach` took from another thread after this thread's own."""
-        ops, acquiring, releasing = taken
+        ops, acquiring, releasing, spans = taken
         q = self._queued
         q.acquiring += [(len(q.ops) + n, held) for n, held in acquiring]
+        q.spans += [(len(q.ops) + n, owner) for n, owner in spans]
+        q.spans.append((len(q.ops) + len(ops), q.owner))
         q.ops += ops
         q.releasing += releasing
+
+    def _emptied(self) -> None:
+        """This thread's queue is sent (or dropped, or detached): a new one starts."""
+        q = self._queued
+        q.ops, q.acquiring, q.releasing = [], [], []
+        q.spans = [(0, q.owner)] if q.owner is not None else []
+
+    @contextlib.contextmanager
+    def owning(self, owner: Any) -> Iterator[None]:
+        """The writes this thread queues while the block runs are OWNER's (an entry's): when one
+        of them fails as the transaction that carries it runs (`ack`), OWNER is named."""
+        q = self._queued
+        before = q.owner
+        q.owner = owner
+        q.spans.append((len(q.ops), owner))
+        try:
+            yield
+        finally:
+            q.owner = before
+            q.spans.append((len(q.ops), before))
+
+    def _owners(self, indexes: list[int]) -> list[Any]:
+        """The owners of the queued ops at INDEXES (None for ops nobody owns), in order."""
+        spans = self._queued.spans
+        starts = [n for n, _ in spans]
+        owners: list[Any] = []
+        for n in indexes:
+            at = bisect.bisect_right(starts, n) - 1
+            owner = spans[at][1] if at >= 0 else None
+            if owner not in owners:
+                owners.append(owner)
+        return owners
 
     def dead_letter(
         self,

@@ -181,11 +181,18 @@ def _tried(
 
 class ExecFailed(ResponseError):
     """Some of a transaction's commands failed as EXEC ran them (WRONGTYPE, a script's error):
-    the others ran. `failed`: their indexes in the commands given to `exchange`."""
+    the others ran. `failed`: their indexes in the commands given to `exchange`; `answers`: the
+    answer to each command (the error, for those). The Bus says more (`Bus.ack`): how many of
+    the commands were queued writes (`queued`), whose the failed ones were (`owners`), and which
+    entries were therefore left pending (`pending`)."""
 
-    def __init__(self, message: str, failed: list[int]) -> None:
+    def __init__(self, message: str, failed: list[int], answers: list[Any]) -> None:
         super().__init__(message)
         self.failed = failed
+        self.answers = answers
+        self.queued = 0
+        self.owners: list[Any] = []
+        self.pending: list[str] = []
 
 
 def _packed(conn: Any, commands: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[bytes]:
@@ -236,14 +243,14 @@ def _exchange_on(
                 raise _annotated(errors[0][1], errors[0][0], commands) from None
             raise replies
     errors = [(n, r) for n, r in enumerate(replies) if isinstance(r, ResponseError)]
-    if errors and transaction:
-        n, first = errors[0]
-        raise ExecFailed(str(_annotated(first, n, commands)), [n for n, _ in errors]) from first
-    if errors:
+    if errors and not transaction:
         raise _annotated(errors[0][1], errors[0][0], commands)
     callbacks = _callbacks(client)
     out = []
     for (args, options), reply in zip(commands, replies, strict=True):
+        if isinstance(reply, ResponseError):
+            out.append(reply)
+            continue
         callback = callbacks.get(args[0])
         if callback is None and isinstance(args[0], str) and not args[0].isupper():
             callback = callbacks.get(args[0].upper())
@@ -252,6 +259,10 @@ def _exchange_on(
                 options = {k: v for k, v in options.items() if k != "keys"}
             reply = callback(reply, **options)
         out.append(reply)
+    if errors:
+        n, first = errors[0]
+        message = str(_annotated(first, n, commands))
+        raise ExecFailed(message, [n for n, _ in errors], out) from first
     return out
 
 

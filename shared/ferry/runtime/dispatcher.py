@@ -76,7 +76,10 @@ class Dispatcher:
         bus = self.ctx.bus
         # The entry's writes that need no answer are queued and go out with the XACK.
         with bus.deferring():
-            outcome = self._process(short, entry_id, raw, deliveries)
+            # Its writes are its own: one that fails as the XACK's transaction runs leaves it
+            # pending (Bus.ack).
+            with bus.owning((entry_id, deliveries)):
+                outcome = self._process(short, entry_id, raw, deliveries)
             if outcome == "done" and ack:
                 bus.ack(short, self.spec.name, entry_id)
         self.metrics.observe(self.spec.name, short, outcome, time.perf_counter() - started)
@@ -149,7 +152,9 @@ class Dispatcher:
                 try:
                     bus.ack(short, self.spec.name, *done)
                 except Exception as e:
-                    raise BatchInterrupted(done[0], len(done)) from e
+                    # A write that failed as the XACK ran left its entry pending (`pending`).
+                    pending: list[str] = getattr(e, "pending", done)
+                    raise BatchInterrupted(pending[0] if pending else done[0], len(pending)) from e
         return outcomes
 
     def _pool(self) -> ThreadPoolExecutor:
