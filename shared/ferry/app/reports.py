@@ -125,10 +125,10 @@ def status(settings: Settings) -> Status:
 
     from ferry.adapters.embedded import NoRedis
 
-    repo = open_repo(settings)
-    main = repo.at_main()
-    services = repo.services()
-    with _uncollected():
+    with uncollected():
+        repo = open_repo(settings)
+        main = repo.at_main()
+        services = repo.services()  # main's pins: read whole, or loaded from the CLI's copy
         table = _table(main, services)
         try:
             decided, watched = _cells(connect(settings), main, services)
@@ -138,7 +138,7 @@ def status(settings: Settings) -> Status:
 
 
 @contextmanager
-def _uncollected() -> Iterator[None]:
+def uncollected() -> Iterator[None]:
     """Tens of thousands of small objects that all live until the answer is printed: the cyclic
     collector would walk them again and again (a third of the time at 10,000 services)."""
     collecting = gc.isenabled()
@@ -199,15 +199,15 @@ def pending(settings: Settings) -> list[dict[str, Any]]:
     every cell (app/bulk.py; the second half in a child process when there are many: split.py)."""
     from ferry.app.split import in_two
 
-    repo = open_repo(settings)
-    bus = connect(settings)
-    main = repo.at_main()
-    services = repo.services()
-    main.prefetch(services)
-    now = datetime.now(UTC)
-    envs = main.policy.env_names()
-    cells = [(s, e) for s in services for e in envs if main.values_exists(s, e)]
-    with _uncollected():
+    with uncollected():
+        repo = open_repo(settings)
+        bus = connect(settings)
+        main = repo.at_main()
+        services = repo.services()
+        main.prefetch(services)
+        now = datetime.now(UTC)
+        envs = main.policy.env_names()
+        cells = [(s, e) for s in services for e in envs if main.values_exists(s, e)]
         found = in_two(cells, lambda part: _pending(bus, main, part, now))
     return [p for p in found if p is not None]
 

@@ -3,30 +3,42 @@ its own module; importing them registers their commands on the one typer app."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 from typing import NoReturn
 
-import typer
+# Importing the commands (typer, redis-py, pydantic's models) makes a few hundred thousand objects
+# that live as long as the process; the cyclic collector, run again and again meanwhile, would
+# take about a seventh of the import (0.04 s of 0.28 s). It runs again once they are in, frozen
+# (gc.freeze: kept out of every later collection, which would otherwise walk them all once).
+_collecting = gc.isenabled()
+gc.disable()
+try:
+    import typer
 
-from ferry.cli import app as app_module
-from ferry.cli import (  # noqa: F401 - registers the commands
-    board,
-    canary,
-    dlq,
-    docs,
-    hold,
-    ingress,
-    layout,
-    pr,
-    previews,
-    publish,
-    rollback,
-    stats,
-    views,
-    workers,
-)
-from ferry.cli.app import CliError, app
+    from ferry.cli import app as app_module
+    from ferry.cli import (  # noqa: F401 - registers the commands
+        board,
+        canary,
+        dlq,
+        docs,
+        hold,
+        ingress,
+        layout,
+        pr,
+        previews,
+        publish,
+        rollback,
+        stats,
+        views,
+        workers,
+    )
+    from ferry.cli.app import CliError, app
+finally:
+    gc.freeze()
+    if _collecting:
+        gc.enable()
 
 # --- entry point ------------------------------------------------------------------------------
 

@@ -38,6 +38,13 @@ def status(
 ) -> None:
     """Service x environment: the digest pinned on main, and what moves or waits and why (the
     decision `ferry explain` shows)."""
+    from ferry.app.reports import uncollected
+
+    with uncollected():  # until the answer is printed (and, as a program, the process ends)
+        _status(as_json, only_pending)
+
+
+def _status(as_json: bool, only_pending: bool) -> None:
     from ferry.app.canary import describe
     from ferry.app.reports import status as gather_status
 
