@@ -8,9 +8,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import math
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -834,7 +834,7 @@ class Bus:
         trip (its first batched read): the block must only read until `check_locks`, which
         raises LockBusy if another held it (see `locked`)."""
         key = self.settings.key("lock", name)
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()  # as unguessable as a uuid4, a quarter of its cost
         q = self._queued
         if q.kept is not None and q.kept not in self._held_here():
             self._let_go()  # one lock at a time: the one kept (see `keeping`) goes first
