@@ -218,7 +218,7 @@ def _act(
     with ctx.bus.writes() as pipe:  # in a batch: queued, sent with the next round trip
         if s.digest is not None and s.source != BUILD and s.pinned_source == s.digest:
             LiveStore(ctx.bus).mark(s.service, s.source, s.digest, s.live_since or s.now, pipe=pipe)
-        DueStore(ctx.bus).set(Subject(s.service, s.source, s.target), d.next_change_at, pipe=pipe)
+        _due(ctx).set(Subject(s.service, s.source, s.target), d.next_change_at, pipe=pipe)
         if cause is not None or done:
             if done:
                 outcome = ", ".join(done)
@@ -228,6 +228,14 @@ def _act(
                 )
             reason = "; ".join(g.reason for g in d.gates if g.status == "failed") or d.sentence
             ctx.audit("promote", subject, outcome, reason, cause, pipe=pipe)
+
+
+def _due(ctx: WorkerContext) -> DueStore:
+    """The worker's due times, made once (its keys are formed when it is made)."""
+    due = ctx.resources.get("due-store")
+    if due is None:
+        due = ctx.resources["due-store"] = DueStore(ctx.bus)
+    return due
 
 
 def _refused_policy(ctx: WorkerContext, main: MainSnapshot) -> None:

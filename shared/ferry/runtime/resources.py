@@ -42,6 +42,9 @@ def _local_path(remote: str) -> Path | None:
 
 
 def gitops(ctx: WorkerContext):  # noqa: ANN201 - GitOpsRepo, imported lazily
+    found = ctx.resources.get("gitops")
+    if found is not None:  # asked twice per decision
+        return found
     from ferry.adapters.gitops import GitOpsRepo
 
     with _CREATING:  # one per worker, whichever of its threads asks first
