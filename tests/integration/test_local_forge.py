@@ -704,6 +704,68 @@ def test_a_writer_waits_for_the_forge_lock_in_the_kernel_not_by_polling(tmp_path
     assert [c.body for c in forge.get_pr(pr.number).comments] == ["waited", "later"]
 
 
+_UNDER_STRACE = """
+import sys
+from ferry.adapters.forge import LocalForge
+forge = LocalForge(sys.argv[1])
+forge.merge_pr(forge.open_pr(head="b", title="t", body="", key="k").number)
+"""
+
+
+def _fsyncs_by_lock_hold(log: str) -> tuple[list[int], int]:
+    """From an strace log of one process (flock, fsync and close calls): the number of fsyncs
+    made during each hold of a lock taken by flock(LOCK_EX|LOCK_NB), and of those made outside
+    any hold. Only the first process's lines count (git's are its children's)."""
+    lines = [line.split(None, 1) for line in log.splitlines() if line.strip()]
+    pid = lines[0][0]
+    holds: list[int] = []
+    outside = 0
+    held: str | None = None
+    for who, call in lines:
+        if who != pid:
+            continue
+        taken = call.startswith("flock(") and "LOCK_EX|LOCK_NB" in call
+        if taken and call.rstrip().endswith("= 0"):
+            held = call[len("flock(") :].split(",", 1)[0]
+            holds.append(0)
+        elif held is not None and call.startswith(f"close({held})"):
+            held = None
+        elif call.startswith("fsync("):
+            if held is None:
+                outside += 1
+            else:
+                holds[-1] += 1
+    return holds, outside
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_the_forge_lock_is_not_held_while_names_are_made_durable(tmp_path: Path) -> None:
+    """What every replica waits for is what runs under forge.lock, and fsync is most of it on a
+    busy disk. Under the lock: the number's counter and the key's index, each durable (content
+    and name) before the record that depends on them, and the record's content; the record's new
+    name is made durable once the lock is let go, and the advisory head index not at all. So an
+    open takes 5 fsyncs under the lock (it took 8), a merge 1 (it took 2)."""
+    repo = make_repo(tmp_path, bare=True)
+    client = clone(repo, tmp_path / "client")
+    push_branch(client, "b", {"b.txt": "b\n"})
+    log = tmp_path / "strace.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=flock,fsync,close", "-o", str(log)]
+        + [sys.executable, "-c", _UNDER_STRACE, str(repo)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if done.returncode != 0 and "ptrace" in done.stderr:
+        pytest.skip(f"strace may not trace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    holds, outside = _fsyncs_by_lock_hold(log.read_text())
+    assert holds == [5, 1]  # open, merge
+    assert outside >= 2  # the records' folder, after each
+    assert LocalForge(repo).find_pr("k").state == "merged"  # type: ignore[union-attr]
+
+
 def test_threads_sharing_one_forge(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     client = clone(repo, tmp_path / "client")

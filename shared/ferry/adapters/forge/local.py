@@ -97,14 +97,21 @@ def resolve_repo(repo: str | Path) -> tuple[Path, Path]:
     raise _not_a_repo(repo)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write TEXT to PATH so that readers see the old file or the new one, never a part."""
+def _atomic_write(path: Path, text: str, *, sync: str = "all") -> None:
+    """Write TEXT to PATH so that readers see the old file or the new one, never a part.
+
+    SYNC says what is made durable before this returns: "all", the content and the new name
+    (fsync of the file, then of its directory); "content", the content only, so that a crash
+    may lose the new name (the old file stays) but never leaves the name on an empty file: the
+    caller syncs the directory later (`_sync_dir`); "none", nothing (an index a crash may lose
+    or leave empty, as a crash just before writing it would)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync != "none":
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -112,8 +119,14 @@ def _atomic_write(path: Path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+    if sync == "all":
+        _sync_dir(path.parent)
+
+
+def _sync_dir(folder: Path) -> None:
+    """fsync FOLDER, so that the names changed in it last (best effort: not every system can)."""
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -207,7 +220,8 @@ class LocalForge:
         self.lock_timeout = lock_timeout
         self._commits: dict[str, tuple[str, list[str]]] = {}  # sha -> (tree, parents), loose
         self._lock_path = self.state_dir / "forge.lock"
-        self._held = threading.local()  # .fd: the descriptor holding the lock in this thread
+        # .fd: the descriptor holding the lock in this thread; .dirs: folders to sync after it
+        self._held = threading.local()
 
     def __repr__(self) -> str:
         return f"LocalForge({str(self.repo)!r})"
@@ -445,11 +459,15 @@ class LocalForge:
             os.close(fd)
             raise
         self._held.fd = fd
+        self._held.dirs = set()  # folders whose changed names are synced once the lock is free
         try:
             yield
         finally:
             self._held.fd = None
             os.close(fd)  # lets go of the flock
+            folders, self._held.dirs = self._held.dirs, set()
+            for folder in folders:
+                _sync_dir(folder)
             if self._others_waiting():
                 time.sleep(self.STEP_BACK_S)
 
@@ -482,12 +500,20 @@ class LocalForge:
         return PullRequest.model_validate_json(text)
 
     def _write(self, pr: PullRequest) -> None:
-        _atomic_write(self._record(pr.number), pr.model_dump_json(indent=2) + "\n")
+        """Replace PR's record (call with the lock held). The record's content is on disk before
+        its new name; the name is made durable once the lock is let go (`_locked`), so that other
+        writers need not wait for that fsync too. Until then a crash may lose this change as if
+        it had come just before it: an open's record (its key, written durably first, names the
+        number, which the next open of that key reuses), a merge (main has it: the next merge of
+        the PR finds it there) or a comment, label or status (its command is redone)."""
+        _atomic_write(self._record(pr.number), pr.model_dump_json(indent=2) + "\n", sync="content")
+        self._held.dirs.add(self.pulls_dir)
         # The open PR per (head, base), so opening need not read every record ever written.
-        # Advisory: _open_pr_from checks it against the record, so a stale entry is harmless.
+        # Advisory: _open_pr_from checks it against the record, so a stale entry is harmless,
+        # and a missing or empty one (a crash) reads as none: not synced.
         index = self._head_index(pr.head, pr.base)
         if pr.state == "open":
-            _atomic_write(index, f"{pr.number}\n")
+            _atomic_write(index, f"{pr.number}\n", sync="none")
         elif self._indexed_number(index) == pr.number:
             index.unlink(missing_ok=True)
 
