@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BLOCKED = ("redis", "httpx", "faststream", "filelock", "structlog", "prometheus_client")
+BLOCKED = ("redis", "httpx", "faststream", "structlog", "prometheus_client")
 
 PROGRAM = f"""
 import importlib, pkgutil, sys
