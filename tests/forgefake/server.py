@@ -415,6 +415,10 @@ def _exists(flavour: str, owner: str, pr: FakePR) -> ApiError:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: an answer goes out as headers then body, two writes; with Nagle's algorithm the
+    # body waited for the client's delayed ACK of the headers, 40 ms on every request (a forge's
+    # server sends at once).
+    disable_nagle_algorithm = True
     server: ThreadingHTTPServer
     _sent: Any = None
 
