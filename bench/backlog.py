@@ -432,17 +432,28 @@ about 40 round trips, not 100. What is left:
   next one rides with the XACK (`Bus.reading_ahead`: while entries wait, an entry's read costs
   no round trip of its own); the FastStream apps are still built for the AsyncAPI document.
   What is left of the 40% goal is the decision itself: its round trips and its Python, below.
+- One at a time, the decision: its two round trips are packed by hand (`pipelined.exchange`, on
+  a connection each thread keeps), as the bare loop's are by redis-py; what remains is about
+  440 us of Python CPU per 'skip' decision (`python -m bench.decision`, 27 Nov: the round trips'
+  packing and replies about 110, `gather` about 80 in two passes, acting on the decision about
+  60, the dispatcher about 50 of which pydantic's parsing of the entry 20, the handler's reads
+  of main and its evidence about 45, `decide` about 18) and 22 commands for the server against
+  the bare loop's 2. Spread this thinly, no one part closes the gap; what would: one round trip
+  per decision (the next entry's lock and reads sent with this one's writes and XACK, which
+  means reading an entry ahead), or fewer commands per 'skip' (no due-time script when nothing
+  is due and nothing was).
 - Backlog, Python: the round trips of different services' decisions overlap (8 threads), their
   Python does not (one interpreter lock). Per 'skip' entry: the dispatcher, pydantic parsing of
-  the entry, structlog's context, the handler (the image check, the evidence write), `gather`
-  against the kept reads, `decide`, the queued writes (the audit record's fields are built
-  without pydantic, main's snapshot is one object per commit), and for the first decision about
-  a subject in a read its round trip of a dozen commands: several hundred us of CPU per
-  decision. The bare COUNT 100 loop, with hiredis parsing the read in C, spends under 10 us per
-  entry (about 40 us with redis-py's own parser: see the client above); 25% of it leaves about
-  30 us per decision, less than the dispatcher and the entry's parsing alone. What would close
-  part of it: fewer Python layers per entry (the entry parsed without pydantic, structlog's
-  context bound once per read, the dispatcher's bookkeeping per read rather than per entry). A
+  the entry, the handler (the image check, the evidence write), `gather` against the kept
+  reads, `decide`, the queued writes (the audit record's fields are built without pydantic,
+  main's snapshot is one object per commit), and for the first decision about a subject in a
+  read its round trip of a dozen commands: a few hundred us of CPU per decision. The bare COUNT
+  100 loop, with hiredis parsing the read in C, spends under 10 us per entry (about 40 us with
+  redis-py's own parser: see the client above); 25% of it leaves about 35 us per decision,
+  about what the dispatcher and the entry's parsing alone take: one interpreter running this
+  decision cannot reach it. What would close part of it: fewer Python layers per entry (the
+  entry parsed without pydantic, the dispatcher's bookkeeping per read rather than per entry),
+  and the locks and reads of a read's subjects in one round trip. A
   backlog is also shared by replicas (one decision at a time per subject across them), which
   this figure, one process, leaves out."""
 
