@@ -85,7 +85,7 @@ def gather(
             deployed=DeployStore(bus).get(service, src) if live_when != "merged" else None,
         )
 
-    return read_batched(bus, read)
+    return read_batched(bus, read, hint=("gather", service, target, digest, source))
 
 
 def _source(
