@@ -84,6 +84,17 @@ def _decision_commands(pipe: Any, k: list[str], stream: str, group: str) -> None
     pipe.xreadgroup(group, "c", {stream: ">"}, count=10)
 
 
+def _decision_keys(client: Any, name: str) -> tuple[list[str], str]:
+    """Fresh keys for `_decision_commands` under NAME, one of them set, and a stream with a
+    group "g" and one entry."""
+    k = [f"{name}:x:{i}" for i in range(7)]
+    stream = f"{name}:s"
+    client.set(k[2], "value")
+    client.xgroup_create(stream, "g", id="0", mkstream=True)
+    client.xadd(stream, {"first": "entry"})
+    return k, stream
+
+
 @pytest.mark.parametrize("protocol", [2, 3])
 @pytest.mark.parametrize("transaction", [False, True])
 def test_exchange_answers_what_redis_py_pipeline_answers(
@@ -94,11 +105,7 @@ def test_exchange_answers_what_redis_py_pipeline_answers(
     client = redis.Redis.from_url(redis_url, protocol=protocol)
     answers = []
     for run in ("redis-py", "by hand"):
-        k = [f"{prefix}{run}:x:{i}" for i in range(7)]
-        stream = f"{prefix}{run}:s"
-        client.set(k[2], "value")
-        client.xgroup_create(stream, "g", id="0", mkstream=True)
-        client.xadd(stream, {"first": "entry"})
+        k, stream = _decision_keys(client, f"{prefix}{run}")
         if run == "redis-py":
             with client.pipeline(transaction=transaction) as pipe:
                 _decision_commands(pipe, k, stream, "g")
@@ -169,3 +176,65 @@ def test_exchange_errors_are_redis_py_pipeline_errors(
         messages.append(expected[1][0])
     assert "WRONGTYPE" in messages[0] and "Command # 2" in messages[0]
     client.delete(text)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_a_prefix_in_a_transaction_answers_what_two_redis_py_pipelines_answer(
+    redis_url: str, prefix: str, protocol: int
+) -> None:
+    """`exchange(prefix=N)`: the first N commands in one MULTI/EXEC and the others after it, in
+    one round trip, answer what a redis-py transaction of the N and then a pipeline of the
+    others answer."""
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    answers = []
+    for run in ("redis-py", "by hand"):
+        k, stream = _decision_keys(client, f"{prefix}{run}")
+        commands = pipelined.Commands()
+        _decision_commands(commands, k, stream, "g")
+        n = 8  # the writes and the first reads in the transaction
+        if run == "redis-py":
+            got = []
+            for part, transaction in (
+                (commands.commands[:n], True),
+                (commands.commands[n:], False),
+            ):
+                with client.pipeline(transaction=transaction) as pipe:
+                    for args, options in part:
+                        pipe.execute_command(*args, **options)
+                    got += pipe.execute()
+        else:
+            got = pipelined.exchange(client, commands.commands, transaction=False, prefix=n)
+        answers.append([_without_ids(a) for a in got])
+    assert answers[0] == answers[1]
+
+
+def test_a_prefix_that_fails_as_exec_runs_it_leaves_the_others_answered(
+    redis_url: str, prefix: str
+) -> None:
+    """A command of the prefix that fails as EXEC runs it (WRONGTYPE) raises ExecFailed naming
+    it, with the other commands' answers, which all ran; one refused as queued runs none of the
+    prefix, and the others still run; an error after the prefix is raised as a pipeline's is."""
+    client = redis.Redis.from_url(redis_url)
+    text, counter, after = f"{prefix}text", f"{prefix}n", f"{prefix}after"
+    client.set(text, "plain")
+
+    def exchange(*commands: tuple[Any, ...]) -> list[Any]:
+        return pipelined.exchange(client, [(c, {}) for c in commands], transaction=False, prefix=2)
+
+    with pytest.raises(pipelined.ExecFailed) as failed:
+        exchange(("INCR", counter), ("HSET", text, "f", "v"), ("SET", after, "1"), ("GET", after))
+    assert failed.value.failed == [1]
+    assert failed.value.answers[0] == 1 and failed.value.answers[2:] == [True, b"1"]
+    assert "WRONGTYPE" in str(failed.value) and "Command # 2" in str(failed.value)
+
+    client.delete(after)
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        exchange(("INCR", counter), ("GET",), ("SET", after, "1"))
+    assert client.get(counter) == b"1" and client.get(after) == b"1"
+
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE") as raised:
+        exchange(("INCR", counter), ("GET", counter), ("HGET", text, "f"))
+    assert not isinstance(raised.value, pipelined.ExecFailed)
+    assert client.get(counter) == b"2"
+    assert client.ping()
+    client.delete(text, counter, after)

@@ -134,6 +134,7 @@ def exchange(
     *,
     transaction: bool,
     conn: Any = None,
+    prefix: int = 0,
 ) -> list[Any]:
     """What redis-py's `client.pipeline(transaction=...)` with COMMANDS queued returns from
     `execute()` (the same answers, through the client's own reply callbacks; the first error
@@ -141,14 +142,17 @@ def exchange(
     retry policy says), for a fraction of its CPU: the commands packed by hiredis in one write
     on one connection of CLIENT's pool (a server, not a cluster), the replies read in order.
     TRANSACTION: inside MULTI/EXEC. An error reply to EXEC's commands is raised as
-    `ExecFailed`, which says which of them failed (they all ran). CONN: a connection of that
+    `ExecFailed`, which says which of them failed (they all ran). PREFIX (not with
+    TRANSACTION): the first PREFIX commands alone go in a MULTI/EXEC, the others after it as a
+    pipeline; an error reply to one of the others is raised as without PREFIX, else one to the
+    prefix's commands as `ExecFailed` (the others' answers in it). CONN: a connection of that
     pool the caller holds (`held`), rather than one taken from the pool and given back."""
     if conn is not None:
-        return _tried(conn, client, commands, transaction)
+        return _tried(conn, client, commands, transaction, prefix)
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        return _tried(conn, client, commands, transaction)
+        return _tried(conn, client, commands, transaction, prefix)
     finally:
         pool.release(conn)
 
@@ -169,11 +173,12 @@ def _tried(
     client: Any,
     commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
     transaction: bool,
+    prefix: int = 0,
 ) -> list[Any]:
     return cast(
         list[Any],
         conn.retry.call_with_retry(
-            lambda: _exchange_on(conn, client, commands, transaction),
+            lambda: _exchange_on(conn, client, commands, transaction, prefix),
             lambda _error: conn.disconnect(),
         ),
     )
@@ -220,31 +225,35 @@ def _exchange_on(
     client: Any,
     commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
     transaction: bool,
+    prefix: int = 0,
 ) -> list[Any]:
     wire = _packed(conn, commands)
-    if transaction:
-        wire = [b"*1\r\n$5\r\nMULTI\r\n", *wire, b"*1\r\n$4\r\nEXEC\r\n"]
+    atomic = len(wire) if transaction else prefix  # the first ATOMIC commands: in MULTI/EXEC
+    if atomic:
+        wire = [_MULTI, *wire[:atomic], _EXEC, *wire[atomic:]]
     read = False  # every reply read: the connection may serve again
     try:
         conn.send_packed_command([b"".join(wire)])
-        # MULTI's OK, each command's QUEUED (or its answer), EXEC's answers
+        # MULTI's OK, each command's QUEUED (or its answer), EXEC's answers, the others' answers
         replies = _replies(conn, len(wire), keep_errors=True)
         read = True
     finally:
         if not read:
             conn.disconnect()  # replies may be left unread on it
-    if transaction:
+    if atomic:
         if isinstance(replies[0], ResponseError):
             raise replies[0]  # MULTI refused
-        queued, replies = replies[1:-1], replies[-1]
-        if isinstance(replies, ResponseError):  # EXECABORT: refused as queued, nothing ran
+        queued, ran, after = replies[1 : atomic + 1], replies[atomic + 1], replies[atomic + 2 :]
+        if isinstance(ran, ResponseError):  # EXECABORT: refused as queued, nothing of it ran
             errors = [(n, r) for n, r in enumerate(queued) if isinstance(r, ResponseError)]
-            if errors and isinstance(replies, ExecAbortError):
+            if errors and isinstance(ran, ExecAbortError):
                 raise _annotated(errors[0][1], errors[0][0], commands) from None
-            raise replies
+            raise ran
+        replies = [*ran, *after]
     errors = [(n, r) for n, r in enumerate(replies) if isinstance(r, ResponseError)]
-    if errors and not transaction:
-        raise _annotated(errors[0][1], errors[0][0], commands)
+    outside = [(n, r) for n, r in errors if n >= atomic]
+    if outside:
+        raise _annotated(outside[0][1], outside[0][0], commands)
     callbacks = _callbacks(client)
     out = []
     for (args, options), reply in zip(commands, replies, strict=True):
@@ -264,6 +273,10 @@ def _exchange_on(
         message = str(_annotated(first, n, commands))
         raise ExecFailed(message, [n for n, _ in errors], out) from first
     return out
+
+
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 
 
 def _annotated(
