@@ -7,6 +7,7 @@ acknowledged."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,99 @@ def test_a_kept_lock_serves_its_subject_only_and_is_let_go_for_another(settings:
     tokens = [held[key[c]] for c, held in seen]
     assert tokens[0] == tokens[1] and len(set(tokens)) == 3
     assert not other.redis.keys(settings.key("lock", "*"))
+
+
+def _one_at_a_time(bus: Bus, dispatcher: Dispatcher, group: str) -> Iterator[list[Entry]]:
+    """Read one entry at a time as Ferry's reader does for quick work: each next read rides
+    with the entry's first round trip (an early read ahead), in one `deferring` block, so that
+    an entry's XACK may wait for the next one's round trip. Yields each entry once handled."""
+    from ferry.runtime.consumer import _new_entries
+
+    with bus.deferring():
+        entries = read(bus, group, 1)
+        while entries:
+            with bus.reading_ahead("ci", group, 1, lambda: True, early=True) as answers:
+                dispatcher.process_batch("ci", entries)
+            yield entries
+            entries = [e for answer in answers for e in _new_entries(answer)]
+
+
+def _reads_then_writes(settings: Settings) -> WorkerSpec:
+    """Quick work (many entries per read): a read (the entry's first round trip), then a
+    queued write."""
+
+    def handle(event: Event, ctx: WorkerContext) -> None:
+        assert isinstance(event, CiResult)
+        ctx.bus.round_trip(lambda pipe: pipe.get(settings.key("n")))
+        ctx.bus.write().hset(settings.key("seen", event.digest), "by", "q")
+
+    return WorkerSpec(name="q", handlers={"ci": handle}, read_count=100)
+
+
+def _pending_ids(bus: Bus, group: str) -> list[str]:
+    return [
+        p["message_id"].decode()
+        for p in bus.redis.xpending_range(bus.stream("ci"), group, "-", "+", 10)
+    ]
+
+
+def test_one_at_a_time_an_entry_costs_one_round_trip_its_xack_riding_with_the_next(
+    settings: Settings,
+) -> None:
+    """Quick work read one entry at a time: each entry's round trip also reads the next entry,
+    and its XACK waits, queued behind its write, for the next entry's round trip (in one
+    MULTI/EXEC in front of it): one round trip per entry, not two. Each entry is acknowledged
+    only after its write, once the next one's round trip has gone; the last when the block
+    ends."""
+    bus, other = Bus(settings, settings.redis_url), Bus(settings, settings.redis_url)
+    bus.ensure_group("ci", "q")
+    ids = [bus.publish(CiResult(service="api", digest=digest_of(f"o-{i}"))) for i in range(8)]
+    spec = _reads_then_writes(settings)
+    dispatcher = Dispatcher(spec, WorkerContext("q", settings, bus, get_logger()))
+    bus.round_trip(lambda pipe: pipe.ping())  # connected: the count below is the entries'
+    steps = _one_at_a_time(bus, dispatcher, "q")
+    next(steps)  # the first: its XACK is the first of a transaction (the server's mode asked)
+    sent = []
+    for n in range(1, len(ids)):
+        with counting_round_trips() as box:
+            [(entry_id, _, _)] = next(steps)
+        sent.append(box[0])
+        assert entry_id == ids[n]
+        seen = other.redis.hget(settings.key("seen", digest_of(f"o-{n - 1}")), "by")
+        assert seen == b"q"  # the one before is done, acknowledged
+        if n < len(ids) - 1:
+            # Its write and XACK wait for the next entry's round trip (read ahead: pending).
+            assert _pending_ids(other, "q") == ids[n : n + 2]
+            assert other.redis.hget(settings.key("seen", digest_of(f"o-{n}")), "by") is None
+        else:
+            # The last: its read ahead found nothing, so its XACK went at once.
+            assert _pending_ids(other, "q") == []
+    # One round trip each; the last one's XACK, with nothing read ahead, its own.
+    assert sent == [1] * (len(ids) - 2) + [2]
+    assert list(steps) == []
+    assert _pending_ids(other, "q") == []
+    assert all(other.redis.hget(settings.key("seen", digest_of(f"o-{i}")), "by") for i in range(8))
+
+
+def test_a_write_that_fails_as_its_xack_rides_with_the_next_entry_reopens_only_its_entry(
+    settings: Settings,
+) -> None:
+    """The second entry's write fails (WRONGTYPE) in the MULTI/EXEC that carries it and its
+    XACK in front of the third entry's round trip: the second entry is put back in the pending
+    list with its delivery count and the error, to be redelivered; the third entry's own reads
+    in that round trip are answered and it is handled and acknowledged; the others too."""
+    bus = Bus(settings, settings.redis_url)
+    bus.ensure_group("ci", "q")
+    ids = [bus.publish(CiResult(service="api", digest=digest_of(f"w-{i}"))) for i in range(4)]
+    bus.redis.set(settings.key("seen", digest_of("w-1")), "a string")
+    dispatcher = Dispatcher(
+        _reads_then_writes(settings), WorkerContext("q", settings, bus, get_logger())
+    )
+    handled = [e[0] for entries in _one_at_a_time(bus, dispatcher, "q") for e in entries]
+
+    assert handled == ids
+    pending = bus.redis.xpending_range(bus.stream("ci"), "q", "-", "+", 10)
+    assert [(p["message_id"].decode(), p["times_delivered"]) for p in pending] == [(ids[1], 1)]
+    assert "WRONGTYPE" in (bus.last_error("q", "ci", ids[1]) or "")
+    for i in (0, 2, 3):
+        assert bus.redis.hget(settings.key("seen", digest_of(f"w-{i}")), "by") == b"q"

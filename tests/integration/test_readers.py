@@ -156,3 +156,37 @@ def test_after_a_full_read_the_next_read_rides_with_its_xack(redis_url: str, pre
         assert len(blocked) == 1
         assert int(blocked[0]["tot-cmds"]) < 15  # one read each second idle, not one per entry
     assert handled == digests
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_only_quick_work_reads_its_next_entry_while_it_handles_one(
+    redis_url: str, prefix: str, quick: bool
+) -> None:
+    """One entry per read. Quick work (a worker that reads many at a time unless told
+    otherwise, as gate-evaluator) reads the next entry with its handler's first round trip, so
+    that entry is this replica's while the first is handled; slow work (pr-writer) reads it
+    only once the first is done, so another replica may take it meanwhile. Both handle every
+    entry in order and acknowledge it."""
+    settings = settings_for(redis_url, prefix, "ferry", read_count=1)
+    bus = Bus(settings, redis_url)
+    entered, release = threading.Event(), threading.Event()
+    handled: list[str] = []
+
+    def handler(event: Event, ctx: WorkerContext) -> None:
+        assert isinstance(event, CiResult)
+        ctx.bus.round_trip(lambda pipe: pipe.ping())  # the handler's first round trip
+        if event.digest == digest_of("r-0"):
+            entered.set()
+            assert release.wait(10)
+        handled.append(event.digest)
+
+    spec = WorkerSpec(name="reader-test", handlers={"ci": handler}, read_count=100 if quick else 1)
+    digests = [digest_of(f"r-{n}") for n in range(3)]
+    for d in digests:
+        bus.publish(CiResult(service="api", digest=d))
+    with running(spec, settings, redis_url):
+        assert entered.wait(10)
+        assert pending(bus) == (2 if quick else 1)
+        release.set()
+        wait_until(lambda: len(handled) == 3 and pending(bus) == 0, 10, "every entry acknowledged")
+    assert handled == digests

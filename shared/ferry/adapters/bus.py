@@ -256,8 +256,12 @@ class _Queued(threading.local):
         self.spans: list[tuple[int, Any]] = []
         self.owner: Any = None
         # For each round trip that carried queued writes, in order: did it succeed? (Cleared
-        # when the outermost `deferring` block ends.)
+        # when the outermost `deferring` block ends, and as a `reading_ahead` block ends.)
         self.fates: list[bool] = []
+        # XACKs queued behind their writes (see `Bus.ack`): (stream's short name, group, entry
+        # ids, index of the XACK's op); the first `atomic` ops go in one MULTI/EXEC.
+        self.acks: list[tuple[str, str, tuple[str, ...], int]] = []
+        self.atomic = 0
         # Inside `Bus.keeping`: the lock kept after its work, and the reads made under it
         # (`Bus.kept_reads`: an object with `apply(name, args, kwargs)` for each queued write).
         self.keeping = False
@@ -307,13 +311,20 @@ class _Ordered:
 
 @dataclass
 class _ReadAhead:
-    """A read of new entries that rides with a batch's XACK (see `Bus.reading_ahead`)."""
+    """A read of new entries that rides with a batch's XACK, or with its first round trip when
+    EARLY (see `Bus.reading_ahead`)."""
 
     stream: str
     group: str
     count: int
     more: Callable[[], bool]
     answers: list[Any]
+    early: bool = False
+    sent: bool = False  # the read went out
+
+    def found(self) -> bool:
+        """Did the read bring entries (an empty XREADGROUP answers nil)?"""
+        return any(self.answers)
 
 
 def _cross_slot(error: Exception) -> bool:
@@ -461,11 +472,25 @@ class Bus:
 
     def ack(self, short: str, group: str, *entry_ids: str) -> None:
         """Acknowledge ENTRY_IDS (one XACK for all of them), after the writes this thread has
-        queued, in the same round trip; and, inside `reading_ahead`, the next new entries."""
+        queued, in the same round trip; and, inside `reading_ahead`, the next new entries. When
+        an early read ahead already brought the next entries, the XACK is queued instead, behind
+        the writes, and goes with the next round trip this thread makes (the next entries' first,
+        as a rule) in one MULTI/EXEC with the writes before it, in front of that trip's own
+        commands: an entry at a time then costs one round trip, not two."""
         stream = self.stream(short)
         ahead = getattr(self._ahead, "read", None)
-        if ahead is None or ahead.stream != stream or ahead.group != group or not ahead.more():
+        if ahead is not None and (ahead.stream != stream or ahead.group != group):
             ahead = None
+        q = self._queued
+        if ahead is not None and ahead.sent and ahead.found() and q.depth and self._atomic:
+            self.write().xack(stream, group, *entry_ids)
+            q.acks.append((short, group, entry_ids, len(q.ops) - 1))
+            q.atomic = len(q.ops)
+            return
+        if ahead is not None and (ahead.sent or not ahead.more()):
+            ahead = None
+        if ahead is not None:
+            ahead.sent = True
 
         def ack_then_read(pipe: Any) -> None:
             pipe.xack(stream, group, *entry_ids)
@@ -499,45 +524,36 @@ class Bus:
         if queued in failed.failed:
             failed.pending = list(entry_ids)  # the XACK itself failed: nothing was acknowledged
             return
-        stream = self.stream(short)
-        mine = set(entry_ids)
-        for owner in failed.owners:
-            if isinstance(owner, tuple) and owner[0] in mine:
-                entry_id, deliveries = owner
-                self.redis.xclaim(
-                    stream,
-                    group,
-                    self.settings.consumer,
-                    0,
-                    [entry_id],
-                    force=True,
-                    retrycount=deliveries,
-                    justid=True,
-                )
-                self.remember_error(group, short, entry_id, f"{type(failed).__name__}: {failed}")
-                failed.pending.append(entry_id)
+        reopen = self._acked_but_failed([(short, group, entry_ids, queued)], failed)
+        self._reopen(reopen, failed)
+        failed.pending = [entry_id for _, _, entry_id, _ in reopen]
         read = failed.answers[queued + 1] if ahead is not None else None
         if read is not None and not isinstance(read, Exception):
             ahead.answers.append(read)  # type: ignore[union-attr]
 
     @contextlib.contextmanager
     def reading_ahead(
-        self, short: str, group: str, count: int, more: Callable[[], bool]
+        self, short: str, group: str, count: int, more: Callable[[], bool], *, early: bool = False
     ) -> Iterator[list[Any]]:
         """While the block runs, this thread's XACK of SHORT for GROUP (a batch's last round
         trip) also reads the next COUNT new entries for this consumer, after the XACK in the
         same round trip (XREADGROUP without BLOCK), when MORE() still says so: the block gets a
-        list where that read's answer lands, for the caller to handle next. Not on a Redis
-        Cluster."""
+        list where that read's answer lands, for the caller to handle next. EARLY (for quick
+        work: the entries read are this replica's while the batch is handled): the read goes
+        with the first round trip this thread makes in the block instead, after its commands,
+        so that the batch's XACK, when that read brought entries, can wait for the next batch's
+        first round trip (`ack`; inside a `deferring` block that spans both batches). Not on a
+        Redis Cluster."""
         answers: list[Any] = []
         if self.settings.redis_cluster:
             yield answers
             return
-        self._ahead.read = _ReadAhead(self.stream(short), group, count, more, answers)
+        self._ahead.read = _ReadAhead(self.stream(short), group, count, more, answers, early)
         try:
             yield answers
         finally:
             self._ahead.read = None
+            self._queued.fates.clear()  # the batch's marks (`mark`) are done with
 
     # --- writes queued for the next round trip ---------------------------------------------
 
@@ -596,7 +612,25 @@ class Bus:
         so that BUILD's commands (an XACK) run only if the server accepted every queued write (a
         write refused as it is queued, out of memory or not permitted, aborts them all); a
         server in cluster mode refuses a transaction across hash slots: there the writes go in
-        one round trip and BUILD's commands in the next."""
+        one round trip and BUILD's commands in the next. Queued XACKs (`ack`) go in one
+        MULTI/EXEC with the writes before them, whatever ATOMIC says. Inside an early
+        `reading_ahead` whose read has not gone yet, it goes last in this round trip."""
+        ahead = getattr(self._ahead, "read", None)
+        if ahead is None or not ahead.early or ahead.sent or not ahead.more():
+            return self._round_trip(build, atomic)
+        ahead.sent = True
+
+        def then_read(pipe: Any) -> None:
+            build(pipe)
+            pipe.xreadgroup(
+                ahead.group, self.settings.consumer, {ahead.stream: ">"}, count=ahead.count
+            )
+
+        answers = self._round_trip(then_read, atomic)
+        ahead.answers.append(answers.pop())
+        return answers
+
+    def _round_trip(self, build: Callable[[Any], None], atomic: bool) -> list[Any]:
         if not self._queued.ops:
             return self._exchange(build, [], transaction=False)
         if atomic and self._atomic is None:
@@ -610,7 +644,7 @@ class Bus:
                 self._atomic = False  # the transaction was refused whole: nothing ran
         if atomic:
             self._send(lambda _: None, transaction=False)
-            return self.round_trip(build)
+            return self._round_trip(build, False)
         return self._send(build, transaction=False)
 
     def _cluster_mode(self) -> bool:
@@ -631,15 +665,23 @@ class Bus:
         except LockLost:
             self._drop()
             raise
-        ops, acquiring, releasing = q.ops, q.acquiring, q.releasing
+        ops, acquiring, releasing, acks = q.ops, q.acquiring, q.releasing, q.acks
+        reopen: list[tuple[str, str, str, int]] = []
+        failure: pipelined.ExecFailed | None = None
         try:
-            answers = self._exchange(build, ops, transaction=transaction)
+            answers = self._exchange(
+                build, ops, transaction=transaction, prefix=0 if transaction else q.atomic
+            )
         except pipelined.ExecFailed as e:
             # It ran, all but the failed commands: say whose writes those were.
             e.queued = len(ops)
             e.owners = self._owners([n for n in e.failed if n < len(ops)])
-            self._drop()
-            raise
+            reopen = self._acked_but_failed(acks, e)
+            if transaction:
+                self._drop()
+                self._reopen(reopen, e)
+                raise
+            answers, failure = e.answers, e  # only queued writes failed: the others ran
         except redis.ResponseError as e:
             if transaction and _cross_slot(e):
                 raise  # refused before anything ran: the queue stays for the next try
@@ -657,7 +699,49 @@ class Bus:
             if held.taken:
                 held.renewed = time.monotonic()
                 self._keeper.add(held)
+        if failure is not None:
+            self._reopen(reopen, failure)
         return list(answers[len(ops) :])
+
+    def _acked_but_failed(
+        self, acks: list[tuple[str, str, tuple[str, ...], int]], failed: pipelined.ExecFailed
+    ) -> list[tuple[str, str, str, int]]:
+        """Of the entries whose XACK was queued (ACKS) in the transaction that FAILED in part,
+        those acknowledged though a write of theirs failed: (short, group, entry id,
+        deliveries). An XACK that failed itself left its entries pending: none of those."""
+        out = []
+        for short, group, ids, at in acks:
+            if at in failed.failed:
+                continue
+            for owner in failed.owners:
+                if isinstance(owner, tuple) and owner[0] in ids:
+                    out.append((short, group, owner[0], owner[1]))
+        return out
+
+    def _reopen(
+        self, entries: list[tuple[str, str, str, int]], failed: pipelined.ExecFailed
+    ) -> None:
+        """Put ENTRIES, acknowledged with a queued XACK though one of their writes failed as
+        FAILED says, back in this consumer's pending list (see `_not_acked`), the error noted."""
+        error = f"{type(failed).__name__}: {failed}"
+        for short, group, entry_id, deliveries in entries:
+            self.redis.xclaim(
+                self.stream(short),
+                group,
+                self.settings.consumer,
+                0,
+                [entry_id],
+                force=True,
+                retrycount=deliveries,
+                justid=True,
+            )
+            self.remember_error(group, short, entry_id, error)
+            get_logger().warning(
+                "a write failed as its entry's XACK ran; the entry is pending again",
+                stream=self.stream(short),
+                entry_id=entry_id,
+                error=one_reason(error),
+            )
 
     def _exchange(
         self,
@@ -665,11 +749,12 @@ class Bus:
         ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]],
         *,
         transaction: bool,
+        prefix: int = 0,
     ) -> list[Any]:
         """The answers to OPS (queued calls) then the commands BUILD(pipe) makes, in one round
         trip: packed by hand on one server (`pipelined.exchange`: redis-py's pipeline costs more
         CPU than the server's work for a decision's dozen commands), redis-py's pipeline on a
-        cluster."""
+        cluster (where nothing is queued). PREFIX: the first PREFIX ops in one MULTI/EXEC."""
         if self.settings.redis_cluster:
             with self._client.pipeline(transaction=transaction) as pipe:
                 for name, args, kwargs in ops:
@@ -681,7 +766,9 @@ class Bus:
             getattr(pipe, name)(*args, **kwargs)
         build(pipe)
         conn = pipelined.held(self._client, self._conn)
-        return pipelined.exchange(self._client, pipe.commands, transaction=transaction, conn=conn)
+        return pipelined.exchange(
+            self._client, pipe.commands, transaction=transaction, conn=conn, prefix=prefix
+        )
 
     def _drop(self) -> None:
         """Forget this thread's queue after a round trip that failed (what it sent may or may
@@ -714,17 +801,20 @@ class Bus:
     def detach(self) -> Any:
         """Take this thread's queued writes away from it (`attach` them to another thread's)."""
         q = self._queued
-        taken = (q.ops, q.acquiring, q.releasing, q.spans)
+        taken = (q.ops, q.acquiring, q.releasing, q.spans, q.acks, q.atomic)
         self._emptied()
         return taken
 
     def attach(self, taken: Any) -> None:
         """Queue writes `detach` took from another thread after this thread's own."""
-        ops, acquiring, releasing, spans = taken
+        ops, acquiring, releasing, spans, acks, atomic = taken
         q = self._queued
         q.acquiring += [(len(q.ops) + n, held) for n, held in acquiring]
         q.spans += [(len(q.ops) + n, owner) for n, owner in spans]
         q.spans.append((len(q.ops) + len(ops), q.owner))
+        q.acks += [(short, group, ids, len(q.ops) + n) for short, group, ids, n in acks]
+        if atomic:
+            q.atomic = len(q.ops) + atomic
         q.ops += ops
         q.releasing += releasing
 
@@ -732,6 +822,7 @@ class Bus:
         """This thread's queue is sent (or dropped, or detached): a new one starts."""
         q = self._queued
         q.ops, q.acquiring, q.releasing = [], [], []
+        q.acks, q.atomic = [], 0
         q.spans = [(0, q.owner)] if q.owner is not None else []
 
     @contextlib.contextmanager

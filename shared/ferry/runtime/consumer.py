@@ -212,8 +212,9 @@ class StreamReader:
     thread of its own: a blocking XREADGROUP of this one key through CLIENT, the readers' client (on
     a Redis Cluster, a cluster client, which sends the read to the node that serves the stream's
     slot and follows MOVED there), up to FERRY_READ_COUNT entries, each batch handed to HANDLE in
-    the same thread: handled in stream order and acknowledged after its effects before the next
-    read, dead letters alike; after a full read, the next rides with its XACK. A failed read is
+    the same thread: handled in stream order and acknowledged after its effects, dead letters
+    alike; after a full read, the next rides with its XACK, or for quick work with its first
+    round trip, the XACK then riding with the next read's first (see `run`). A failed read is
     logged and tried again; a lost group is created again. It is FastStream's subscriber without the
     event loop's hops between the read and the handler (FERRY_READER=ferry, the default; on a
     cluster, always)."""
@@ -259,25 +260,46 @@ class StreamReader:
         def more() -> bool:  # a replica asked to stop reads no more
             return not halt.is_set()
 
-        while ahead or not halt.is_set():
-            entries, ahead = ahead or self.read_or_wait(halt), []
-            if not entries:
-                continue
-            # A full read: more may be waiting, so the next read rides with this one's XACK
-            # instead of a round trip of its own (after a short one, the next read blocks).
-            full = len(entries) >= self.count
-            with self.bus.reading_ahead(
-                short, group, self.count, more if full else _no_more
-            ) as answers:
-                try:
-                    handle(short, entries)
-                except Exception as e:  # noqa: BLE001 - pending, to be reclaimed; keep reading
-                    self.log.error(
-                        "could not handle a read; its entries stay pending",
-                        stream=stream,
-                        error=one_reason(f"{type(e).__name__}: {e}"),
-                    )
-            ahead = [e for answer in answers for e in _new_entries(answer)]
+        # Quick work (a worker that reads many entries at a time, such as gate-evaluator): the
+        # next read rides with a batch's first round trip, and the batch's XACK, queued behind
+        # its writes, with the next batch's first (`Bus.reading_ahead`, `Bus.ack`). Slow work
+        # reads the next entries only once a batch is done, so that other replicas share them.
+        early = self.spec.read_count > 1
+        with self.bus.deferring():  # what a batch leaves queued waits for the next one
+            while ahead or not halt.is_set():
+                if not ahead:
+                    self.send_queued()  # before a read that may block
+                entries, ahead = ahead or self.read_or_wait(halt), []
+                if not entries:
+                    continue
+                # A full read: more may be waiting, so the next read rides with a round trip of
+                # this one's instead of one of its own (after a short one, the next read blocks).
+                full = len(entries) >= self.count
+                with self.bus.reading_ahead(
+                    short, group, self.count, more if full else _no_more, early=early
+                ) as answers:
+                    try:
+                        handle(short, entries)
+                    except Exception as e:  # noqa: BLE001 - pending, to be reclaimed; keep on
+                        self.log.error(
+                            "could not handle a read; its entries stay pending",
+                            stream=stream,
+                            error=one_reason(f"{type(e).__name__}: {e}"),
+                        )
+                ahead = [e for answer in answers for e in _new_entries(answer)]
+            self.send_queued()
+
+    def send_queued(self) -> None:
+        """Send what the last batch left queued (its XACK behind its writes), if anything; if
+        that fails, its entries stay pending, to be reclaimed."""
+        try:
+            self.bus.flush()
+        except Exception as e:  # noqa: BLE001 - pending, to be reclaimed; keep reading
+            self.log.error(
+                "could not acknowledge a read; its entries stay pending",
+                stream=self.bus.stream(self.short),
+                error=one_reason(f"{type(e).__name__}: {e}"),
+            )
 
     def read_or_wait(self, halt: threading.Event) -> list[Entry]:
         """The next read's entries; none after a failed read, logged once per reason, half a

@@ -138,6 +138,9 @@ class Dispatcher:
             if len(groups) == 1:
                 run(groups[0])
             else:
+                # What this thread queued (the last read's XACK, see `Bus.ack`) goes before
+                # the other threads' round trips.
+                bus.flush()
                 for queued in list(self._pool().map(run, groups)):
                     if queued is not None:
                         bus.attach(queued)
