@@ -48,3 +48,39 @@ def test_a_hinted_read_fetches_first_what_the_last_one_fetched(
     cost = Cost()
     assert read_batched(bus, read, cost, hint=("t", 1)) == (b"third", b"3")
     assert (cost.round_trips, cost.commands) == (1, 2)  # `second` no longer fetched
+
+
+def test_a_decision_under_a_kept_lock_learns_its_hint_too(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """As a worker's batch decides (inside `deferring` and `keeping`, each decision's lock's
+    SET NX queued in front of its first read): the first decision about a subject learns what
+    its read fetches; the next one about it, after another subject's lock took the kept one's
+    place (its reads dropped), fetches all of it in the lock's round trip and reads once."""
+    bus = Bus(Settings(redis_url=redis_url, stream_prefix=prefix, home=tmp_path), redis_url)
+    key = bus.settings.key
+    for subject in "ab":
+        bus.redis.set(key(subject), f"{subject}-next")
+        bus.redis.set(key(f"{subject}-next"), subject.upper())
+    seen: list[tuple[str, bytes | None, int, int]] = []
+
+    def decide(subject: str) -> None:
+        runs: list[int] = []
+
+        def read(b: Bus) -> bytes | None:
+            runs.append(1)
+            first = b.redis.get(key(subject))
+            return b.redis.get(key(first.decode())) if first else None
+
+        def work(_: object) -> None:
+            cost = Cost()
+            got = read_batched(bus, read, cost, hint=("decide", subject))
+            bus.check_locks()
+            seen.append((subject, got, len(runs), cost.round_trips))
+
+        bus.locked(f"cell:{subject}", work)
+
+    with bus.deferring(), bus.keeping():
+        for subject in "aba":
+            decide(subject)
+    assert seen == [("a", b"A", 3, 2), ("b", b"B", 3, 2), ("a", b"A", 1, 1)]

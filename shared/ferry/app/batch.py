@@ -175,8 +175,8 @@ def read_batched(
     if isinstance(bus, _ReadBus):
         return read(cast(Bus, bus))
     # Under a lock kept across a batch's decisions (Bus.keeping): what was read under it.
-    kept = bus.kept_reads(_Stand)
-    stand = kept or _Stand()
+    stand = bus.kept_reads(_Stand) or _Stand()
+    fresh = not (stand.strings or stand.hashes or stand.fields)
     view = cast(Bus, _ReadBus(bus, stand))
     cost = cost if cost is not None else Cost()
     if hint is not None:
@@ -196,7 +196,7 @@ def read_batched(
         result = read(view)
         if not stand.missing:
             # Learnt from nothing, what was fetched is what READ reads: next time, the guess.
-            if hint is not None and guess is None and kept is None and fetched:
+            if hint is not None and guess is None and fresh and fetched:
                 if len(_hints) >= HINTS:
                     del _hints[next(iter(_hints))]
                 _hints[hint] = fetched
