@@ -28,11 +28,14 @@ MARK_END = "<!-- bench.backlog: end -->"
 
 def round_trips(url: str, root: Path, names: list[str], n: int) -> dict[str, dict[str, float]]:
     """Redis round trips and commands per decision, gate-evaluator's Dispatcher in this process
-    (warm: each entry's files already read once), for entries one at a time and in one batch."""
+    behind a loop that reads as Ferry's reader does (`bench.decision.drain`: reads included,
+    each next read riding with a round trip of the read before), warm (each entry's files
+    already read once), one entry per read and N per read."""
     import logging
 
     import structlog
 
+    from bench.decision import drain
     from ferry.runtime.dispatcher import Dispatcher
     from ferry.runtime.logging import get_logger
     from ferry.runtime.worker import WorkerContext
@@ -42,6 +45,7 @@ def round_trips(url: str, root: Path, names: list[str], n: int) -> dict[str, dic
     site = Site(url, "brt:", root / "round-trips")
     site.scaffold(names)
     throughput.pin_staging(site, names)
+    site.settings.consumer = "decision"
     ctx = WorkerContext(
         name="gate-evaluator", settings=site.settings, bus=site.bus, log=get_logger()
     )
@@ -51,18 +55,14 @@ def round_trips(url: str, root: Path, names: list[str], n: int) -> dict[str, dic
     for mode in throughput.MODES:
         for batch in (False, True):
             site.r.delete(stream)
-            throughput.publish_all(site.r, stream, throughput.entries_for(mode, names, 2 * n))
             site.bus.ensure_group("ci", "gate-evaluator")
-            read = site.r.xreadgroup("gate-evaluator", "rt", {stream: ">"}, count=2 * n)
-            entries = [(i.decode(), f, 1) for i, f in read[0][1]]
-            dispatcher.process_batch("ci", entries[:n])  # warm: files read, scripts loaded
+            count = n if batch else 1
+            throughput.publish_all(site.r, stream, throughput.entries_for(mode, names, n))
+            drain(site, dispatcher, "ci", count)  # warm: files read, scripts loaded
+            throughput.publish_all(site.r, stream, throughput.entries_for(mode, names, n))
             before = throughput.commands(site.r)
             with counting_round_trips() as box:
-                if batch:
-                    dispatcher.process_batch("ci", entries[n:])
-                else:
-                    for entry_id, fields, deliveries in entries[n:]:
-                        dispatcher.process("ci", entry_id, fields, deliveries)
+                assert drain(site, dispatcher, "ci", count) == n
             out[f"{mode}:{'batch' if batch else 'one'}"] = {
                 "round_trips": box[0] / n,
                 "commands": (throughput.commands(site.r) - before) / n,
@@ -394,8 +394,10 @@ XACK per read after the last entry's effects; baseline COUNT 100):
 {rows(backlog, res["n_backlog"])}
 
 **Round trips per decision**, measured in the benchmark process (gate-evaluator's `Dispatcher`
-on {res["n_rt"]} entries after a warm-up pass; a round trip = one request sent to the server,
-a pipeline of many commands being one):
+on {res["n_rt"]} entries after a warm-up pass, behind a loop that reads as Ferry's reader does,
+`bench.decision.drain`; a round trip = one request sent to the server, a pipeline of many
+commands being one, reads included; the bare loops make 2 per entry one at a time, 2 per
+{res["n_rt"]} in one batch):
 
 | entries | read | round trips per decision | commands per decision |
 |---|---|---|---|
@@ -415,33 +417,29 @@ a pipeline of many commands being one):
 def gap(fl: dict[str, Any]) -> str:
     return f"""
 
-Where the gap is, and what would close it. One at a time, a 'skip' decision makes two round
-trips besides its read (the table above): the lock's SET NX with the snapshot's reads, then its
-writes that need no answer (evidence, live mark, due time, audit record), the lock's release and
-the XACK in one MULTI/EXEC. In a read of many entries the writes go in front of the next round
-trip, and the entries about one (service, environment) share one lock and one snapshot read
-(`Bus.keeping`): a decision after the first about the same subject reads only what it lacks, from
-what was read with what the earlier ones wrote; so a read of 100 entries about 40 services makes
-about 40 round trips, not 100. What is left:
+Where the gap is, and what would close it. One at a time, a 'skip' decision makes one round
+trip, its read included (the table above), where the bare loop makes two: the decision lock's
+SET NX, the snapshot's reads (all at once: `read_batched` fetches first what the last decision
+about the subject read) and the read of the next entry, behind the previous entry's writes
+(evidence, live mark, due time, audit record), its lock's release and its XACK in one MULTI/EXEC
+(`Bus.ack`: gate-evaluator is quick work, so its reader reads an entry ahead). In a read of many
+entries the writes go in front of the next round trip, and the entries about one (service,
+environment) share one lock and one snapshot read (`Bus.keeping`): a decision after the first
+about the same subject reads only what it lacks, from what was read with what the earlier ones
+wrote; so a read of 100 entries about 40 services makes about 20 round trips, not 100. What is
+left:
 
 - One at a time, the read: FastStream's subscriber by itself, with a handler that only decodes
   and XACKs, reaches {100 * fl["faststream_ratio"]:.0f}% of the bare COUNT 1 loop, Ferry's own
   reader {100 * fl["ferry_ratio"]:.0f}% (above). The workers therefore read with Ferry's own
   loop on one server too (`FERRY_READER=ferry`, the default), each read handed to the
-  dispatcher in the thread that read it, no event loop in between, and after a full read the
-  next one rides with the XACK (`Bus.reading_ahead`: while entries wait, an entry's read costs
-  no round trip of its own); the FastStream apps are still built for the AsyncAPI document.
-  What is left of the 40% goal is the decision itself: its round trips and its Python, below.
-- One at a time, the decision: its two round trips are packed by hand (`pipelined.exchange`, on
-  a connection each thread keeps), as the bare loop's are by redis-py; what remains is about
-  440 us of Python CPU per 'skip' decision (`python -m bench.decision`, 27 Nov: the round trips'
-  packing and replies about 110, `gather` about 80 in two passes, acting on the decision about
-  60, the dispatcher about 50 of which pydantic's parsing of the entry 20, the handler's reads
-  of main and its evidence about 45, `decide` about 18) and 22 commands for the server against
-  the bare loop's 2. Spread this thinly, no one part closes the gap; what would: one round trip
-  per decision (the next entry's lock and reads sent with this one's writes and XACK, which
-  means reading an entry ahead), or fewer commands per 'skip' (no due-time script when nothing
-  is due and nothing was).
+  dispatcher in the thread that read it, no event loop in between; the FastStream apps are
+  still built for the AsyncAPI document.
+- One at a time, the decision: with its round trip packed by hand (`pipelined.exchange`, on a
+  connection each thread keeps), what remains is Python: about 430 us of CPU per 'skip'
+  decision (`python -m bench.decision`, 27 Nov), spread thinly (packing the round trip and
+  reading its replies, `gather`, acting on the decision, the dispatcher and pydantic's parsing
+  of the entry, `decide`), and 23 commands for the server against the bare loop's 2.
 - Backlog, Python: the round trips of different services' decisions overlap (8 threads), their
   Python does not (one interpreter lock). Per 'skip' entry: the dispatcher, pydantic parsing of
   the entry, the handler (the image check, the evidence write), `gather` against the kept
@@ -449,13 +447,13 @@ about 40 round trips, not 100. What is left:
   main's snapshot is one object per commit), and for the first decision about a subject in a
   read its round trip of a dozen commands: a few hundred us of CPU per decision. The bare COUNT
   100 loop, with hiredis parsing the read in C, spends under 10 us per entry (about 40 us with
-  redis-py's own parser: see the client above); 25% of it leaves about 35 us per decision,
-  about what the dispatcher and the entry's parsing alone take: one interpreter running this
-  decision cannot reach it. What would close part of it: fewer Python layers per entry (the
-  entry parsed without pydantic, the dispatcher's bookkeeping per read rather than per entry),
-  and the locks and reads of a read's subjects in one round trip. A
-  backlog is also shared by replicas (one decision at a time per subject across them), which
-  this figure, one process, leaves out."""
+  redis-py's own parser: see the client above); 25% of it leaves about 35 us per decision.
+  Decoding, scrubbing and validating an entry alone take about 14 us and `decide` about 8 (27
+  Nov), which leaves about 13 us for the rest (the snapshot from the replies, the lock, a dozen
+  commands packed, the audit record, the dispatcher's bookkeeping), which costs over ten times
+  that today: one interpreter running this decision cannot reach it. What would: several
+  processes sharing the backlog (one decision at a time per subject across them, as replicas
+  do; this figure, one process, leaves them out), or a decision core that is not Python."""
 
 
 def replay_section(rp: dict[str, Any]) -> str:
@@ -504,6 +502,10 @@ def brief(res: dict[str, Any]) -> str:
                 f"({bare}): {100 * r['ratio']:.0f}%; {r['commands']:.1f} commands per entry, "
                 f"{r['dlq']} dead letters, {len(r['errors'])} runs with worker errors"
             )
+    for key, v in res.get("round_trips", {}).items():
+        out.append(
+            f"round trips {key}: {v['round_trips']:.2f} per entry, {v['commands']:.1f} commands"
+        )
     return "\n".join(out)
 
 
