@@ -92,3 +92,55 @@ def test_a_redis_failure_leaves_that_entry_and_its_services_later_ones_pending(b
     }
     # web's entries and api-0 were handled and acknowledged; api-2 waited behind api-1.
     assert pending == {ids[("api", 1)], ids[("api", 2)]}
+
+
+def test_two_replicas_draining_one_backlog_never_wait_on_each_others_kept_locks(
+    redis_url: str, prefix: str, tmp_path
+) -> None:  # noqa: ANN001
+    """Two replicas (each its own Bus, in its own thread) read one backlog 100 entries at a
+    time, entries about 12 services interleaved; each entry adds 1 to its service's counter
+    under the service's lock (read, then a queued write). A batch's threads each keep their
+    service's lock until its entries are done: were the last release held back for the XACK,
+    after every service of the batch, each replica could wait on a lock the other kept for a
+    service it had finished (up to the lock wait, 10 s, then a retry). Every entry is handled
+    once, first time, and no update is lost."""
+    settings = Settings(redis_url=redis_url, stream_prefix=prefix, home=tmp_path)
+    buses = [Bus(settings, redis_url) for _ in range(2)]
+    buses[0].ensure_group("ci", "batch")
+    services = [f"svc-{n:02d}" for n in range(12)]
+    per_service = 25
+    for i in range(per_service):
+        for s in services:
+            buses[0].publish(CiResult(service=s, digest=digest_of(f"{s}-{i}")))
+    counter = settings.key("counter")
+
+    def handle(event: Event, ctx: WorkerContext) -> None:
+        assert isinstance(event, CiResult)
+
+        def work(_: object) -> None:
+            [value] = ctx.bus.round_trip(lambda pipe: pipe.hget(counter, event.service))
+            ctx.bus.check_locks()  # another replica held it: read again once it is free
+            ctx.bus.write().hset(counter, event.service, int(value or 0) + 1)
+
+        # Held up by such a wait, a decision gives up after 5 s (10 s in the workers).
+        ctx.bus.locked(f"cell:{event.service}", work, wait_s=5)
+
+    outcomes: list[str] = []
+
+    def replica(bus: Bus, consumer: str) -> None:
+        d = dispatcher(bus, handle)
+        while True:
+            got = bus.redis.xreadgroup("batch", consumer, {bus.stream("ci"): ">"}, count=100)
+            if not got:
+                return
+            outcomes.extend(d.process_batch("ci", [(i.decode(), f, 1) for i, f in got[0][1]]))
+
+    threads = [threading.Thread(target=replica, args=(b, f"c{n}")) for n, b in enumerate(buses)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert outcomes == ["done"] * (per_service * len(services))
+    counts = buses[0].redis.hgetall(counter)
+    assert {k.decode(): int(v) for k, v in counts.items()} == dict.fromkeys(services, per_service)
+    assert buses[0].redis.xpending(buses[0].stream("ci"), "batch")["pending"] == 0

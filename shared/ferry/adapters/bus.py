@@ -798,28 +798,8 @@ class Bus:
     def all_sent(self, a: int, b: int) -> bool:
         return all(self._queued.fates[a:b])
 
-    def detach(self) -> Any:
-        """Take this thread's queued writes away from it (`attach` them to another thread's)."""
-        q = self._queued
-        taken = (q.ops, q.acquiring, q.releasing, q.spans, q.acks, q.atomic)
-        self._emptied()
-        return taken
-
-    def attach(self, taken: Any) -> None:
-        """Queue writes `detach` took from another thread after this thread's own."""
-        ops, acquiring, releasing, spans, acks, atomic = taken
-        q = self._queued
-        q.acquiring += [(len(q.ops) + n, held) for n, held in acquiring]
-        q.spans += [(len(q.ops) + n, owner) for n, owner in spans]
-        q.spans.append((len(q.ops) + len(ops), q.owner))
-        q.acks += [(short, group, ids, len(q.ops) + n) for short, group, ids, n in acks]
-        if atomic:
-            q.atomic = len(q.ops) + atomic
-        q.ops += ops
-        q.releasing += releasing
-
     def _emptied(self) -> None:
-        """This thread's queue is sent (or dropped, or detached): a new one starts."""
+        """This thread's queue is sent (or dropped): a new one starts."""
         q = self._queued
         q.ops, q.acquiring, q.releasing = [], [], []
         q.acks, q.atomic = [], 0

@@ -91,7 +91,8 @@ class Dispatcher:
         after the other; entries about different services at once, up to PARALLEL, so that their
         Redis round trips overlap (each decision still takes its (service, environment) lock).
         The writes the handlers queue (`Bus.deferring`) go out in front of each one's next round
-        trip, the last ones with the XACK, in one round trip.
+        trip; the last ones with the XACK, in one round trip, when every entry is about one
+        service, else with the last lock's release as each service's entries are done.
         If Redis fails on an entry, it and the later ones about its service stay pending (and
         the earlier ones whose queued writes could not be sent), the handled ones are still
         acknowledged when possible, and BatchInterrupted is raised."""
@@ -125,8 +126,15 @@ class Dispatcher:
                             handled[0] += 1
                             if handled[0] < len(entries):
                                 failpoints.hit(f"{self.spec.name}.mid-batch")
-                    # In a thread of the pool: its queued writes go with the XACK below.
-                    return bus.detach() if len(groups) > 1 else None
+                    if len(groups) > 1:
+                        # In a thread of the pool: its writes and its last lock's release go
+                        # now, not with the XACK once every other service's entries are done.
+                        # Kept that long, the lock could hold up another replica's batch
+                        # while one of this batch's services waits for a lock that batch keeps
+                        # the same way: each would wait for the other (up to the lock wait).
+                        with contextlib.suppress(Exception):  # lost: its entries stay pending
+                            bus.flush()
+                    return None
                 finally:
                     # An entry whose queued writes were lost with a failed round trip (a later
                     # entry's) is not acknowledged: it stays pending, to be handled again.
@@ -141,9 +149,7 @@ class Dispatcher:
                 # What this thread queued (the last read's XACK, see `Bus.ack`) goes before
                 # the other threads' round trips.
                 bus.flush()
-                for queued in list(self._pool().map(run, groups)):
-                    if queued is not None:
-                        bus.attach(queued)
+                list(self._pool().map(run, groups))
             done = [entries[n][0] for n, outcome in enumerate(outcomes) if outcome == "done"]
             if failed:
                 n, left, error = min(failed, key=lambda f: f[0])
