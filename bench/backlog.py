@@ -189,6 +189,7 @@ def throughput_runs(
     bare_count: int,
     modes: tuple[str, ...],
     step: Callable[[str], None],
+    replicas: int = 1,
 ) -> dict[str, Any]:
     import redis
 
@@ -197,9 +198,19 @@ def throughput_runs(
     for mode in modes:
         ferry, bare = [], []
         for k in range(runs):
-            step(f"{mode}: {m} entries, run {k + 1}/{runs}, read count {read_count or 'default'}")
+            step(
+                f"{mode}: {m} entries, run {k + 1}/{runs}, read count {read_count or 'default'}"
+                + (f", {replicas} replicas" if replicas > 1 else "")
+            )
             run = throughput.run_ferry(
-                url, root, mode, names, m, read_count=read_count, tag=f"-{read_count}-{k}"
+                url,
+                root,
+                mode,
+                names,
+                m,
+                read_count=read_count,
+                tag=f"-{read_count}-{k}",
+                replicas=replicas,
             )
             run.pop("site")
             entries = run.pop("entries_fields")
@@ -453,7 +464,8 @@ left:
   commands packed, the audit record, the dispatcher's bookkeeping), which costs over ten times
   that today: one interpreter running this decision cannot reach it. What would: several
   processes sharing the backlog (one decision at a time per subject across them, as replicas
-  do; this figure, one process, leaves them out), or a decision core that is not Python."""
+  do; this figure, one process, leaves them out: `python -m bench.backlog --only backlog
+  --backlog-replicas N` measures N), or a decision core that is not Python."""
 
 
 def replay_section(rp: dict[str, Any]) -> str:
@@ -525,9 +537,10 @@ def run(
     step: Callable[[str], None] = lambda _: None,
     only: tuple[str, ...] = PARTS,
     modes: tuple[str, ...] = ("failure", "skip"),
+    backlog_replicas: int = 1,
 ) -> dict[str, Any]:
     """The parts ONLY of this section (all by default) on the server at URL, in scratch
-    directories under ROOT."""
+    directories under ROOT. BACKLOG_REPLICAS: gate-evaluator processes sharing the backlog."""
     names = services(40)
     t0 = time.perf_counter()
     res: dict[str, Any] = {"load_start": load(), "n_one": one, "n_backlog": backlog, "n_rt": 200}
@@ -541,7 +554,7 @@ def run(
         res["floor"] = read_floors(url, names, one, runs)
     if "backlog" in only:
         res["backlog"] = throughput_runs(
-            url, root, names, backlog, backlog_runs, None, 100, modes, step
+            url, root, names, backlog, backlog_runs, None, 100, modes, step, backlog_replicas
         )
     if "replay" in only:
         step(f"replay: {replay} CI events")
@@ -559,6 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replay", type=int, default=100_000, help="CI events replayed (100,000)")
     p.add_argument("--runs", type=int, default=3, help="runs of the one-at-a-time part (3)")
     p.add_argument("--backlog-runs", type=int, default=1, help="runs of the backlog part (1)")
+    p.add_argument(
+        "--backlog-replicas",
+        type=int,
+        default=1,
+        help="with --only backlog: gate-evaluator processes sharing the backlog (1)",
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "RESULTS.md")
     p.add_argument(
         "--only",
@@ -573,9 +592,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with --only: only these entries (repeatable; default both)",
     )
     args = p.parse_args(argv)
-    for name in ("one", "backlog", "replay", "runs", "backlog_runs"):
+    for name in ("one", "backlog", "replay", "runs", "backlog_runs", "backlog_replicas"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.backlog_replicas > 1 and not args.only:
+        p.error("--backlog-replicas goes with --only backlog: the section's goal is one process")
     import redis
 
     from ferry.adapters.embedded import start_server
@@ -599,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                 step=step,
                 only=tuple(args.only or PARTS),
                 modes=tuple(args.mode or ("failure", "skip")) if args.only else ("failure", "skip"),
+                backlog_replicas=args.backlog_replicas,
             )
     finally:
         server.stop()

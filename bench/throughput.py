@@ -77,9 +77,10 @@ def run_ferry(
     m: int,
     read_count: int | None = 1,
     tag: str = "",
+    replicas: int = 1,
 ) -> dict[str, Any]:
-    """M entries drained by one gate-evaluator reading READ_COUNT entries per XREADGROUP (None:
-    the worker's default)."""
+    """M entries drained by REPLICAS gate-evaluator processes (one unless told), each reading
+    READ_COUNT entries per XREADGROUP (None: the worker's default)."""
     site = Site(url, f"btp-{mode}{tag}:", root / f"throughput-{mode}{tag}")
     site.scaffold(names)
     pin_staging(site, names)
@@ -90,6 +91,8 @@ def run_ferry(
         t0 = time.perf_counter()
         before = commands(site.r)
         _, startup = site.start("gate-evaluator", **extra)
+        for n in range(2, replicas + 1):
+            site.start("gate-evaluator", n, **extra)
 
         def drained() -> bool:
             g = site.group("ci", "gate-evaluator")
