@@ -31,25 +31,9 @@ def round_trips(url: str, root: Path, names: list[str], n: int) -> dict[str, dic
     behind a loop that reads as Ferry's reader does (`bench.decision.drain`: reads included,
     each next read riding with a round trip of the read before), warm (each entry's files
     already read once), one entry per read and N per read."""
-    import logging
+    from bench.decision import drain, gate_dispatcher
 
-    import structlog
-
-    from bench.decision import drain
-    from ferry.runtime.dispatcher import Dispatcher
-    from ferry.runtime.logging import get_logger
-    from ferry.runtime.worker import WorkerContext
-    from gate_evaluator.worker import WORKER
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    site = Site(url, "brt:", root / "round-trips")
-    site.scaffold(names)
-    throughput.pin_staging(site, names)
-    site.settings.consumer = "decision"
-    ctx = WorkerContext(
-        name="gate-evaluator", settings=site.settings, bus=site.bus, log=get_logger()
-    )
-    dispatcher = Dispatcher(WORKER, ctx)
+    site, dispatcher = gate_dispatcher(url, "brt:", root / "round-trips", names)
     stream = site.bus.stream("ci")
     out: dict[str, dict[str, float]] = {}
     for mode in throughput.MODES:

@@ -51,9 +51,10 @@ def drain(site: Site, dispatcher: Any, short: str, count: int) -> int:
             ahead = [e for answer in answers for e in _new_entries(answer)]
 
 
-def measure(
-    url: str, root: Path, modes: list[str], counts: list[int], n: int, top: int, rounds: int = 1
-) -> list[dict[str, Any]]:
+def gate_dispatcher(url: str, prefix: str, folder: Path, names: list[str]) -> tuple[Site, Any]:
+    """A scaffolded site for NAMES (staging pinning each one's digest) under stream PREFIX, and
+    gate-evaluator's Dispatcher on it in this process, as consumer "decision", logging warnings
+    only."""
     import structlog
 
     from ferry.runtime.dispatcher import Dispatcher
@@ -62,15 +63,21 @@ def measure(
     from gate_evaluator.worker import WORKER
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    names = services(40)
-    site = Site(url, "bdc:", root / "decision")
+    site = Site(url, prefix, folder)
     site.scaffold(names)
     throughput.pin_staging(site, names)
     site.settings.consumer = "decision"
     ctx = WorkerContext(
         name="gate-evaluator", settings=site.settings, bus=site.bus, log=get_logger()
     )
-    dispatcher = Dispatcher(WORKER, ctx)
+    return site, Dispatcher(WORKER, ctx)
+
+
+def measure(
+    url: str, root: Path, modes: list[str], counts: list[int], n: int, top: int, rounds: int = 1
+) -> list[dict[str, Any]]:
+    names = services(40)
+    site, dispatcher = gate_dispatcher(url, "bdc:", root / "decision", names)
     stream = site.bus.stream("ci")
     out = []
     for mode in modes:
