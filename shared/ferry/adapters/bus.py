@@ -755,19 +755,20 @@ class Bus:
         trip: packed by hand on one server (`pipelined.exchange`: redis-py's pipeline costs more
         CPU than the server's work for a decision's dozen commands), redis-py's pipeline on a
         cluster (where nothing is queued). PREFIX: the first PREFIX ops in one MULTI/EXEC."""
+
+        def fill(pipe: Any) -> Any:
+            for name, args, kwargs in ops:
+                getattr(pipe, name)(*args, **kwargs)
+            build(pipe)
+            return pipe
+
         if self.settings.redis_cluster:
             with self._client.pipeline(transaction=transaction) as pipe:
-                for name, args, kwargs in ops:
-                    getattr(pipe, name)(*args, **kwargs)
-                build(pipe)
-                return list(pipe.execute())
-        pipe = pipelined.Commands()
-        for name, args, kwargs in ops:
-            getattr(pipe, name)(*args, **kwargs)
-        build(pipe)
+                return list(fill(pipe).execute())
+        commands = fill(pipelined.Commands()).commands
         conn = pipelined.held(self._client, self._conn)
         return pipelined.exchange(
-            self._client, pipe.commands, transaction=transaction, conn=conn, prefix=prefix
+            self._client, commands, transaction=transaction, conn=conn, prefix=prefix
         )
 
     def _drop(self) -> None:

@@ -18,6 +18,7 @@ if HIREDIS_AVAILABLE:
     import hiredis
 
 Wanted = tuple[str, bytes, bytes]  # (command, key, field: b"" but for HGET)
+Recorded = tuple[tuple[Any, ...], dict[str, Any]]  # one command's (args, options), see Commands
 
 _HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
 _PACKED = {
@@ -121,7 +122,7 @@ class Commands(CoreCommands):
     _event_dispatcher: Any = None  # redis-py's client protocol names it; unused here
 
     def __init__(self) -> None:
-        self.commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.commands: list[Recorded] = []
 
     def execute_command(self, *args: Any, **options: Any) -> Commands:
         self.commands.append((args, options))
@@ -130,7 +131,7 @@ class Commands(CoreCommands):
 
 def exchange(
     client: Any,
-    commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    commands: list[Recorded],
     *,
     transaction: bool,
     conn: Any = None,
@@ -171,7 +172,7 @@ def held(client: Any, holder: threading.local) -> Any:
 def _tried(
     conn: Any,
     client: Any,
-    commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    commands: list[Recorded],
     transaction: bool,
     prefix: int = 0,
 ) -> list[Any]:
@@ -200,7 +201,7 @@ class ExecFailed(ResponseError):
         self.pending: list[str] = []
 
 
-def _packed(conn: Any, commands: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[bytes]:
+def _packed(conn: Any, commands: list[Recorded]) -> list[bytes]:
     if HIREDIS_AVAILABLE:
         pack = hiredis.pack_command
         try:
@@ -223,7 +224,7 @@ def _callbacks(client: Any) -> dict[str, Any]:
 def _exchange_on(
     conn: Any,
     client: Any,
-    commands: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    commands: list[Recorded],
     transaction: bool,
     prefix: int = 0,
 ) -> list[Any]:
@@ -279,9 +280,7 @@ _MULTI = b"*1\r\n$5\r\nMULTI\r\n"
 _EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 
 
-def _annotated(
-    error: ResponseError, n: int, commands: list[tuple[tuple[Any, ...], dict[str, Any]]]
-) -> ResponseError:
+def _annotated(error: ResponseError, n: int, commands: list[Recorded]) -> ResponseError:
     """ERROR as redis-py's pipeline words it: which command of the pipeline caused it."""
     cmd = " ".join(map(safe_str, commands[n][0]))
     error.args = (
